@@ -1,0 +1,190 @@
+/* ratequeue: machine-wide API rate limits shared through POSIX shared memory.
+ *
+ * This header is the contract. Every function returns 0 (RQ_OK) or a negative
+ * RQ_E* code; rq_strerror() explains each code. No function throws, aborts on
+ * bad input, or keeps a pointer you passed after it returns.
+ *
+ * Thread safety: an rq_client may be used by any number of threads at once.
+ * An rq_permit belongs to its caller; do not release the same permit from two
+ * threads at the same time.
+ *
+ * Processes: each rq_open() registers the calling process in the segment's
+ * process table. A child created by fork() that keeps using an inherited
+ * rq_client is re-registered automatically on its first call, and is a holder
+ * distinct from its parent. Permits acquired by the parent stay the parent's.
+ */
+#ifndef RATEQUEUE_RATEQUEUE_H
+#define RATEQUEUE_RATEQUEUE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(RQ_BUILDING_LIBRARY)
+#define RQ_API __attribute__((visibility("default")))
+#else
+#define RQ_API
+#endif
+
+/* Compile-time version; compare with rq_version() to see what was loaded. */
+#define RQ_VERSION_MAJOR 0
+#define RQ_VERSION_MINOR 1
+#define RQ_VERSION_PATCH 0
+#define RQ_VERSION_NUMBER (RQ_VERSION_MAJOR * 10000 + RQ_VERSION_MINOR * 100 + RQ_VERSION_PATCH)
+
+/* One table generates the codes, rq_strerror() and rq_errname(). */
+#define RQ_ERROR_MAP(X)                                                                    \
+    X(OK, 0, "success")                                                                    \
+    X(ETIMEDOUT, -1, "timed out before every limit allowed the acquire")                   \
+    X(EAGAIN, -2, "no capacity right now (try-acquire), or waiters are queued ahead")      \
+    X(ENOENT, -3, "no such resource: define it first")                                     \
+    X(EINVAL, -4, "invalid argument")                                                      \
+    X(ECONFLICT, -5, "resource already defined with different limits (use RQ_DEFINE_REPLACE)") \
+    X(E2BIG, -6, "load exceeds what a limit can ever grant (burst or concurrency amount)") \
+    X(ENOSPC, -7, "segment capacity exhausted (resources, processes or queue slots)")      \
+    X(EINCOMPAT, -8, "segment has an incompatible layout version")                         \
+    X(ECORRUPT, -9, "segment is corrupt, truncated or not a ratequeue segment")           \
+    X(EACCES, -10, "segment is owned by another user or has looser permissions than expected") \
+    X(ECANCELED, -11, "wait was cancelled")                                                \
+    X(ESYS, -12, "system call failed (see errno)")                                         \
+    X(EINTERNAL, -13, "internal error in ratequeue")
+
+enum {
+#define RQ_ERROR_ENUM_(name, value, text) RQ_##name = value,
+    RQ_ERROR_MAP(RQ_ERROR_ENUM_)
+#undef RQ_ERROR_ENUM_
+};
+
+/* ---- Limits ------------------------------------------------------------- */
+
+enum { RQ_LIMIT_RATE = 1, RQ_LIMIT_CONCURRENCY = 2 };
+enum { RQ_COST_REQUEST = 0, RQ_COST_LOAD = 1 };
+
+/* Bounds on definitions; values outside them are RQ_EINVAL. */
+#define RQ_MAX_LIMITS 8                       /* limits per resource */
+#define RQ_MAX_NAME 63                        /* bytes in a resource name */
+#define RQ_MAX_AMOUNT ((uint64_t)1 << 48)     /* amount, burst and load */
+#define RQ_MIN_PERIOD_NS ((uint64_t)1000)     /* 1 us */
+#define RQ_MAX_PERIOD_NS ((uint64_t)366 * 24 * 3600 * 1000000000ull) /* about a year */
+
+typedef struct rq_limit {
+    uint32_t kind;      /* RQ_LIMIT_RATE or RQ_LIMIT_CONCURRENCY */
+    uint32_t cost;      /* RQ_COST_REQUEST: 1 per acquire; RQ_COST_LOAD: the acquire's load */
+    uint64_t amount;    /* rate: units per period; concurrency: maximum held at once */
+    uint64_t period_ns; /* rate only (0 for concurrency) */
+    uint64_t burst;     /* rate only: bucket capacity in units; 0 means amount */
+} rq_limit;
+
+/* ---- Handles ------------------------------------------------------------ */
+
+typedef struct rq_client rq_client; /* one process's attachment to one segment */
+typedef struct rq_permit {
+    uint64_t opaque[4];
+} rq_permit; /* caller-owned; zero-initialised or filled by rq_acquire */
+
+/* ---- Version ------------------------------------------------------------ */
+
+/* Returns RQ_VERSION_NUMBER of the loaded library. Never fails. */
+RQ_API int rq_version(void);
+/* Returns the segment layout major version this library reads and writes. */
+RQ_API int rq_layout_version(void);
+
+/* ---- Opening a segment -------------------------------------------------- */
+
+/* Options for rq_open_ex. Set size = sizeof(rq_open_options); zero fields take
+ * the defaults shown. Fields added later go at the end. */
+typedef struct rq_open_options {
+    uint32_t size;
+    uint32_t flags;          /* RQ_OPEN_GROUP: create 0660, accept group-owned segments */
+    uint32_t max_resources;  /* default 256 (1..65536) */
+    uint32_t queue_slots;    /* per resource; default 1024; power of two, 2..1048576 */
+    uint32_t max_processes;  /* default 1024 (1..65536) */
+} rq_open_options;
+#define RQ_OPEN_GROUP 1u
+
+/* Opens (and creates if missing) the segment NAME: the POSIX shm object
+ * "/NAME" (/dev/shm/NAME), with the companion lock file /dev/shm/NAME.lock.
+ * segment NULL: $RATEQUEUE_SEGMENT, else "ratequeue". Names are 1..200 bytes
+ * of [A-Za-z0-9._-].
+ *
+ * Creation is race-free: the segment is built under a temporary name and
+ * linked into place only when ready, so concurrent openers see either no
+ * segment or a complete one. New segments have mode 0600 (0660 with
+ * RQ_OPEN_GROUP). Capacities are fixed at creation; options are ignored when
+ * the segment already exists.
+ *
+ * Errors: RQ_EINVAL (bad name/options), RQ_EACCES (another user's segment, or
+ * mode looser than expected, e.g. world-writable), RQ_ECORRUPT (truncated,
+ * zero-length, bad magic, inconsistent header), RQ_EINCOMPAT (other layout
+ * version), RQ_ENOSPC (process table full), RQ_ESYS.
+ * Cost: a few system calls; not for hot paths. */
+RQ_API int rq_open(const char *segment, rq_client **out);
+RQ_API int rq_open_ex(const char *segment, const rq_open_options *options, rq_client **out);
+
+/* Detaches: returns every concurrency permit this client still holds, leaves
+ * every queue it is in, and frees the process slot. NULL is a no-op. */
+RQ_API void rq_close(rq_client *c);
+
+/* ---- Defining resources ------------------------------------------------- */
+
+#define RQ_DEFINE_REPLACE 1u
+
+/* Defines resource with 1..RQ_MAX_LIMITS limits, all enforced at once.
+ * Idempotent: the same limits again return 0. Different limits return
+ * RQ_ECONFLICT unless flags has RQ_DEFINE_REPLACE, which swaps the limits in
+ * atomically; rate debt and concurrency in use carry over.
+ * Names: 1..RQ_MAX_NAME printable ASCII bytes, no spaces.
+ * Errors: RQ_EINVAL (name, kind, cost, amount 0 or > RQ_MAX_AMOUNT, period
+ * outside [RQ_MIN_PERIOD_NS, RQ_MAX_PERIOD_NS], burst > RQ_MAX_AMOUNT, faster
+ * than 1 unit per ns, period set on a concurrency limit), RQ_ECONFLICT,
+ * RQ_ENOSPC (resource table full), RQ_ECORRUPT.
+ * Cost: takes the segment's define lock; not for hot paths. */
+RQ_API int rq_define(rq_client *c, const char *resource, const rq_limit *limits, size_t n,
+                     uint32_t flags);
+
+/* Reads the current limits of resource into limits[0..cap); *n gets the count.
+ * Errors: RQ_ENOENT, RQ_EINVAL (cap too small), RQ_ECORRUPT. */
+RQ_API int rq_describe(rq_client *c, const char *resource, rq_limit *limits, size_t cap,
+                       size_t *n);
+
+/* ---- Acquire and release ------------------------------------------------ */
+
+/* Takes `load` from every limit of resource at one instant (rate limits charge
+ * 1 or load; concurrency limits hold 1 or load until rq_release), waiting in
+ * FIFO ticket order behind earlier acquirers.
+ *   timeout_ns < 0: wait as long as it takes.
+ *   timeout_ns = 0: try once; RQ_EAGAIN if it would wait or anyone is queued
+ *                   (try never barges past waiters).
+ *   timeout_ns > 0: RQ_ETIMEDOUT after that long; the caller leaves the line
+ *                   without a trace.
+ * Waiting sleeps in the kernel (futex); it never polls. The uncontended path
+ * makes no system call.
+ * On success *out holds the permit: release it with rq_release (rate-only
+ * resources need no release, but it is harmless).
+ * Errors: RQ_ENOENT, RQ_EINVAL (load 0 or > RQ_MAX_AMOUNT, NULL out),
+ * RQ_E2BIG (load above a limit's burst or concurrency amount: it could never
+ * be granted), RQ_EAGAIN, RQ_ETIMEDOUT, RQ_ENOSPC (queue full), RQ_ECORRUPT. */
+RQ_API int rq_acquire(rq_client *c, const char *resource, uint64_t load, int64_t timeout_ns,
+                      rq_permit *out);
+
+/* Gives back the concurrency held by the permit. Releasing an already
+ * released, zeroed or rate-only permit returns 0 and does nothing.
+ * Errors: RQ_EINVAL (permit of another client or process, or forged),
+ * RQ_ECORRUPT. */
+RQ_API int rq_release(rq_client *c, rq_permit *p);
+
+/* ---- Errors ------------------------------------------------------------- */
+
+/* Text for any code (unknown codes get a generic text). Never NULL. */
+RQ_API const char *rq_strerror(int code);
+/* "RQ_ETIMEDOUT" etc. for any code. Never NULL. */
+RQ_API const char *rq_errname(int code);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* RATEQUEUE_RATEQUEUE_H */

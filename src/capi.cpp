@@ -1,0 +1,95 @@
+// The C ABI: a thin shell over rq::detail::Engine. No exception crosses it.
+#include "core.hpp"
+
+#include <cerrno>
+#include <new>
+
+struct rq_client {
+    rq::detail::Engine *engine;
+};
+
+namespace {
+
+template <class F>
+int guarded(F &&f) noexcept {
+    try {
+        return f();
+    } catch (const std::bad_alloc &) {
+        errno = ENOMEM;
+        return RQ_ESYS;
+    } catch (...) {
+        return RQ_EINTERNAL;
+    }
+}
+
+}  // namespace
+
+extern "C" {
+
+RQ_API int rq_version(void) { return RQ_VERSION_NUMBER; }
+RQ_API int rq_layout_version(void) { return static_cast<int>(rq::detail::kLayoutMajor); }
+
+RQ_API int rq_open_ex(const char *segment, const rq_open_options *options, rq_client **out) {
+    if (out == nullptr) return RQ_EINVAL;
+    *out = nullptr;
+    return guarded([&]() -> int {
+        rq::detail::Engine *e = nullptr;
+        int rc = rq::detail::Engine::open(segment, options, &e);
+        if (rc != RQ_OK) return rc;
+        *out = new rq_client{e};
+        return RQ_OK;
+    });
+}
+
+RQ_API int rq_open(const char *segment, rq_client **out) { return rq_open_ex(segment, nullptr, out); }
+
+RQ_API void rq_close(rq_client *c) {
+    if (c == nullptr) return;
+    guarded([&]() -> int {
+        delete c->engine;
+        return RQ_OK;
+    });
+    delete c;
+}
+
+RQ_API int rq_define(rq_client *c, const char *resource, const rq_limit *limits, size_t n, uint32_t flags) {
+    if (c == nullptr) return RQ_EINVAL;
+    return guarded([&]() -> int { return c->engine->define(resource, limits, n, flags); });
+}
+
+RQ_API int rq_describe(rq_client *c, const char *resource, rq_limit *limits, size_t cap, size_t *n) {
+    if (c == nullptr) return RQ_EINVAL;
+    return guarded([&]() -> int { return c->engine->describe(resource, limits, cap, n); });
+}
+
+RQ_API int rq_acquire(rq_client *c, const char *resource, uint64_t load, int64_t timeout_ns, rq_permit *out) {
+    if (c == nullptr) return RQ_EINVAL;
+    return guarded([&]() -> int { return c->engine->acquire(resource, load, timeout_ns, out); });
+}
+
+RQ_API int rq_release(rq_client *c, rq_permit *p) {
+    if (c == nullptr) return RQ_EINVAL;
+    return guarded([&]() -> int { return c->engine->release(p); });
+}
+
+RQ_API const char *rq_strerror(int code) {
+    switch (code) {
+#define RQ_STRERROR_CASE_(name, value, text) \
+    case RQ_##name: return text;
+        RQ_ERROR_MAP(RQ_STRERROR_CASE_)
+#undef RQ_STRERROR_CASE_
+        default: return "unknown ratequeue error code";
+    }
+}
+
+RQ_API const char *rq_errname(int code) {
+    switch (code) {
+#define RQ_ERRNAME_CASE_(name, value, text) \
+    case RQ_##name: return "RQ_" #name;
+        RQ_ERROR_MAP(RQ_ERRNAME_CASE_)
+#undef RQ_ERRNAME_CASE_
+        default: return "RQ_EUNKNOWN";
+    }
+}
+
+}  // extern "C"

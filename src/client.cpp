@@ -1,0 +1,263 @@
+// Acquire and release: the head serves itself from every limit at one instant.
+#include "clock.hpp"
+#include "core.hpp"
+#include "gcra.hpp"
+
+#include <algorithm>
+#include <csignal>
+#include <cstring>
+
+namespace rq::detail {
+namespace {
+
+constexpr uint64_t kPermitMagic = 0x52515054ull << 32;  // "RQPT"
+constexpr uint64_t kPermitConc = 1;                     // holds concurrency
+constexpr uint64_t kPermitReleased = 2;
+
+struct PermitFields {
+    uint64_t flags;
+    uint32_t resource;
+    uint32_t proc;
+    uint64_t load;
+    uint32_t proc_gen;
+};
+
+void encode(const PermitFields &f, rq_permit *out) {
+    out->opaque[0] = kPermitMagic | f.flags;
+    out->opaque[1] = (uint64_t{f.resource} << 32) | f.proc;
+    out->opaque[2] = f.load;
+    out->opaque[3] = f.proc_gen;
+}
+
+uint64_t cost_of(const Limit &l, uint64_t load) { return l.cost == RQ_COST_LOAD ? load : 1; }
+
+RateParams params(const Limit &l) {
+    return RateParams{l.amount, l.period_ns, l.burst, l.burst_ns, l.request_ns, l.unit_ns};
+}
+
+bool never_fits_any(const Limits &lim, uint64_t load) {
+    for (uint32_t i = 0; i < lim.count; ++i) {
+        const Limit &l = lim.limit[i];
+        uint64_t c = cost_of(l, load);
+        if (l.kind == RQ_LIMIT_RATE ? never_fits(params(l), c) : c > l.amount) return true;
+    }
+    return false;
+}
+
+bool conc_fits(const Resource &res, const Limits &lim, uint64_t load) {
+    uint64_t in_req = res.in_use_req.load(boost::memory_order_seq_cst);
+    uint64_t in_load = res.in_use_load.load(boost::memory_order_seq_cst);
+    for (uint32_t i = 0; i < lim.count; ++i) {
+        const Limit &l = lim.limit[i];
+        if (l.kind != RQ_LIMIT_CONCURRENCY) continue;
+        uint64_t used = l.cost == RQ_COST_LOAD ? in_load : in_req;
+        if (used > l.amount || cost_of(l, load) > l.amount - used) return false;
+    }
+    return true;
+}
+
+void bump(Shared<uint64_t> &c, uint64_t by) {
+    // Only the head writes these counters, so a plain read-add-store suffices.
+    c.store(c.load(boost::memory_order_relaxed) + by, boost::memory_order_relaxed);
+}
+
+}  // namespace
+
+#ifdef RQ_TEST_HOOKS
+namespace {
+boost::atomic<int> g_crash_point{0};
+}
+void set_crash_point(CrashPoint p) { g_crash_point.store(static_cast<int>(p), boost::memory_order_relaxed); }
+void crash_point(CrashPoint p) {
+    if (g_crash_point.load(boost::memory_order_relaxed) == static_cast<int>(p)) ::raise(SIGKILL);
+}
+#else
+void set_crash_point(CrashPoint) {}
+#endif
+
+int Engine::acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_permit *out) {
+    if (out == nullptr || name == nullptr) return RQ_EINVAL;
+    std::memset(out, 0, sizeof *out);
+    int rc = ensure_registered();
+    if (rc != RQ_OK) return rc;
+    if (load == 0 || load > RQ_MAX_AMOUNT) return RQ_EINVAL;
+    std::string_view nm(name, strnlen(name, kMaxNameLen + 1));
+    if (!valid_resource_name(nm) || name[nm.size()] != '\0') return RQ_EINVAL;
+    uint32_t r;
+    rc = lookup(nm, r);
+    if (rc != RQ_OK) return rc;
+    Resource &res = view_.resource(r);
+    Limits lim;
+    rc = read_limits(r, lim);
+    if (rc != RQ_OK) return rc;
+    if (never_fits_any(lim, load)) {
+        res.counters.too_big.fetch_add(1, boost::memory_order_relaxed);
+        return RQ_E2BIG;
+    }
+    const bool is_try = timeout_ns == 0;
+    const int64_t deadline = is_try ? 0 : deadline_after(now_ns(), timeout_ns);
+    if (is_try) {
+        // Never barge: with anyone queued, a try fails without taking a ticket.
+        QueueWord q = QueueWord::unpack(res.queue.load(boost::memory_order_seq_cst));
+        if (q.head != q.tail) return RQ_EAGAIN;
+    }
+    uint32_t ticket;
+    rc = enqueue(r, ticket);
+    if (rc != RQ_OK) return rc;
+    crash_point(CrashPoint::kAfterEnqueue);
+    rc = wait_turn(r, ticket, deadline);
+    if (rc != RQ_OK) {
+        abandon(r, ticket);
+        if (rc == RQ_ETIMEDOUT) {
+            if (is_try) return RQ_EAGAIN;
+            res.counters.timeouts.fetch_add(1, boost::memory_order_relaxed);
+        }
+        return rc;
+    }
+    rc = serve(r, ticket, load, deadline, is_try, lim, out);
+    crash_point(CrashPoint::kBeforePass);
+    if (rc == RQ_ETIMEDOUT) res.counters.timeouts.fetch_add(1, boost::memory_order_relaxed);
+    if (rc == RQ_E2BIG) res.counters.too_big.fetch_add(1, boost::memory_order_relaxed);
+    int prc = pass_head(r, ticket);
+    return rc != RQ_OK ? rc : prc;
+}
+
+// As head: take from every limit at one instant, or wait until they allow it.
+int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, bool is_try,
+                  Limits &lim, rq_permit *out) {
+    Resource &res = view_.resource(r);
+    promote_behind(r, ticket);
+    crash_point(CrashPoint::kHeadBeforeServe);
+    for (bool first = true;; first = false) {
+        uint64_t cfg_word = res.config_word.load(boost::memory_order_acquire);
+        if (!first) {
+            int rc = read_limits(r, lim);
+            if (rc != RQ_OK) return rc;
+            if (never_fits_any(lim, load)) return RQ_E2BIG;
+        }
+        const int64_t now = now_ns();
+        int64_t tat[kMaxLimits], new_tat[kMaxLimits];
+        int64_t ready_at = 0;
+        for (uint32_t i = 0; i < lim.count; ++i) {
+            const Limit &l = lim.limit[i];
+            if (l.kind != RQ_LIMIT_RATE) continue;
+            // acquire: pairs with the acq_rel CAS below and with reset's store.
+            tat[i] = res.tat[i].load(boost::memory_order_acquire);
+            GcraStep st = gcra_step(tat[i], now, increment_ns(params(l), cost_of(l, load)), l.burst_ns);
+            if (st.admit) {
+                new_tat[i] = st.new_tat;
+            } else if (st.ready_at > ready_at) {
+                ready_at = st.ready_at;
+            }
+        }
+        if (ready_at != 0) {
+            if (is_try) return RQ_EAGAIN;
+            if (now >= deadline) return RQ_ETIMEDOUT;
+            crash_point(CrashPoint::kWhileHeadSleeping);
+            // Re-checked after publishing the sleep state: a redefine or reset
+            // changes the config word or a TAT before it wakes us.
+            auto unchanged = [&] {
+                if (res.config_word.load(boost::memory_order_seq_cst) != cfg_word) return false;
+                for (uint32_t i = 0; i < lim.count; ++i) {
+                    if (lim.limit[i].kind == RQ_LIMIT_RATE &&
+                        res.tat[i].load(boost::memory_order_seq_cst) != tat[i]) {
+                        return false;
+                    }
+                }
+                return true;
+            };
+            int rc = head_sleep(r, ticket, SlotState::kHeadRateSleep, std::min(ready_at, deadline), unchanged);
+            if (rc != RQ_OK) return rc;
+            continue;
+        }
+        if (lim.has_conc) {
+            int rc = lock(res.lock, false, r);
+            if (rc != RQ_OK) return rc;
+            if (!conc_fits(res, lim, load)) {
+                unlock(res.lock);
+                if (is_try) return RQ_EAGAIN;
+                if (now >= deadline) return RQ_ETIMEDOUT;
+                // Woken by a release; bounded so that we notice dead holders.
+                auto still_full = [&] { return !conc_fits(res, lim, load); };
+                rc = head_sleep(r, ticket, SlotState::kHeadConcSleep, std::min(deadline, now + kWatchNs),
+                                still_full);
+                if (rc != RQ_OK) return rc;
+                if (now_ns() >= now + kWatchNs) {
+                    rc = reap_dead_holders(r);
+                    if (rc != RQ_OK) return rc;
+                }
+                continue;
+            }
+        }
+        bool raced = false;
+        for (uint32_t i = 0; i < lim.count && !raced; ++i) {
+            if (lim.limit[i].kind != RQ_LIMIT_RATE) continue;
+            int64_t expected = tat[i];
+            // acq_rel: only a reset or redefine races with the head here.
+            raced = !res.tat[i].compare_exchange_strong(expected, new_tat[i], boost::memory_order_acq_rel);
+        }
+        crash_point(CrashPoint::kAfterRateTaken);
+        if (raced) {
+            if (lim.has_conc) unlock(res.lock);
+            continue;
+        }
+        uint64_t flags = 0;
+        if (lim.has_conc) {
+            int rc = conc_update(r, me_, 1, static_cast<int64_t>(load), CrashPoint::kInConcJournal);
+            unlock(res.lock);
+            if (rc != RQ_OK) return rc;
+            flags |= kPermitConc;
+        }
+        bump(res.counters.admitted, 1);
+        bump(res.counters.admitted_load, load);
+        encode(PermitFields{flags, r, me_, load, me_gen_}, out);
+        return RQ_OK;
+    }
+}
+
+int Engine::reap_dead_holders(uint32_t r) {
+    for (uint32_t p = 0; p < view_.geo.max_processes; ++p) {
+        if (p == me_) continue;
+        Holding &h = view_.holding(p, r);
+        if (h.req.load(boost::memory_order_relaxed) == 0 && h.load.load(boost::memory_order_relaxed) == 0) continue;
+        int rc = reclaim_if_dead(p);
+        if (rc < 0) return rc;
+    }
+    return RQ_OK;
+}
+
+int Engine::release(rq_permit *p) {
+    if (p == nullptr) return RQ_EINVAL;
+    const uint64_t w0 = p->opaque[0];
+    if (w0 == 0 && p->opaque[1] == 0 && p->opaque[2] == 0 && p->opaque[3] == 0) return RQ_OK;
+    if ((w0 & ~uint64_t{0xffffffff}) != kPermitMagic || (w0 & 0xffffffff & ~(kPermitConc | kPermitReleased)) != 0) {
+        return RQ_EINVAL;
+    }
+    if ((w0 & kPermitReleased) != 0) return RQ_OK;
+    if ((w0 & kPermitConc) == 0) {
+        p->opaque[0] = w0 | kPermitReleased;
+        return RQ_OK;
+    }
+    int rc = ensure_registered();
+    if (rc != RQ_OK) return rc;
+    const uint32_t r = static_cast<uint32_t>(p->opaque[1] >> 32);
+    const uint32_t proc = static_cast<uint32_t>(p->opaque[1]);
+    const uint64_t load = p->opaque[2];
+    if (r >= view_.geo.max_resources || proc != me_ || p->opaque[3] != me_gen_ || load == 0 ||
+        load > RQ_MAX_AMOUNT) {
+        return RQ_EINVAL;  // forged, or held by another client or process
+    }
+    Resource &res = view_.resource(r);
+    rc = lock(res.lock, false, r);
+    if (rc != RQ_OK) return rc;
+    rc = conc_update(r, me_, -1, -static_cast<int64_t>(load), CrashPoint::kInReleaseJournal);
+    unlock(res.lock);
+    if (rc != RQ_OK) return rc;
+    p->opaque[0] = w0 | kPermitReleased;
+    // Dekker with the head's kHeadConcSleep: unlock's exchange orders our
+    // counter stores before wake_head's seq_cst loads.
+    wake_head(r, true);
+    return RQ_OK;
+}
+
+}  // namespace rq::detail

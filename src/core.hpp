@@ -1,0 +1,180 @@
+// The C++ core behind the C ABI. Internal: not installed, not exported.
+//
+// Functions return 0 or a negative RQ_E* code and never throw (std::bad_alloc
+// from the few allocations is caught by the C ABI shell).
+#pragma once
+
+#include "layout.hpp"
+#include "ratequeue/ratequeue.h"
+
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+namespace boost::interprocess {
+class mapped_region;
+}
+
+namespace rq::detail {
+
+// ---- Tuning ----------------------------------------------------------------------
+
+// How long a waiter directly behind the head (or a head blocked on
+// concurrency, or a lock waiter) sleeps before it checks whether the process
+// it waits on is still alive. Dead processes are reclaimed within about two
+// of these; each check costs one wake-up plus one fcntl (a few microseconds),
+// so a watcher spends about 0.3 ms of CPU per second.
+inline constexpr int64_t kWatchNs = 20'000'000;
+// Waiters at this distance from the head or closer sleep with the bound above;
+// the rest sleep until woken. Two, so that one death at any instruction never
+// leaves the waiter right behind a dead head in an unbounded sleep.
+inline constexpr uint32_t kWatchDistance = 2;
+// Spins on a contended lock word before sleeping; a lock is held for a few
+// dozen instructions (about 50 ns), so 100 pauses cover an uncontended holder.
+inline constexpr int kLockSpins = 100;
+
+// ---- Resolved limits --------------------------------------------------------------
+
+struct Limit {
+    uint32_t kind;
+    uint32_t cost;
+    uint64_t amount;
+    uint64_t period_ns;
+    uint64_t burst;
+    uint64_t burst_ns;
+    uint64_t request_ns;
+    uint64_t unit_ns;
+};
+
+struct Limits {
+    uint32_t count = 0;
+    bool has_conc = false;
+    Limit limit[kMaxLimits];
+};
+
+// Validates user limits and fills derived fields. RQ_EINVAL when bad.
+int normalize_limits(const rq_limit *in, size_t n, Limits &out);
+bool same_limits(const Limits &a, const Limits &b);
+
+// A non-owning reference to a `bool()` callable (no allocation).
+class SleepCheck {
+public:
+    template <class F>
+    SleepCheck(const F &f)  // NOLINT: implicit by design
+        : obj_(&f), call_([](const void *o) { return (*static_cast<const F *>(o))(); }) {}
+    bool operator()() const { return call_(obj_); }
+
+private:
+    const void *obj_;
+    bool (*call_)(const void *);
+};
+
+// ---- Crash points (test builds only) ----------------------------------------------
+
+enum class CrashPoint : int {
+    kNone = 0,
+    kAfterEnqueue,        // holds a ticket, has not waited yet
+    kHeadBeforeServe,     // is head, has taken nothing
+    kAfterRateTaken,      // TATs advanced, concurrency not yet taken
+    kInConcJournal,       // journal valid, in_use updated, holding not yet
+    kBeforePass,          // acquired, head not yet passed on
+    kInPass,              // head word moved on, next not yet granted
+    kInReleaseJournal,    // release half applied under the lock
+    kInDefine,            // new resource half built under the define lock
+    kInReclaim,           // reclaimer half way through a dead slot
+    kWhileHeadSleeping,   // head about to sleep for tokens
+};
+// Test builds (RQ_TEST_HOOKS) SIGKILL themselves at the chosen point, so tests
+// can kill a process at each step of a protocol. Other builds compile it away.
+void set_crash_point(CrashPoint p);
+#ifdef RQ_TEST_HOOKS
+void crash_point(CrashPoint p);
+#else
+inline void crash_point(CrashPoint) {}
+#endif
+
+// ---- The engine -------------------------------------------------------------------
+
+class Engine {
+public:
+    // Opens or creates segment `name`; registers this process.
+    static int open(const char *name, const rq_open_options *opts, Engine **out);
+    ~Engine();
+    Engine(const Engine &) = delete;
+    Engine &operator=(const Engine &) = delete;
+
+    int define(const char *name, const rq_limit *limits, size_t n, uint32_t flags);
+    int describe(const char *name, rq_limit *limits, size_t cap, size_t *n);
+    int acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_permit *out);
+    int release(rq_permit *p);
+
+    // Reclaims process slot p if its owner is dead. Returns 1 when this call
+    // reclaimed it, 0 when there was nothing to do, or an error.
+    int reclaim_if_dead(uint32_t p);
+
+    // Introspection for tests and tools.
+    const View &view() const { return view_; }
+    uint32_t process_slot() const { return me_; }
+    bool alive(uint32_t p) const;
+    int lookup(std::string_view name, uint32_t &r) const;
+    int read_limits(uint32_t r, Limits &out) const;
+    void close_lock_fd_after_fork() noexcept;
+
+private:
+    Engine() = default;
+
+    // segment.cpp
+    int map_segment(const char *name, const rq_open_options *opts);
+    void unmap_segment() noexcept;
+    // process_table.cpp
+    int register_process();
+    int reclaim_slot(uint32_t p, uint64_t raw_word);
+    int reclaim_steps(uint32_t p);
+    void unregister_process();
+    int ensure_registered();
+    // lock.cpp
+    int lock(Shared<uint32_t> &word, bool define_lock, uint32_t r);
+    int take_over_lock(Shared<uint32_t> &word, uint32_t dead, bool define_lock, uint32_t r);
+    void unlock(Shared<uint32_t> &word);
+    void return_holdings(uint32_t r, uint32_t p);
+    int conc_update(uint32_t r, uint32_t p, int64_t d_req, int64_t d_load, CrashPoint cp);
+    void undo_resource(uint32_t r);
+    void undo_define();
+    // queue.cpp
+    int enqueue(uint32_t r, uint32_t &ticket);
+    int wait_turn(uint32_t r, uint32_t ticket, int64_t deadline);
+    int pass_head(uint32_t r, uint32_t ticket);
+    void abandon(uint32_t r, uint32_t ticket);
+    int abandon_owned(uint32_t r, uint32_t p);
+    void promote_behind(uint32_t r, uint32_t head);
+    int head_sleep(uint32_t r, uint32_t ticket, SlotState how, int64_t until, const SleepCheck &still);
+    void wake_head(uint32_t r, bool conc_only);
+    int watch_head(uint32_t r, uint32_t head);
+    // client.cpp
+    int serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, bool is_try, Limits &lim,
+              rq_permit *out);
+    int reap_dead_holders(uint32_t r);
+    int write_limits(uint32_t r, const Limits &lim);
+
+    View view_{};
+    boost::interprocess::mapped_region *region_ = nullptr;
+    std::string name_;
+    int shm_fd_ = -1;
+    int lock_fd_ = -1;
+    uint32_t me_ = UINT32_MAX;      // process slot
+    uint32_t me_gen_ = 0;
+    uint64_t fork_gen_ = 0;
+    std::mutex register_mu_;         // guards re-registration after fork
+};
+
+// OFD locks on the companion lock file (segment.cpp): byte p is process slot p.
+int ofd_try_lock(int fd, uint32_t byte);
+void ofd_unlock(int fd, uint32_t byte);
+bool ofd_locked_by_other(int fd, uint32_t byte);
+
+// Names and hashing (resource.cpp).
+bool valid_resource_name(std::string_view name);
+uint64_t name_hash(std::string_view name);
+
+}  // namespace rq::detail

@@ -1,0 +1,28 @@
+// The futex wrapper: the one place that makes futex system calls.
+//
+// Words live in shared memory, so these are the shared (non-private) futex
+// operations. Deadlines are absolute CLOCK_MONOTONIC nanoseconds, which lets a
+// waiter that is woken early go back to sleep without recomputing a timeout.
+#pragma once
+
+#include <cstdint>
+
+namespace rq::detail {
+
+enum class FutexResult {
+    kWoken,         // woken by futex_wake (or spuriously): re-check the condition
+    kValueChanged,  // *word != expected when the call started
+    kTimedOut,      // the deadline passed
+    kInterrupted,   // a signal arrived: re-check the condition
+};
+
+// Sleeps while *word == expected, until woken or until deadline_ns
+// (INT64_MAX: no deadline). Thread-safe. Cost: one system call.
+FutexResult futex_wait(const void *word, uint32_t expected, int64_t deadline_ns) noexcept;
+
+// Wakes up to `count` sleepers on word. Thread-safe. Cost: one system call
+// (about 240 ns with nobody waiting): callers only call it when a state word
+// says somebody sleeps.
+void futex_wake(const void *word, int count) noexcept;
+
+}  // namespace rq::detail

@@ -1,0 +1,411 @@
+// The segment layout: the one file that owns every byte of shared memory.
+//
+// The segment is a fixed-size POD area with no pointers, only indices and
+// offsets from its start. Everything read from it is hostile input: callers
+// load a field once into a local, check it, then use the local.
+//
+//   offset                      size                         what
+//   0                           4096                         Header
+//   proc_table_off              max_processes * 64           Process[]
+//   resource_table_off          max_resources * 1472         Resource[]
+//   holdings_off                max_processes*max_resources*16  Holding[p][r]
+//   rings_off                   max_resources*queue_slots*8  Slot[r][ticket % queue_slots]
+//   total_size (page aligned)
+//
+// Header (4096 bytes, the first 128 shown; the rest is reserved, zero):
+//   0   magic u64 "RQSEGMNT"      64  created_mono_ns i64
+//   8   layout_major u32          72  boot_id [16]u8
+//   12  layout_minor u32          88  proc_table_off u64
+//   16  header_size u32           96  resource_table_off u64
+//   20  flags u32                 104 holdings_off u64
+//   24  total_size u64            112 rings_off u64
+//   32  max_resources u32         120 define_lock u32 (futex word)
+//   36  max_limits u32            124 define_journal_valid u32
+//   40  queue_slots u32           128 define_journal_resource u32
+//   44  max_processes u32         132 reserved
+//   48  init_state u32            192 counters (segment-wide)
+//   52  creator_pid u32
+//   56  created_realtime_ns i64
+//
+// Atomics: fields that change after creation are boost::ipc_atomic (address
+// free, lock free, usable across processes). Fields written once before the
+// segment is linked into place are plain and never change afterwards.
+#pragma once
+
+#include <boost/atomic/fences.hpp>
+#include <boost/atomic/ipc_atomic.hpp>
+
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+
+namespace rq::detail {
+
+template <class T>
+using Shared = boost::atomics::ipc_atomic<T>;
+
+static_assert(Shared<uint64_t>::is_always_lock_free);
+static_assert(Shared<uint32_t>::is_always_lock_free);
+static_assert(sizeof(Shared<uint64_t>) == 8 && sizeof(Shared<uint32_t>) == 4);
+static_assert(std::endian::native == std::endian::little,
+              "slot futex words are the low half of a 64-bit word");
+
+inline constexpr uint64_t kMagic = 0x544e4d4745535152ull;  // "RQSEGMNT" little endian
+inline constexpr uint32_t kLayoutMajor = 1;
+inline constexpr uint32_t kLayoutMinor = 0;
+inline constexpr uint32_t kHeaderSize = 4096;
+inline constexpr uint32_t kMaxLimits = 8;
+inline constexpr uint32_t kMaxNameLen = 63;
+inline constexpr uint32_t kCacheLine = 64;
+
+inline constexpr uint32_t kDefaultResources = 256;
+inline constexpr uint32_t kDefaultQueueSlots = 1024;
+inline constexpr uint32_t kDefaultProcesses = 1024;
+inline constexpr uint32_t kMaxResourcesCap = 65536;
+inline constexpr uint32_t kMaxProcessesCap = 65536;
+inline constexpr uint32_t kMaxQueueSlotsCap = 1u << 20;
+
+enum class InitState : uint32_t { kUninitialized = 0, kInitializing = 1, kReady = 2, kCorrupt = 3 };
+
+// ---- Header ------------------------------------------------------------------
+
+struct Header {
+    uint64_t magic;                   // creator; never changes
+    uint32_t layout_major;            // creator
+    uint32_t layout_minor;            // creator
+    uint32_t header_size;             // creator: kHeaderSize
+    uint32_t flags;                   // creator: RQ_OPEN_GROUP if group-shared
+    uint64_t total_size;              // creator: bytes in the segment (page aligned)
+    uint32_t max_resources;           // creator: capacities, fixed for life
+    uint32_t max_limits;              // creator: kMaxLimits
+    uint32_t queue_slots;             // creator: power of two
+    uint32_t max_processes;           // creator
+    Shared<uint32_t> init_state;      // creator writes kReady (release) before linking the
+                                      // segment into place; openers read it (acquire).
+    uint32_t creator_pid;             // creator
+    int64_t created_realtime_ns;      // creator, CLOCK_REALTIME
+    int64_t created_mono_ns;          // creator, CLOCK_MONOTONIC
+    uint8_t boot_id[16];              // creator: /proc/sys/kernel/random/boot_id
+    uint64_t proc_table_off;          // creator: offsets, checked against segment_size()
+    uint64_t resource_table_off;
+    uint64_t holdings_off;
+    uint64_t rings_off;
+    // Structural lock for creating resources. Value 0 = free, else owner process
+    // slot + 1 (bits 0..30) and kLockWaiters (bit 31). Taken by CAS (acquire),
+    // given back by exchange (release); broken by CAS when the owner is dead.
+    Shared<uint32_t> define_lock;
+    // Undo journal under define_lock: while valid == 1, resource
+    // define_journal_resource may be half built and is reset to free on break.
+    Shared<uint32_t> define_journal_valid;
+    Shared<uint32_t> define_journal_resource;
+    uint8_t reserved0[192 - 132];
+    Shared<uint64_t> reclaims;        // processes reclaimed (relaxed counter)
+    uint8_t reserved1[kHeaderSize - 200];
+};
+static_assert(offsetof(Header, magic) == 0);
+static_assert(offsetof(Header, layout_major) == 8);
+static_assert(offsetof(Header, layout_minor) == 12);
+static_assert(offsetof(Header, header_size) == 16);
+static_assert(offsetof(Header, flags) == 20);
+static_assert(offsetof(Header, total_size) == 24);
+static_assert(offsetof(Header, max_resources) == 32);
+static_assert(offsetof(Header, max_limits) == 36);
+static_assert(offsetof(Header, queue_slots) == 40);
+static_assert(offsetof(Header, max_processes) == 44);
+static_assert(offsetof(Header, init_state) == 48);
+static_assert(offsetof(Header, creator_pid) == 52);
+static_assert(offsetof(Header, created_realtime_ns) == 56);
+static_assert(offsetof(Header, created_mono_ns) == 64);
+static_assert(offsetof(Header, boot_id) == 72);
+static_assert(offsetof(Header, proc_table_off) == 88);
+static_assert(offsetof(Header, resource_table_off) == 96);
+static_assert(offsetof(Header, holdings_off) == 104);
+static_assert(offsetof(Header, rings_off) == 112);
+static_assert(offsetof(Header, define_lock) == 120);
+static_assert(offsetof(Header, define_journal_valid) == 124);
+static_assert(offsetof(Header, define_journal_resource) == 128);
+static_assert(offsetof(Header, reclaims) == 192);
+static_assert(sizeof(Header) == kHeaderSize);
+
+inline constexpr uint32_t kLockWaiters = 1u << 31;
+inline constexpr uint32_t kLockOwnerMask = kLockWaiters - 1;
+
+// ---- Process table -------------------------------------------------------------
+//
+// A process slot is owned by whoever holds the OFD write lock on byte `index`
+// of the companion lock file; the kernel drops it when the process dies.
+// `word` packs the slot's lifecycle; every change is one CAS.
+//
+//   state       meaning                                   next
+//   kFree       no holdings, no tickets, no locks           kLive (new owner, gen+1)
+//   kLive       owned by the process with this gen          kReclaiming (owner dead, or close)
+//   kReclaiming reclaimer slot `by` is returning holdings   kFree; or kReclaiming by another
+//               and abandoning tickets; idempotent steps    reclaimer if `by` died
+
+enum class ProcState : uint32_t { kFree = 0, kLive = 1, kReclaiming = 2 };
+
+struct ProcWord {
+    uint32_t gen;      // bumped on every kFree -> kLive
+    ProcState state;   // 8 bits
+    uint32_t by;       // reclaimer slot (kReclaiming only), 24 bits
+    static constexpr ProcWord unpack(uint64_t w) {
+        return {static_cast<uint32_t>(w >> 32), static_cast<ProcState>(w & 0xff),
+                static_cast<uint32_t>((w >> 8) & 0xffffff)};
+    }
+    constexpr uint64_t pack() const {
+        return (uint64_t{gen} << 32) | (uint64_t{by & 0xffffff} << 8) |
+               static_cast<uint64_t>(state);
+    }
+};
+
+struct Process {
+    Shared<uint64_t> word;             // ProcWord; CAS by owner and reclaimers
+    Shared<uint32_t> pid;              // owner after kLive; for display only
+    uint32_t reserved0;
+    Shared<int64_t> started_realtime_ns;  // owner; display only
+    uint8_t reserved1[64 - 24];
+};
+static_assert(offsetof(Process, word) == 0);
+static_assert(offsetof(Process, pid) == 8);
+static_assert(offsetof(Process, started_realtime_ns) == 16);
+static_assert(sizeof(Process) == 64);
+
+// ---- Resources -----------------------------------------------------------------
+
+enum class ResourceState : uint32_t { kFree = 0, kDefining = 1, kReady = 2 };
+
+// One limit as defined, plus values derived from it at define time.
+// Written by the definer into the inactive config buffer before it is
+// published; read by anyone under the config seqlock (see ConfigWord).
+struct LimitConfig {
+    Shared<uint32_t> kind;          // RQ_LIMIT_RATE / RQ_LIMIT_CONCURRENCY
+    Shared<uint32_t> cost;          // RQ_COST_REQUEST / RQ_COST_LOAD
+    Shared<uint64_t> amount;
+    Shared<uint64_t> period_ns;
+    Shared<uint64_t> burst;         // effective burst (amount if defined as 0)
+    // Derived by the definer (see gcra.hpp); any value is memory-safe, readers
+    // range-check them.
+    Shared<uint64_t> burst_ns;      // floor(burst * period / amount): bucket depth in ns
+    Shared<uint64_t> request_ns;    // ceil(period / amount): cost of 1 unit in ns
+    Shared<uint64_t> unit_ns;       // period / amount when exact, else 0
+};
+static_assert(sizeof(LimitConfig) == 56);
+
+struct Config {
+    Shared<uint32_t> count;         // 1..kMaxLimits
+    uint32_t reserved;
+    LimitConfig limits[kMaxLimits];
+};
+static_assert(sizeof(Config) == 8 + 56 * kMaxLimits);
+
+// config_word: bit 0 = active buffer, bits 1.. = version. The definer fills
+// config[!active] then stores the new word (release; pairs with readers'
+// acquire load). Readers load the word, read config[active], then reload the
+// word (after an acquire fence) and retry if it changed.
+struct ConfigWord {
+    uint64_t version;
+    uint32_t active;
+    static constexpr ConfigWord unpack(uint64_t w) { return {w >> 1, static_cast<uint32_t>(w & 1)}; }
+    constexpr uint64_t pack() const { return (version << 1) | (active & 1); }
+};
+
+// queue word: head in the high 32 bits, tail in the low 32 bits. Tickets are
+// uint32 and compared modulo 2^32; tail - head <= queue_slots always.
+struct QueueWord {
+    uint32_t head;
+    uint32_t tail;
+    static constexpr QueueWord unpack(uint64_t w) {
+        return {static_cast<uint32_t>(w >> 32), static_cast<uint32_t>(w)};
+    }
+    constexpr uint64_t pack() const { return (uint64_t{head} << 32) | tail; }
+};
+
+// Undo journal for the concurrency accounting of one resource, written only
+// by the holder of Resource::lock. While valid == 1 the in-use counters and
+// holdings row `proc` may be half updated; whoever breaks the lock of a dead
+// owner restores the *_before values, which undoes the operation exactly.
+struct ConcJournal {
+    Shared<uint32_t> valid;
+    Shared<uint32_t> proc;
+    Shared<uint64_t> in_use_req_before;
+    Shared<uint64_t> in_use_load_before;
+    Shared<uint64_t> held_req_before;
+    Shared<uint64_t> held_load_before;
+};
+static_assert(sizeof(ConcJournal) == 40);
+
+// Per-resource counters: relaxed increments, read by rqctl.
+struct Counters {
+    Shared<uint64_t> admitted;
+    Shared<uint64_t> admitted_load;
+    Shared<uint64_t> timeouts;
+    Shared<uint64_t> too_big;
+    Shared<uint64_t> reclaims;
+    Shared<uint64_t> resets;
+    Shared<uint64_t> wait_ns_total;
+    Shared<uint64_t> reserved;
+};
+static_assert(sizeof(Counters) == 64);
+
+struct alignas(kCacheLine) Resource {
+    // -- identity (line 0..1) --
+    Shared<uint32_t> state;         // ResourceState: kDefining and kReady written under
+                                    // define_lock; kReady stored with release, read with acquire
+    uint32_t name_len;              // definer, before kReady; immutable after
+    uint64_t name_hash;             // definer, before kReady
+    char name[kMaxNameLen + 1];     // definer, before kReady; NUL padded
+    Shared<uint64_t> config_word;   // ConfigWord
+    uint8_t reserved0[128 - 88];
+    // -- limits --
+    Config config[2];               // 2 x 456
+    uint8_t reserved1[1088 - 128 - 2 * sizeof(Config)];
+    // -- rate state: written only by the queue head (and by reset/redefine) --
+    Shared<int64_t> tat[kMaxLimits];  // GCRA theoretical arrival time, CLOCK_MONOTONIC ns
+    // -- queue (own cache line) --
+    Shared<uint64_t> queue;         // QueueWord; seq_cst CAS (Dekker with slot words)
+    uint8_t reserved3[56];
+    // -- concurrency (own cache line) --
+    Shared<uint32_t> lock;          // like Header::define_lock, guards in_use_* and holdings
+    uint32_t reserved4;
+    Shared<uint64_t> in_use_req;    // sum over holders of requests held (under lock)
+    Shared<uint64_t> in_use_load;   // sum over holders of load held (under lock)
+    uint8_t reserved5[40];
+    ConcJournal journal;            // under lock
+    uint8_t reserved6[24];
+    Counters counters;
+    uint8_t reserved7[64];
+};
+static_assert(offsetof(Resource, state) == 0);
+static_assert(offsetof(Resource, name_len) == 4);
+static_assert(offsetof(Resource, name_hash) == 8);
+static_assert(offsetof(Resource, name) == 16);
+static_assert(offsetof(Resource, config_word) == 80);
+static_assert(offsetof(Resource, config) == 128);
+static_assert(offsetof(Resource, tat) == 1088);
+static_assert(offsetof(Resource, queue) == 1152);
+static_assert(offsetof(Resource, lock) == 1216);
+static_assert(offsetof(Resource, in_use_req) == 1224);
+static_assert(offsetof(Resource, in_use_load) == 1232);
+static_assert(offsetof(Resource, journal) == 1280);
+static_assert(offsetof(Resource, counters) == 1344);
+static_assert(sizeof(Resource) == 1472);
+
+// Concurrency held by one process on one resource. Written only under the
+// resource's lock (relaxed inside it); read by reclaimers under the same lock
+// and by rqctl without it.
+struct Holding {
+    Shared<uint64_t> req;
+    Shared<uint64_t> load;
+};
+static_assert(sizeof(Holding) == 16);
+
+// ---- Queue slots ----------------------------------------------------------------
+//
+// Slot for ticket t is ring[t % queue_slots]. Its 64-bit word:
+//   bits 0..2   SlotState          \ the low 32 bits are the futex word the
+//   bits 3..31  t mod 2^29         / owner sleeps on
+//   bits 32..63 owner process slot
+// A ticket exists only once its slot word names it: the claim CAS that writes
+// (t, kWaiting, owner) is the single transition that creates ticket t, so the
+// owner of every ticket in [head, tail) is always known.
+//
+//   state            who sets it                       wakes owner?
+//   kDone            initial; never set afterwards     -
+//   kWaiting         owner (claim, or back from sleep) -
+//   kSleeping        owner, untimed futex wait          passer wakes for grant
+//                                                       or for watch duty
+//   kWatching        owner directly behind the head,    passer wakes for grant
+//                    futex wait bounded by kWatchNs
+//   kHead            passer (grant), or owner that saw head == t
+//   kHeadRateSleep   head waiting for tokens (timed)    reset/redefine wake it
+//   kHeadConcSleep   head waiting for a release         release/reset wake it
+//   kAbandoned       owner (timeout/cancel) or reclaimer; the passer skips it
+
+enum class SlotState : uint32_t {
+    kDone = 0,
+    kWaiting = 1,
+    kSleeping = 2,
+    kWatching = 3,
+    kHead = 4,
+    kHeadRateSleep = 5,
+    kHeadConcSleep = 6,
+    kAbandoned = 7,
+};
+inline constexpr uint32_t kTicketBits = 29;
+inline constexpr uint32_t kTicketMask = (1u << kTicketBits) - 1;
+
+struct SlotWord {
+    uint32_t ticket;   // t mod 2^29
+    SlotState state;
+    uint32_t owner;
+    static constexpr SlotWord unpack(uint64_t w) {
+        return {static_cast<uint32_t>(w >> 3) & kTicketMask, static_cast<SlotState>(w & 7),
+                static_cast<uint32_t>(w >> 32)};
+    }
+    constexpr uint64_t pack() const {
+        return (uint64_t{owner} << 32) | (uint64_t{ticket & kTicketMask} << 3) |
+               static_cast<uint64_t>(state);
+    }
+    constexpr uint32_t futex_value() const { return static_cast<uint32_t>(pack()); }
+};
+
+struct Slot {
+    Shared<uint64_t> word;
+};
+static_assert(sizeof(Slot) == 8);
+
+// ---- Geometry -------------------------------------------------------------------
+
+struct Geometry {
+    uint32_t max_resources;
+    uint32_t queue_slots;
+    uint32_t max_processes;
+    uint64_t proc_table_off;
+    uint64_t resource_table_off;
+    uint64_t holdings_off;
+    uint64_t rings_off;
+    uint64_t total_size;
+};
+
+constexpr uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+// Segment size as a function of capacities (all checked by the caller).
+constexpr Geometry geometry(uint32_t resources, uint32_t slots, uint32_t processes) {
+    Geometry g{resources, slots, processes, 0, 0, 0, 0, 0};
+    g.proc_table_off = kHeaderSize;
+    g.resource_table_off = align_up(g.proc_table_off + uint64_t{processes} * sizeof(Process), 4096);
+    g.holdings_off =
+        align_up(g.resource_table_off + uint64_t{resources} * sizeof(Resource), 4096);
+    g.rings_off = align_up(g.holdings_off + uint64_t{processes} * resources * sizeof(Holding), 4096);
+    g.total_size = align_up(g.rings_off + uint64_t{resources} * slots * sizeof(Slot), 4096);
+    return g;
+}
+
+constexpr bool valid_capacities(uint32_t resources, uint32_t slots, uint32_t processes) {
+    return resources >= 1 && resources <= kMaxResourcesCap && processes >= 1 &&
+           processes <= kMaxProcessesCap && slots >= 2 && slots <= kMaxQueueSlotsCap &&
+           std::has_single_bit(slots);
+}
+
+// Typed views into a mapped segment. Indices are checked by the caller.
+struct View {
+    std::byte *base = nullptr;
+    Geometry geo{};
+
+    Header &header() const { return *reinterpret_cast<Header *>(base); }
+    Process &process(uint32_t p) const {
+        return reinterpret_cast<Process *>(base + geo.proc_table_off)[p];
+    }
+    Resource &resource(uint32_t r) const {
+        return reinterpret_cast<Resource *>(base + geo.resource_table_off)[r];
+    }
+    Holding &holding(uint32_t p, uint32_t r) const {
+        return reinterpret_cast<Holding *>(base + geo.holdings_off)[uint64_t{p} * geo.max_resources + r];
+    }
+    Slot &slot(uint32_t r, uint32_t ticket) const {
+        return reinterpret_cast<Slot *>(base + geo.rings_off)[uint64_t{r} * geo.queue_slots +
+                                                             (ticket & (geo.queue_slots - 1))];
+    }
+};
+
+}  // namespace rq::detail

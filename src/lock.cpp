@@ -1,0 +1,163 @@
+// Robust lock words and the concurrency accounting they guard.
+//
+// A lock word is 0 when free, else (owner process slot + 1) | kLockWaiters.
+// It guards a few dozen instructions, so contenders spin briefly, then sleep
+// on the word with a bound of kWatchNs, after which they test whether the
+// owner is alive. A dead owner's lock is broken by one CAS (only one breaker
+// wins), and the breaker undoes the owner's half-done operation from the
+// journal before doing anything else.
+//
+// Memory orders: taking the lock is an acquire CAS, giving it back a release
+// exchange; they pair with each other. Inside the lock, fields are relaxed.
+// A breaker acts only after the owner's death was observed through the
+// kernel (F_OFD_GETLK), so every store the owner made is visible to it.
+#include "clock.hpp"
+#include "core.hpp"
+#include "futex.hpp"
+
+#include <immintrin.h>
+
+#include <algorithm>
+
+namespace rq::detail {
+
+int Engine::lock(Shared<uint32_t> &word, bool define_lock, uint32_t r) {
+    const uint32_t mine = me_ + 1;
+    for (int i = 0; i < kLockSpins; ++i) {
+        uint32_t expected = 0;
+        // acquire: pairs with unlock()'s release exchange.
+        if (word.compare_exchange_weak(expected, mine, boost::memory_order_acquire,
+                                       boost::memory_order_relaxed)) {
+            return RQ_OK;
+        }
+        _mm_pause();
+    }
+    int64_t check_at = now_ns() + kWatchNs;
+    for (;;) {
+        uint32_t v = word.load(boost::memory_order_relaxed);
+        if (v == 0) {
+            // Others may sleep on the word: keep the waiters bit so our unlock wakes one.
+            if (word.compare_exchange_weak(v, mine | kLockWaiters, boost::memory_order_acquire,
+                                           boost::memory_order_relaxed)) {
+                return RQ_OK;
+            }
+            continue;
+        }
+        if ((v & kLockWaiters) == 0) {
+            if (!word.compare_exchange_weak(v, v | kLockWaiters, boost::memory_order_relaxed)) continue;
+            v |= kLockWaiters;
+        }
+        FutexResult res = futex_wait(&word, v, check_at);
+        if (res != FutexResult::kTimedOut) continue;
+        check_at = now_ns() + kWatchNs;
+        uint32_t owner = (v & kLockOwnerMask) - 1;
+        if (owner == me_) return RQ_EINTERNAL;  // would wait for ourselves forever
+        if (owner < view_.geo.max_processes && alive(owner)) continue;
+        // Dead (or a value no live process could have written): break it.
+        int rc = take_over_lock(word, owner, define_lock, r);
+        if (rc == RQ_OK) return rc;
+    }
+}
+
+int Engine::take_over_lock(Shared<uint32_t> &word, uint32_t dead, bool define_lock, uint32_t r) {
+    for (;;) {
+        uint32_t v = word.load(boost::memory_order_acquire);
+        if ((v & kLockOwnerMask) != dead + 1) return lock(word, define_lock, r);
+        if (word.compare_exchange_strong(v, (me_ + 1) | (v & kLockWaiters), boost::memory_order_acquire,
+                                         boost::memory_order_relaxed)) {
+            if (define_lock) {
+                undo_define();
+            } else {
+                undo_resource(r);
+            }
+            return RQ_OK;
+        }
+    }
+}
+
+void Engine::unlock(Shared<uint32_t> &word) {
+    // release: pairs with the acquire CAS of the next owner.
+    uint32_t old = word.exchange(0, boost::memory_order_release);
+    if ((old & kLockWaiters) != 0) futex_wake(&word, 1);
+}
+
+void Engine::undo_resource(uint32_t r) {
+    Resource &res = view_.resource(r);
+    ConcJournal &j = res.journal;
+    if (j.valid.load(boost::memory_order_acquire) != 1) return;
+    uint32_t p = j.proc.load(boost::memory_order_relaxed);
+    if (p < view_.geo.max_processes) {
+        Holding &h = view_.holding(p, r);
+        h.req.store(j.held_req_before.load(boost::memory_order_relaxed), boost::memory_order_relaxed);
+        h.load.store(j.held_load_before.load(boost::memory_order_relaxed), boost::memory_order_relaxed);
+    }
+    res.in_use_req.store(j.in_use_req_before.load(boost::memory_order_relaxed), boost::memory_order_relaxed);
+    res.in_use_load.store(j.in_use_load_before.load(boost::memory_order_relaxed), boost::memory_order_relaxed);
+    j.valid.store(0, boost::memory_order_release);
+}
+
+void Engine::undo_define() {
+    Header &h = view_.header();
+    if (h.define_journal_valid.load(boost::memory_order_acquire) != 1) return;
+    uint32_t r = h.define_journal_resource.load(boost::memory_order_relaxed);
+    if (r < view_.geo.max_resources) {
+        Resource &res = view_.resource(r);
+        if (res.state.load(boost::memory_order_acquire) != static_cast<uint32_t>(ResourceState::kReady)) {
+            // Half built: no one else saw it (lookups skip kDefining); free it again.
+            res.state.store(static_cast<uint32_t>(ResourceState::kFree), boost::memory_order_release);
+        }
+    }
+    h.define_journal_valid.store(0, boost::memory_order_release);
+}
+
+// Under the resource lock: adds d_req/d_load (negative to give back) to the
+// in-use counters and to holding row p, through the undo journal.
+// RQ_EINVAL when row p holds less than it gives back.
+int Engine::conc_update(uint32_t r, uint32_t p, int64_t d_req, int64_t d_load, CrashPoint cp) {
+    Resource &res = view_.resource(r);
+    Holding &h = view_.holding(p, r);
+    uint64_t in_req = res.in_use_req.load(boost::memory_order_relaxed);
+    uint64_t in_load = res.in_use_load.load(boost::memory_order_relaxed);
+    uint64_t held_req = h.req.load(boost::memory_order_relaxed);
+    uint64_t held_load = h.load.load(boost::memory_order_relaxed);
+    if ((d_req < 0 && held_req < static_cast<uint64_t>(-d_req)) ||
+        (d_load < 0 && held_load < static_cast<uint64_t>(-d_load))) {
+        return RQ_EINVAL;
+    }
+    // The in-use sums are at least each row; if shared memory says otherwise
+    // it was damaged, and saturating at 0 is the only safe repair.
+    auto add = [](uint64_t v, int64_t d) {
+        if (d >= 0) return v + static_cast<uint64_t>(d);
+        return v < static_cast<uint64_t>(-d) ? 0 : v - static_cast<uint64_t>(-d);
+    };
+    ConcJournal &j = res.journal;
+    j.proc.store(p, boost::memory_order_relaxed);
+    j.in_use_req_before.store(in_req, boost::memory_order_relaxed);
+    j.in_use_load_before.store(in_load, boost::memory_order_relaxed);
+    j.held_req_before.store(held_req, boost::memory_order_relaxed);
+    j.held_load_before.store(held_load, boost::memory_order_relaxed);
+    // release: the before-values are visible to whoever sees valid == 1.
+    j.valid.store(1, boost::memory_order_release);
+    res.in_use_req.store(add(in_req, d_req), boost::memory_order_relaxed);
+    res.in_use_load.store(add(in_load, d_load), boost::memory_order_relaxed);
+    crash_point(cp);
+    h.req.store(add(held_req, d_req), boost::memory_order_relaxed);
+    h.load.store(add(held_load, d_load), boost::memory_order_relaxed);
+    j.valid.store(0, boost::memory_order_release);
+    return RQ_OK;
+}
+
+void Engine::return_holdings(uint32_t r, uint32_t p) {
+    Holding &h = view_.holding(p, r);
+    uint64_t req = h.req.load(boost::memory_order_relaxed);
+    uint64_t load = h.load.load(boost::memory_order_relaxed);
+    if (req == 0 && load == 0) return;
+    // Clamp absurd values so the negation below cannot overflow.
+    req = std::min<uint64_t>(req, INT64_MAX);
+    load = std::min<uint64_t>(load, INT64_MAX);
+    conc_update(r, p, -static_cast<int64_t>(req), -static_cast<int64_t>(load), CrashPoint::kNone);
+    Counters &c = view_.resource(r).counters;
+    c.reclaims.store(c.reclaims.load(boost::memory_order_relaxed) + 1, boost::memory_order_relaxed);
+}
+
+}  // namespace rq::detail

@@ -1,0 +1,237 @@
+// Process identity, liveness and reclaim.
+//
+// Slot p belongs to whoever holds the OFD write lock on byte p of the lock
+// file; the kernel drops it when the process dies, whatever the pid
+// namespace or pid reuse. Anyone tests it with F_OFD_GETLK.
+//
+// Reclaiming a dead slot returns its concurrency holdings, breaks any lock it
+// held (undoing its half-done operation from the journal), and abandons its
+// tickets. It runs under a claim in the slot word (kReclaiming by r); every
+// step is idempotent, so if the reclaimer dies too, whoever finds it dead
+// takes the claim over and runs the steps again.
+#include "core.hpp"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <new>
+#include <vector>
+
+#include "clock.hpp"
+
+namespace rq::detail {
+namespace {
+
+// Fork handling: a child must not keep its parent's OFD lock reference (the
+// parent would look alive while the child lives) and must register itself.
+std::mutex g_registry_mu;
+std::vector<Engine *> *g_engines = nullptr;  // leaked: used from atfork handlers
+std::atomic<uint64_t> g_fork_gen{0};
+std::once_flag g_atfork_once;
+
+void atfork_prepare() { g_registry_mu.lock(); }
+void atfork_parent() { g_registry_mu.unlock(); }
+void atfork_child() {
+    g_fork_gen.fetch_add(1, std::memory_order_relaxed);
+    if (g_engines != nullptr) {
+        for (Engine *e : *g_engines) e->close_lock_fd_after_fork();
+    }
+    g_registry_mu.unlock();
+}
+
+void registry_add(Engine *e) {
+    std::call_once(g_atfork_once, [] { pthread_atfork(atfork_prepare, atfork_parent, atfork_child); });
+    std::lock_guard<std::mutex> g(g_registry_mu);
+    if (g_engines == nullptr) g_engines = new std::vector<Engine *>();
+    g_engines->push_back(e);
+}
+
+void registry_remove(Engine *e) {
+    std::lock_guard<std::mutex> g(g_registry_mu);
+    if (g_engines != nullptr) std::erase(*g_engines, e);
+}
+
+}  // namespace
+
+int Engine::open(const char *name, const rq_open_options *opts, Engine **out) {
+    auto *e = new Engine();
+    int rc = e->map_segment(name, opts);
+    if (rc == RQ_OK) rc = e->register_process();
+    if (rc != RQ_OK) {
+        e->unmap_segment();
+        delete e;
+        return rc;
+    }
+    e->fork_gen_ = g_fork_gen.load(std::memory_order_relaxed);
+    registry_add(e);
+    *out = e;
+    return RQ_OK;
+}
+
+Engine::~Engine() {
+    registry_remove(this);
+    if (fork_gen_ == g_fork_gen.load(std::memory_order_relaxed)) unregister_process();
+    unmap_segment();
+}
+
+void Engine::close_lock_fd_after_fork() noexcept {
+    // Runs in the child between fork() and its return: only async-signal-safe
+    // work. The parent's lock stays: the parent still has its descriptor.
+    if (lock_fd_ >= 0) ::close(lock_fd_);
+    lock_fd_ = -1;
+    new (&register_mu_) std::mutex();
+}
+
+int Engine::ensure_registered() {
+    uint64_t g = g_fork_gen.load(std::memory_order_relaxed);
+    if (g == fork_gen_) [[likely]] return RQ_OK;
+    std::lock_guard<std::mutex> guard(register_mu_);
+    if (g == fork_gen_) return RQ_OK;
+    // We are a forked child: open our own lock file description and slot.
+    int rc = RQ_OK;
+    if (lock_fd_ < 0) {
+        std::string path = "/dev/shm/" + name_ + ".lock";
+        lock_fd_ = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+        if (lock_fd_ < 0) rc = RQ_ESYS;
+    }
+    if (rc == RQ_OK) {
+        me_ = UINT32_MAX;
+        rc = register_process();
+    }
+    if (rc == RQ_OK) fork_gen_ = g;
+    return rc;
+}
+
+bool Engine::alive(uint32_t p) const {
+    if (p == me_) return true;
+    return ofd_locked_by_other(lock_fd_, p);
+}
+
+int Engine::register_process() {
+    const uint32_t n = view_.geo.max_processes;
+    const uint32_t start = static_cast<uint32_t>(getpid()) % n;
+    // First pass: slots that look free; second pass: any slot (its owner may be dead).
+    for (int pass = 0; pass < 2; ++pass) {
+        for (uint32_t k = 0; k < n; ++k) {
+            uint32_t p = (start + k) % n;
+            Process &proc = view_.process(p);
+            ProcWord w = ProcWord::unpack(proc.word.load(boost::memory_order_acquire));
+            if (pass == 0 && w.state != ProcState::kFree) continue;
+            if (ofd_try_lock(lock_fd_, p) != 0) continue;  // a live process owns it
+            // The byte is ours: whoever had slot p is gone. Clean up after it.
+            me_ = p;
+            int rc = reclaim_slot(p, proc.word.load(boost::memory_order_acquire));
+            if (rc == RQ_OK) {
+                for (int tries = 0; tries < 1000; ++tries) {
+                    uint64_t raw = proc.word.load(boost::memory_order_acquire);
+                    ProcWord cur = ProcWord::unpack(raw);
+                    if (cur.state != ProcState::kFree) break;
+                    // acq_rel: pairs with reclaimers' acquire loads of the word.
+                    if (proc.word.compare_exchange_strong(raw, ProcWord{cur.gen + 1, ProcState::kLive, 0}.pack(),
+                                                          boost::memory_order_acq_rel)) {
+                        me_gen_ = cur.gen + 1;
+                        proc.pid.store(static_cast<uint32_t>(getpid()), boost::memory_order_relaxed);
+                        proc.started_realtime_ns.store(realtime_ns(), boost::memory_order_relaxed);
+                        return RQ_OK;
+                    }
+                }
+            }
+            me_ = UINT32_MAX;
+            ofd_unlock(lock_fd_, p);
+            if (rc == RQ_ECORRUPT) return rc;
+        }
+    }
+    return RQ_ENOSPC;
+}
+
+// Brings slot p to kFree, reclaiming what a dead owner left. The caller has
+// established that the owner seen in `raw` is gone (it holds p's OFD byte, or
+// it is closing its own slot).
+int Engine::reclaim_slot(uint32_t p, uint64_t raw) {
+    Process &proc = view_.process(p);
+    for (int tries = 0; tries < 1000; ++tries) {
+        ProcWord w = ProcWord::unpack(raw);
+        switch (w.state) {
+            case ProcState::kFree: return RQ_OK;
+            case ProcState::kLive:
+            case ProcState::kReclaiming: {
+                if (w.state == ProcState::kReclaiming && w.by != p && w.by != me_ &&
+                    w.by < view_.geo.max_processes && alive(w.by)) {
+                    return RQ_EAGAIN;  // a live reclaimer is on it
+                }
+                uint64_t claim = ProcWord{w.gen, ProcState::kReclaiming, me_}.pack();
+                if (!proc.word.compare_exchange_strong(raw, claim, boost::memory_order_acq_rel)) continue;
+                int rc = reclaim_steps(p);
+                if (rc != RQ_OK) return rc;
+                uint64_t expected = claim;
+                proc.word.compare_exchange_strong(expected, ProcWord{w.gen, ProcState::kFree, 0}.pack(),
+                                                  boost::memory_order_acq_rel);
+                view_.header().reclaims.fetch_add(1, boost::memory_order_relaxed);
+                raw = proc.word.load(boost::memory_order_acquire);
+                continue;
+            }
+            default: return RQ_ECORRUPT;
+        }
+    }
+    return RQ_EINTERNAL;
+}
+
+int Engine::reclaim_if_dead(uint32_t p) {
+    if (p >= view_.geo.max_processes) return RQ_EINVAL;
+    if (p == me_) return 0;
+    Process &proc = view_.process(p);
+    uint64_t raw = proc.word.load(boost::memory_order_acquire);
+    ProcWord w = ProcWord::unpack(raw);
+    if (w.state == ProcState::kFree) return 0;
+    if (w.state == ProcState::kLive && alive(p)) return 0;
+    if (w.state == ProcState::kReclaiming &&
+        (w.by == me_ || (w.by < view_.geo.max_processes && alive(w.by)))) {
+        return 0;
+    }
+    if (w.state != ProcState::kLive && w.state != ProcState::kReclaiming) return RQ_ECORRUPT;
+    int rc = reclaim_slot(p, raw);
+    return rc == RQ_OK ? 1 : rc == RQ_EAGAIN ? 0 : rc;
+}
+
+void Engine::unregister_process() {
+    if (me_ == UINT32_MAX || view_.base == nullptr) return;
+    Process &proc = view_.process(me_);
+    reclaim_slot(me_, proc.word.load(boost::memory_order_acquire));
+    ofd_unlock(lock_fd_, me_);
+    me_ = UINT32_MAX;
+}
+
+// The steps of reclaiming slot p: each is idempotent.
+int Engine::reclaim_steps(uint32_t p) {
+    const uint32_t mine = p + 1;
+    for (uint32_t r = 0; r < view_.geo.max_resources; ++r) {
+        Resource &res = view_.resource(r);
+        if (res.state.load(boost::memory_order_acquire) != static_cast<uint32_t>(ResourceState::kReady)) continue;
+        Holding &h = view_.holding(p, r);
+        bool holds = h.req.load(boost::memory_order_relaxed) != 0 || h.load.load(boost::memory_order_relaxed) != 0;
+        bool locked_by_p = (res.lock.load(boost::memory_order_relaxed) & kLockOwnerMask) == mine;
+        if (holds || locked_by_p) {
+            int rc = locked_by_p ? take_over_lock(res.lock, p, false, r) : lock(res.lock, false, r);
+            if (rc != RQ_OK) return rc;
+            return_holdings(r, p);
+            unlock(res.lock);
+            wake_head(r, true);
+        }
+        int rc = abandon_owned(r, p);
+        if (rc != RQ_OK) return rc;
+        crash_point(CrashPoint::kInReclaim);
+    }
+    Header &hdr = view_.header();
+    if ((hdr.define_lock.load(boost::memory_order_relaxed) & kLockOwnerMask) == mine) {
+        int rc = take_over_lock(hdr.define_lock, p, true, 0);
+        if (rc != RQ_OK) return rc;
+        unlock(hdr.define_lock);
+    }
+    return RQ_OK;
+}
+
+}  // namespace rq::detail

@@ -1,0 +1,268 @@
+// The ticketed FIFO wait queue of one resource.
+//
+// Tickets are uint32, taken in order. The queue word holds head and tail;
+// ticket t owns ring slot t % queue_slots while head <= t < tail (see
+// layout.hpp for the slot states). Only the head takes from the limits, so a
+// stacked acquire is all-or-nothing without any rollback.
+//
+// Two Dekker-style handshakes keep wake-ups exact (all seq_cst):
+//   passer:  CAS queue word (head = t)      then load slot t
+//   owner:   CAS slot t (sleep state)       then load queue word
+// so either the passer sees the owner asleep and wakes it, or the owner sees
+// that it is head and does not sleep. Nobody calls FUTEX_WAKE unless a slot
+// word says its owner sleeps, and a pass wakes only the next owner (and, when
+// needed, the one behind it so that it starts watching): no thundering herd.
+//
+// Liveness: waiters within kWatchDistance of the head sleep at most kWatchNs;
+// the one directly behind the head checks, when the head has not moved for
+// that long, whether the head's owner is alive, and reclaims it if not.
+// Everyone further back sleeps until woken. So 1,000 waiters cost what two do.
+#include "clock.hpp"
+#include "core.hpp"
+#include "futex.hpp"
+
+#include <algorithm>
+
+namespace rq::detail {
+namespace {
+
+constexpr auto kSeqCst = boost::memory_order_seq_cst;
+
+uint32_t tbits(uint32_t t) { return t & kTicketMask; }
+bool queued_state(SlotState s) {
+    return s == SlotState::kWaiting || s == SlotState::kSleeping || s == SlotState::kWatching;
+}
+bool head_state(SlotState s) {
+    return s == SlotState::kHead || s == SlotState::kHeadRateSleep || s == SlotState::kHeadConcSleep;
+}
+uint64_t with_state(SlotWord w, SlotState s) {
+    w.state = s;
+    return w.pack();
+}
+
+}  // namespace
+
+int Engine::enqueue(uint32_t r, uint32_t &ticket) {
+    Resource &res = view_.resource(r);
+    const uint32_t n = view_.geo.queue_slots;
+    int odd = 0;
+    for (int spins = 0; spins < 1'000'000; ++spins) {
+        uint64_t qraw = res.queue.load(kSeqCst);
+        QueueWord q = QueueWord::unpack(qraw);
+        uint32_t depth = q.tail - q.head;
+        if (depth > n) return RQ_ECORRUPT;
+        if (depth == n) return RQ_ENOSPC;
+        const uint32_t t = q.tail;
+        Slot &s = view_.slot(r, t);
+        uint64_t v = s.word.load(kSeqCst);
+        SlotWord sw = SlotWord::unpack(v);
+        if (sw.ticket == tbits(t)) {
+            // Claimed by someone whose tail bump is not in yet: help it along.
+            res.queue.compare_exchange_strong(qraw, QueueWord{q.head, t + 1}.pack(), kSeqCst);
+            continue;
+        }
+        if (sw.ticket != tbits(t - n)) {
+            // Either our snapshot is stale or the ring is damaged.
+            if (res.queue.load(kSeqCst) == qraw && ++odd > 16) return RQ_ECORRUPT;
+            continue;
+        }
+        // The claim: the single transition that creates ticket t with its owner.
+        if (!s.word.compare_exchange_strong(v, SlotWord{tbits(t), SlotState::kWaiting, me_}.pack(), kSeqCst)) {
+            continue;
+        }
+        for (;;) {
+            QueueWord cur = QueueWord::unpack(qraw);
+            if (cur.tail != t) break;  // a helper bumped it
+            if (res.queue.compare_exchange_weak(qraw, QueueWord{cur.head, t + 1}.pack(), kSeqCst)) break;
+        }
+        ticket = t;
+        return RQ_OK;
+    }
+    return RQ_EINTERNAL;
+}
+
+int Engine::wait_turn(uint32_t r, uint32_t t, int64_t deadline) {
+    Resource &res = view_.resource(r);
+    Slot &s = view_.slot(r, t);
+    const uint32_t n = view_.geo.queue_slots;
+    uint32_t watched_head = t;  // no head watched yet
+    int64_t watched_since = 0;
+    for (;;) {
+        QueueWord q = QueueWord::unpack(res.queue.load(kSeqCst));
+        if (q.head == t) return RQ_OK;
+        uint32_t dist = t - q.head;
+        if (dist > n) return RQ_ECORRUPT;
+        uint64_t v = s.word.load(kSeqCst);
+        SlotWord sw = SlotWord::unpack(v);
+        if (sw.ticket != tbits(t) || sw.owner != me_) return RQ_EINTERNAL;
+        if (head_state(sw.state)) return RQ_OK;
+        if (sw.state != SlotState::kWaiting) return RQ_EINTERNAL;
+        int64_t now = now_ns();
+        if (now >= deadline) return RQ_ETIMEDOUT;
+        if (dist == 1) {
+            if (q.head != watched_head) {
+                watched_head = q.head;
+                watched_since = now;
+            } else if (now - watched_since >= kWatchNs) {
+                int rc = watch_head(r, q.head);
+                if (rc != RQ_OK) return rc;
+                watched_since = now;
+                continue;
+            }
+        }
+        const bool timed = dist <= kWatchDistance;
+        const uint64_t sv = with_state(sw, timed ? SlotState::kWatching : SlotState::kSleeping);
+        if (!s.word.compare_exchange_strong(v, sv, kSeqCst)) continue;
+        // Dekker: we published our sleep state, now look at the head again.
+        QueueWord q2 = QueueWord::unpack(res.queue.load(kSeqCst));
+        if (q2.head == t || (!timed && t - q2.head <= kWatchDistance)) {
+            uint64_t e = sv;
+            s.word.compare_exchange_strong(e, with_state(sw, SlotState::kWaiting), kSeqCst);
+            continue;
+        }
+        int64_t until = timed ? std::min(deadline, now + kWatchNs) : deadline;
+        futex_wait(&s.word, static_cast<uint32_t>(sv), until);
+        uint64_t e = sv;
+        // Fails when we were granted or promoted meanwhile; the loop reads why.
+        s.word.compare_exchange_strong(e, with_state(sw, SlotState::kWaiting), kSeqCst);
+    }
+}
+
+int Engine::watch_head(uint32_t r, uint32_t h) {
+    uint64_t v = view_.slot(r, h).word.load(boost::memory_order_acquire);
+    SlotWord sw = SlotWord::unpack(v);
+    if (sw.ticket != tbits(h)) return RQ_OK;  // moved on meanwhile
+    if (sw.owner < view_.geo.max_processes) {
+        int rc = reclaim_if_dead(sw.owner);
+        return rc < 0 ? rc : RQ_OK;
+    }
+    // An owner no process could be: skip the ticket.
+    Slot &s = view_.slot(r, h);
+    if (s.word.compare_exchange_strong(v, with_state(sw, SlotState::kAbandoned), kSeqCst)) {
+        return pass_head(r, h);
+    }
+    return RQ_OK;
+}
+
+void Engine::abandon(uint32_t r, uint32_t t) {
+    Slot &s = view_.slot(r, t);
+    for (int tries = 0; tries < 1000; ++tries) {
+        uint64_t v = s.word.load(kSeqCst);
+        SlotWord sw = SlotWord::unpack(v);
+        if (sw.ticket != tbits(t) || sw.owner != me_) return;
+        if (sw.state == SlotState::kAbandoned) break;
+        if (s.word.compare_exchange_strong(v, with_state(sw, SlotState::kAbandoned), kSeqCst)) break;
+    }
+    // If we are head (granted, or about to be), move the head past us; the
+    // head CAS makes this safe to race with a passer that skips us too.
+    if (QueueWord::unpack(view_.resource(r).queue.load(kSeqCst)).head == t) pass_head(r, t);
+}
+
+int Engine::pass_head(uint32_t r, uint32_t t) {
+    Resource &res = view_.resource(r);
+    const uint32_t n = view_.geo.queue_slots;
+    uint64_t qraw = res.queue.load(kSeqCst);
+    for (uint32_t skips = 0; skips <= n;) {
+        QueueWord q = QueueWord::unpack(qraw);
+        if (q.head != t) return RQ_OK;
+        const uint32_t next = t + 1;
+        // tail == t: ticket t was claimed but its tail bump is not in yet.
+        const uint32_t tail = q.tail == t ? next : q.tail;
+        if (!res.queue.compare_exchange_weak(qraw, QueueWord{next, tail}.pack(), kSeqCst)) continue;
+        crash_point(CrashPoint::kInPass);
+        if (tail == next) return RQ_OK;  // nobody queued: a later claimer sees head == its ticket
+        Slot &s = view_.slot(r, next);
+        for (int tries = 0;; ++tries) {
+            if (tries > 1000) return RQ_ECORRUPT;
+            uint64_t v = s.word.load(kSeqCst);
+            SlotWord sw = SlotWord::unpack(v);
+            if (sw.ticket != tbits(next)) return RQ_ECORRUPT;  // below tail, so it must be claimed
+            if (sw.state == SlotState::kAbandoned) break;
+            if (head_state(sw.state)) return RQ_OK;
+            if (!queued_state(sw.state)) return RQ_ECORRUPT;
+            if (!s.word.compare_exchange_strong(v, with_state(sw, SlotState::kHead), kSeqCst)) continue;
+            if (sw.state != SlotState::kWaiting) futex_wake(&s.word, 1);
+            promote_behind(r, next);
+            return RQ_OK;
+        }
+        t = next;  // skip the abandoned ticket
+        ++skips;
+        qraw = res.queue.load(kSeqCst);
+    }
+    return RQ_ECORRUPT;
+}
+
+void Engine::promote_behind(uint32_t r, uint32_t h) {
+    Resource &res = view_.resource(r);
+    for (uint32_t d = 1; d <= kWatchDistance; ++d) {
+        QueueWord q = QueueWord::unpack(res.queue.load(kSeqCst));
+        const uint32_t t = h + d;
+        if (t - q.head >= q.tail - q.head) return;  // t is not queued (yet)
+        Slot &s = view_.slot(r, t);
+        uint64_t v = s.word.load(kSeqCst);
+        SlotWord sw = SlotWord::unpack(v);
+        if (sw.ticket != tbits(t) || sw.state != SlotState::kSleeping) continue;
+        if (s.word.compare_exchange_strong(v, with_state(sw, SlotState::kWaiting), kSeqCst)) {
+            futex_wake(&s.word, 1);
+        }
+    }
+}
+
+void Engine::wake_head(uint32_t r, bool conc_only) {
+    Resource &res = view_.resource(r);
+    QueueWord q = QueueWord::unpack(res.queue.load(kSeqCst));
+    if (q.head == q.tail) return;
+    Slot &s = view_.slot(r, q.head);
+    uint64_t v = s.word.load(kSeqCst);
+    SlotWord sw = SlotWord::unpack(v);
+    if (sw.ticket != tbits(q.head)) return;
+    bool sleeping = sw.state == SlotState::kHeadConcSleep || (!conc_only && sw.state == SlotState::kHeadRateSleep);
+    if (sleeping && s.word.compare_exchange_strong(v, with_state(sw, SlotState::kHead), kSeqCst)) {
+        futex_wake(&s.word, 1);
+    }
+}
+
+int Engine::head_sleep(uint32_t r, uint32_t t, SlotState how, int64_t until, const SleepCheck &still) {
+    Slot &s = view_.slot(r, t);
+    uint64_t v = s.word.load(kSeqCst);
+    SlotWord sw = SlotWord::unpack(v);
+    if (sw.ticket != tbits(t) || sw.owner != me_) return RQ_EINTERNAL;
+    const uint64_t sv = with_state(sw, how);
+    if (!s.word.compare_exchange_strong(v, sv, kSeqCst)) return RQ_OK;
+    // Dekker with wake_head(): we published the sleep state; re-check the
+    // condition that a waker changes before it looks at our slot.
+    if (still()) futex_wait(&s.word, static_cast<uint32_t>(sv), until);
+    uint64_t e = sv;
+    s.word.compare_exchange_strong(e, with_state(sw, SlotState::kHead), kSeqCst);
+    return RQ_OK;
+}
+
+int Engine::abandon_owned(uint32_t r, uint32_t p) {
+    Resource &res = view_.resource(r);
+    const uint32_t n = view_.geo.queue_slots;
+    QueueWord q = QueueWord::unpack(res.queue.load(kSeqCst));
+    uint32_t depth = q.tail - q.head;
+    if (depth > n) return RQ_ECORRUPT;
+    // [head, tail]: the slot at tail may hold a claim whose tail bump is not in.
+    for (uint32_t i = 0; i <= depth && i < n; ++i) {
+        const uint32_t t = q.head + i;
+        Slot &s = view_.slot(r, t);
+        for (int tries = 0; tries < 1000; ++tries) {
+            uint64_t v = s.word.load(kSeqCst);
+            SlotWord sw = SlotWord::unpack(v);
+            if (sw.ticket != tbits(t) || sw.owner != p) break;
+            if (sw.state != SlotState::kAbandoned && sw.state != SlotState::kDone &&
+                !s.word.compare_exchange_strong(v, with_state(sw, SlotState::kAbandoned), kSeqCst)) {
+                continue;
+            }
+            if (QueueWord::unpack(res.queue.load(kSeqCst)).head == t) {
+                int rc = pass_head(r, t);
+                if (rc != RQ_OK) return rc;
+            }
+            break;
+        }
+    }
+    return RQ_OK;
+}
+
+}  // namespace rq::detail

@@ -1,0 +1,250 @@
+// Resources: names, the lock-free lookup table, and their limits.
+//
+// The resource table is an open-addressing hash table keyed by name. Entries
+// are only ever added (under the define lock), never removed, so linear
+// probing stays valid and lookups need no lock: an entry's name is written
+// before its state becomes kReady (release), and never changes afterwards.
+#include "clock.hpp"
+#include "core.hpp"
+#include "gcra.hpp"
+
+#include <cstring>
+
+namespace rq::detail {
+
+bool valid_resource_name(std::string_view name) {
+    if (name.empty() || name.size() > kMaxNameLen) return false;
+    for (char ch : name) {
+        if (ch < 0x21 || ch > 0x7e) return false;
+    }
+    return true;
+}
+
+uint64_t name_hash(std::string_view name) {
+    uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a
+    for (char ch : name) {
+        h ^= static_cast<uint8_t>(ch);
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+int normalize_limits(const rq_limit *in, size_t n, Limits &out) {
+    if (in == nullptr || n < 1 || n > kMaxLimits) return RQ_EINVAL;
+    out = Limits{};
+    out.count = static_cast<uint32_t>(n);
+    for (size_t i = 0; i < n; ++i) {
+        const rq_limit &l = in[i];
+        Limit &o = out.limit[i];
+        if (l.cost != RQ_COST_REQUEST && l.cost != RQ_COST_LOAD) return RQ_EINVAL;
+        if (l.amount < 1 || l.amount > RQ_MAX_AMOUNT) return RQ_EINVAL;
+        o = Limit{l.kind, l.cost, l.amount, 0, 0, 0, 0, 0};
+        if (l.kind == RQ_LIMIT_RATE) {
+            if (l.period_ns < RQ_MIN_PERIOD_NS || l.period_ns > RQ_MAX_PERIOD_NS) return RQ_EINVAL;
+            if (l.burst > RQ_MAX_AMOUNT) return RQ_EINVAL;
+            RateParams p;
+            if (!derive_rate(l.amount, l.period_ns, l.burst != 0 ? l.burst : l.amount, p)) return RQ_EINVAL;
+            o.period_ns = p.period_ns;
+            o.burst = p.burst;
+            o.burst_ns = p.burst_ns;
+            o.request_ns = p.request_ns;
+            o.unit_ns = p.unit_ns;
+        } else if (l.kind == RQ_LIMIT_CONCURRENCY) {
+            if (l.period_ns != 0 || l.burst != 0) return RQ_EINVAL;
+            out.has_conc = true;
+        } else {
+            return RQ_EINVAL;
+        }
+    }
+    return RQ_OK;
+}
+
+bool same_limits(const Limits &a, const Limits &b) {
+    if (a.count != b.count) return false;
+    for (uint32_t i = 0; i < a.count; ++i) {
+        const Limit &x = a.limit[i], &y = b.limit[i];
+        if (x.kind != y.kind || x.cost != y.cost || x.amount != y.amount || x.period_ns != y.period_ns ||
+            x.burst != y.burst) {
+            return false;
+        }
+    }
+    return true;
+}
+
+int Engine::lookup(std::string_view name, uint32_t &r) const {
+    const uint32_t cap = view_.geo.max_resources;
+    const uint64_t h = name_hash(name);
+    for (uint32_t i = 0; i < cap; ++i) {
+        uint32_t idx = static_cast<uint32_t>((h + i) % cap);
+        Resource &res = view_.resource(idx);
+        // acquire: pairs with the definer's release store of kReady.
+        uint32_t st = res.state.load(boost::memory_order_acquire);
+        if (st == static_cast<uint32_t>(ResourceState::kFree)) return RQ_ENOENT;
+        if (st > static_cast<uint32_t>(ResourceState::kReady)) return RQ_ECORRUPT;
+        if (st == static_cast<uint32_t>(ResourceState::kReady) && res.name_hash == h &&
+            res.name_len == name.size() && std::memcmp(res.name, name.data(), name.size()) == 0) {
+            r = idx;
+            return RQ_OK;
+        }
+    }
+    return RQ_ENOENT;
+}
+
+namespace {
+
+// Checks one limit read from shared memory: kinds, ranges, and that the
+// derived constants agree with the definition (cheap multiplications only).
+bool sane(const Limit &l) {
+    if (l.cost != RQ_COST_REQUEST && l.cost != RQ_COST_LOAD) return false;
+    if (l.amount < 1 || l.amount > RQ_MAX_AMOUNT) return false;
+    if (l.kind == RQ_LIMIT_CONCURRENCY) return true;
+    if (l.kind != RQ_LIMIT_RATE) return false;
+    if (l.period_ns < RQ_MIN_PERIOD_NS || l.period_ns > RQ_MAX_PERIOD_NS) return false;
+    if (l.burst < 1 || l.burst > RQ_MAX_AMOUNT || l.burst_ns > kMaxBurstNs) return false;
+    if (l.request_ns < 1 || l.request_ns > l.period_ns) return false;
+    u128 lo = static_cast<u128>(l.request_ns - 1) * l.amount;
+    u128 hi = static_cast<u128>(l.request_ns) * l.amount;
+    if (lo >= l.period_ns || hi < l.period_ns) return false;
+    if (l.unit_ns != 0 && static_cast<u128>(l.unit_ns) * l.amount != l.period_ns) return false;
+    return true;
+}
+
+}  // namespace
+
+int Engine::read_limits(uint32_t r, Limits &out) const {
+    Resource &res = view_.resource(r);
+    for (int attempt = 0; attempt < 64; ++attempt) {
+        // acquire: pairs with write_limits()'s release store of the word.
+        uint64_t w1 = res.config_word.load(boost::memory_order_acquire);
+        const Config &c = res.config[ConfigWord::unpack(w1).active];
+        uint32_t n = c.count.load(boost::memory_order_relaxed);
+        bool shape = n >= 1 && n <= kMaxLimits;
+        out.count = shape ? n : 0;
+        out.has_conc = false;
+        for (uint32_t i = 0; i < out.count; ++i) {
+            const LimitConfig &lc = c.limits[i];
+            out.limit[i] = Limit{lc.kind.load(boost::memory_order_relaxed), lc.cost.load(boost::memory_order_relaxed),
+                                 lc.amount.load(boost::memory_order_relaxed), lc.period_ns.load(boost::memory_order_relaxed),
+                                 lc.burst.load(boost::memory_order_relaxed), lc.burst_ns.load(boost::memory_order_relaxed),
+                                 lc.request_ns.load(boost::memory_order_relaxed), lc.unit_ns.load(boost::memory_order_relaxed)};
+        }
+        // Seqlock read side: the fence orders the field loads before the re-check.
+        boost::atomic_thread_fence(boost::memory_order_acquire);
+        if (res.config_word.load(boost::memory_order_relaxed) != w1) continue;
+        if (!shape) return RQ_ECORRUPT;
+        for (uint32_t i = 0; i < out.count; ++i) {
+            if (!sane(out.limit[i])) return RQ_ECORRUPT;
+            out.has_conc |= out.limit[i].kind == RQ_LIMIT_CONCURRENCY;
+        }
+        return RQ_OK;
+    }
+    return RQ_ECORRUPT;
+}
+
+// Under the define lock (single writer). Fills the inactive buffer and flips.
+int Engine::write_limits(uint32_t r, const Limits &lim) {
+    Resource &res = view_.resource(r);
+    ConfigWord cw = ConfigWord::unpack(res.config_word.load(boost::memory_order_relaxed));
+    // Seqlock write side: bump the version before touching the inactive
+    // buffer, so a reader still on it from two versions ago sees a change.
+    res.config_word.store(ConfigWord{cw.version + 1, cw.active}.pack(), boost::memory_order_relaxed);
+    boost::atomic_thread_fence(boost::memory_order_release);
+    Config &c = res.config[cw.active ^ 1];
+    c.count.store(lim.count, boost::memory_order_relaxed);
+    for (uint32_t i = 0; i < kMaxLimits; ++i) {
+        Limit l = i < lim.count ? lim.limit[i] : Limit{};
+        LimitConfig &lc = c.limits[i];
+        lc.kind.store(l.kind, boost::memory_order_relaxed);
+        lc.cost.store(l.cost, boost::memory_order_relaxed);
+        lc.amount.store(l.amount, boost::memory_order_relaxed);
+        lc.period_ns.store(l.period_ns, boost::memory_order_relaxed);
+        lc.burst.store(l.burst, boost::memory_order_relaxed);
+        lc.burst_ns.store(l.burst_ns, boost::memory_order_relaxed);
+        lc.request_ns.store(l.request_ns, boost::memory_order_relaxed);
+        lc.unit_ns.store(l.unit_ns, boost::memory_order_relaxed);
+    }
+    // release: pairs with read_limits()'s acquire load.
+    res.config_word.store(ConfigWord{cw.version + 2, cw.active ^ 1}.pack(), boost::memory_order_release);
+    return RQ_OK;
+}
+
+int Engine::define(const char *name, const rq_limit *limits, size_t n, uint32_t flags) {
+    int rc = ensure_registered();
+    if (rc != RQ_OK) return rc;
+    if (name == nullptr || (flags & ~RQ_DEFINE_REPLACE) != 0) return RQ_EINVAL;
+    std::string_view nm(name, strnlen(name, kMaxNameLen + 1));
+    if (!valid_resource_name(nm) || name[nm.size()] != '\0') return RQ_EINVAL;
+    Limits want;
+    rc = normalize_limits(limits, n, want);
+    if (rc != RQ_OK) return rc;
+
+    // Fast path: already defined with the same limits (no lock).
+    uint32_t r;
+    Limits have;
+    rc = lookup(nm, r);
+    if (rc == RQ_OK && (rc = read_limits(r, have)) == RQ_OK && same_limits(have, want)) return RQ_OK;
+    if (rc != RQ_OK && rc != RQ_ENOENT) return rc;
+
+    Header &h = view_.header();
+    rc = lock(h.define_lock, true, 0);
+    if (rc != RQ_OK) return rc;
+    rc = lookup(nm, r);
+    if (rc == RQ_OK) {
+        rc = read_limits(r, have);
+        if (rc == RQ_OK && !same_limits(have, want)) {
+            if ((flags & RQ_DEFINE_REPLACE) == 0) {
+                rc = RQ_ECONFLICT;
+            } else {
+                write_limits(r, want);
+                wake_head(r, false);
+            }
+        }
+    } else if (rc == RQ_ENOENT) {
+        rc = RQ_ENOSPC;
+        const uint32_t cap = view_.geo.max_resources;
+        const uint64_t hash = name_hash(nm);
+        for (uint32_t i = 0; i < cap; ++i) {
+            uint32_t idx = static_cast<uint32_t>((hash + i) % cap);
+            Resource &res = view_.resource(idx);
+            if (res.state.load(boost::memory_order_acquire) != static_cast<uint32_t>(ResourceState::kFree)) continue;
+            h.define_journal_resource.store(idx, boost::memory_order_relaxed);
+            h.define_journal_valid.store(1, boost::memory_order_release);
+            res.state.store(static_cast<uint32_t>(ResourceState::kDefining), boost::memory_order_relaxed);
+            res.name_len = static_cast<uint32_t>(nm.size());
+            res.name_hash = hash;
+            std::memset(res.name, 0, sizeof res.name);
+            std::memcpy(res.name, nm.data(), nm.size());
+            for (auto &t : res.tat) t.store(0, boost::memory_order_relaxed);
+            write_limits(idx, want);
+            crash_point(CrashPoint::kInDefine);
+            // release: publishes name and limits to lookup()'s acquire load.
+            res.state.store(static_cast<uint32_t>(ResourceState::kReady), boost::memory_order_release);
+            h.define_journal_valid.store(0, boost::memory_order_release);
+            rc = RQ_OK;
+            break;
+        }
+    }
+    unlock(h.define_lock);
+    return rc;
+}
+
+int Engine::describe(const char *name, rq_limit *limits, size_t cap, size_t *n) {
+    if (name == nullptr || n == nullptr) return RQ_EINVAL;
+    std::string_view nm(name, strnlen(name, kMaxNameLen + 1));
+    if (!valid_resource_name(nm) || name[nm.size()] != '\0') return RQ_EINVAL;
+    uint32_t r;
+    int rc = lookup(nm, r);
+    if (rc != RQ_OK) return rc;
+    Limits have;
+    rc = read_limits(r, have);
+    if (rc != RQ_OK) return rc;
+    *n = have.count;
+    if (limits == nullptr || cap < have.count) return RQ_EINVAL;
+    for (uint32_t i = 0; i < have.count; ++i) {
+        const Limit &l = have.limit[i];
+        limits[i] = rq_limit{l.kind, l.cost, l.amount, l.period_ns, l.kind == RQ_LIMIT_RATE ? l.burst : 0};
+    }
+    return RQ_OK;
+}
+
+}  // namespace rq::detail

@@ -1,0 +1,339 @@
+// Opening, creating and validating the segment.
+//
+// Creation is race-free without any waiting: the creator builds the segment
+// under a temporary name, marks it ready, and link()s it into place. link()
+// fails with EEXIST when another process won, in which case the loser drops
+// its copy and opens the winner's. So an opener sees no segment or a complete
+// one, never a half-built one.
+#include "clock.hpp"
+#include "core.hpp"
+
+#include <boost/interprocess/exceptions.hpp>
+#include <boost/interprocess/mapped_region.hpp>
+#include <boost/interprocess/shared_memory_object.hpp>
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
+namespace bip = boost::interprocess;
+
+namespace rq::detail {
+namespace {
+
+constexpr const char *kShmDir = "/dev/shm/";
+constexpr size_t kMaxSegmentName = 200;
+// Byte of the lock file that serialises replacing a stale segment; process
+// slots use bytes [0, max_processes).
+constexpr off_t kInitLockByte = off_t{1} << 40;
+
+bool valid_segment_name(std::string_view n) {
+    if (n.empty() || n.size() > kMaxSegmentName || n[0] == '.') return false;
+    for (char ch : n) {
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                  ch == '.' || ch == '_' || ch == '-';
+        if (!ok) return false;
+    }
+    return true;
+}
+
+void read_boot_id(uint8_t out[16]) {
+    std::memset(out, 0, 16);
+    FILE *f = std::fopen("/proc/sys/kernel/random/boot_id", "re");
+    if (!f) return;
+    char buf[64] = {};
+    size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    std::fclose(f);
+    int k = 0;
+    for (size_t i = 0; i < n && k < 32; ++i) {
+        char ch = buf[i];
+        int v = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+        if (v < 0) continue;
+        out[k / 2] = static_cast<uint8_t>(out[k / 2] | (k % 2 == 0 ? v << 4 : v));
+        ++k;
+    }
+}
+
+// Ownership and mode rules: ours (or our group's when group-shared), and no
+// permission bits beyond what we create with.
+int check_owner_and_mode(const struct stat &st, bool group) {
+    mode_t allowed = group ? 0660 : 0600;
+    if ((st.st_mode & 0777 & ~allowed) != 0) return RQ_EACCES;
+    if (st.st_uid == geteuid()) return RQ_OK;
+    if (group && st.st_gid == getegid()) return RQ_OK;
+    return RQ_EACCES;
+}
+
+struct Mapping {
+    std::unique_ptr<bip::mapped_region> region;
+    int shm_fd = -1;  // kept open for the life of the mapping (fstat, diagnostics)
+};
+
+// Validates a mapped header against the file size. The header is hostile:
+// every field is read once and checked before it is used.
+int validate_header(const Header &h, uint64_t file_size, Geometry &geo) {
+    if (h.magic != kMagic) return RQ_ECORRUPT;
+    if (h.layout_major != kLayoutMajor) return RQ_EINCOMPAT;
+    if (h.header_size != kHeaderSize || h.max_limits != kMaxLimits) return RQ_ECORRUPT;
+    uint32_t res = h.max_resources, slots = h.queue_slots, procs = h.max_processes;
+    if (!valid_capacities(res, slots, procs)) return RQ_ECORRUPT;
+    Geometry g = geometry(res, slots, procs);
+    if (h.total_size != g.total_size || file_size != g.total_size) return RQ_ECORRUPT;
+    if (h.proc_table_off != g.proc_table_off || h.resource_table_off != g.resource_table_off ||
+        h.holdings_off != g.holdings_off || h.rings_off != g.rings_off) {
+        return RQ_ECORRUPT;
+    }
+    // init_state: pairs with the creator's release store before link().
+    if (h.init_state.load(boost::memory_order_acquire) != static_cast<uint32_t>(InitState::kReady)) {
+        return RQ_ECORRUPT;
+    }
+    geo = g;
+    return RQ_OK;
+}
+
+int open_existing(const std::string &name, bool group, Mapping &m, Geometry &geo) {
+    std::string path = kShmDir + name;
+    int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        if (errno == ENOENT) return RQ_ENOENT;
+        if (errno == EACCES || errno == EPERM) return RQ_EACCES;
+        if (errno == ELOOP) return RQ_EACCES;
+        return RQ_ESYS;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        ::close(fd);
+        return RQ_ESYS;
+    }
+    int rc = !S_ISREG(st.st_mode) ? RQ_ECORRUPT : check_owner_and_mode(st, group);
+    if (rc == RQ_OK && static_cast<uint64_t>(st.st_size) < kHeaderSize) rc = RQ_ECORRUPT;
+    if (rc != RQ_OK) {
+        ::close(fd);
+        return rc;
+    }
+    try {
+        bip::shared_memory_object shm(bip::open_only, name.c_str(), bip::read_write);
+        m.region = std::make_unique<bip::mapped_region>(shm, bip::read_write, 0,
+                                                        static_cast<size_t>(st.st_size));
+    } catch (const bip::interprocess_exception &) {
+        ::close(fd);
+        return RQ_ESYS;
+    }
+    // The mapping may be of a different inode if the name was replaced in
+    // between; validate_header checks the size we mapped against the header.
+    rc = validate_header(*static_cast<const Header *>(m.region->get_address()),
+                         m.region->get_size(), geo);
+    if (rc != RQ_OK) {
+        m.region.reset();
+        ::close(fd);
+        return rc;
+    }
+    m.shm_fd = fd;
+    return RQ_OK;
+}
+
+void init_contents(std::byte *base, const Geometry &g, uint32_t flags) {
+    Header &h = *reinterpret_cast<Header *>(base);
+    h.magic = kMagic;
+    h.layout_major = kLayoutMajor;
+    h.layout_minor = kLayoutMinor;
+    h.header_size = kHeaderSize;
+    h.flags = flags;
+    h.total_size = g.total_size;
+    h.max_resources = g.max_resources;
+    h.max_limits = kMaxLimits;
+    h.queue_slots = g.queue_slots;
+    h.max_processes = g.max_processes;
+    h.creator_pid = static_cast<uint32_t>(getpid());
+    h.created_realtime_ns = realtime_ns();
+    h.created_mono_ns = now_ns();
+    read_boot_id(h.boot_id);
+    h.proc_table_off = g.proc_table_off;
+    h.resource_table_off = g.resource_table_off;
+    h.holdings_off = g.holdings_off;
+    h.rings_off = g.rings_off;
+    // Every ring slot starts as if it held ticket (index - queue_slots), done,
+    // so the claim of ticket t always expects the word of ticket t - slots.
+    View v{base, g};
+    for (uint32_t r = 0; r < g.max_resources; ++r) {
+        for (uint32_t i = 0; i < g.queue_slots; ++i) {
+            SlotWord w{(i - g.queue_slots) & kTicketMask, SlotState::kDone, 0};
+            v.slot(r, i).word.store(w.pack(), boost::memory_order_relaxed);
+        }
+    }
+    // Pairs with validate_header's acquire load in every opener.
+    h.init_state.store(static_cast<uint32_t>(InitState::kReady), boost::memory_order_release);
+}
+
+// Builds a complete segment under a temporary name and links it into place.
+// RQ_OK: ours is in place. RQ_ENOENT: somebody else's appeared first (open it).
+int create_new(const std::string &name, const rq_open_options &o, bool replace_stale) {
+    static std::atomic<uint32_t> counter{0};
+    char suffix[64];
+    std::snprintf(suffix, sizeof suffix, ".init-%d-%u", static_cast<int>(getpid()),
+                  counter.fetch_add(1, std::memory_order_relaxed));
+    std::string tmp = name + suffix;
+    std::string tmp_path = kShmDir + tmp, path = kShmDir + name;
+    bool group = (o.flags & RQ_OPEN_GROUP) != 0;
+    mode_t mode = group ? 0660 : 0600;
+    Geometry g = geometry(o.max_resources, o.queue_slots, o.max_processes);
+
+    int fd = ::open(tmp_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd < 0) return errno == EACCES ? RQ_EACCES : RQ_ESYS;
+    int rc = RQ_OK;
+    if (fchmod(fd, mode) != 0 || ftruncate(fd, 0) != 0) rc = RQ_ESYS;
+    if (rc == RQ_OK) {
+        int e = posix_fallocate(fd, 0, static_cast<off_t>(g.total_size));
+        if (e != 0) rc = e == ENOSPC ? RQ_ENOSPC : RQ_ESYS;
+    }
+    if (rc == RQ_OK) {
+        try {
+            bip::shared_memory_object shm(bip::open_only, tmp.c_str(), bip::read_write);
+            bip::mapped_region region(shm, bip::read_write, 0, g.total_size);
+            init_contents(static_cast<std::byte *>(region.get_address()), g, o.flags);
+        } catch (const bip::interprocess_exception &) {
+            rc = RQ_ESYS;
+        }
+    }
+    ::close(fd);
+    if (rc == RQ_OK) {
+        if (replace_stale) {
+            if (::rename(tmp_path.c_str(), path.c_str()) != 0) rc = RQ_ESYS;
+        } else if (::link(tmp_path.c_str(), path.c_str()) != 0) {
+            rc = errno == EEXIST ? RQ_ENOENT : RQ_ESYS;
+        }
+    }
+    ::unlink(tmp_path.c_str());
+    return rc;
+}
+
+int ofd_lock(int fd, off_t byte, short type, int cmd) {
+    struct flock fl {};
+    fl.l_type = type;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = byte;
+    fl.l_len = 1;
+    return fcntl(fd, cmd, &fl);
+}
+
+// A segment written during another boot: its processes are all gone, so it is
+// rebuilt in place. Serialised by the init byte of the lock file so that two
+// processes noticing at once do not each replace the other's fresh copy.
+int replace_if_stale(const std::string &name, const rq_open_options &o, int lock_fd,
+                     const uint8_t stale_boot[16]) {
+    if (ofd_lock(lock_fd, kInitLockByte, F_WRLCK, F_OFD_SETLKW) != 0) return RQ_ESYS;
+    Mapping m;
+    Geometry g;
+    int rc = open_existing(name, (o.flags & RQ_OPEN_GROUP) != 0, m, g);
+    if (rc == RQ_OK) {
+        const Header &h = *static_cast<const Header *>(m.region->get_address());
+        bool still_stale = std::memcmp(h.boot_id, stale_boot, 16) == 0;
+        m.region.reset();
+        ::close(m.shm_fd);
+        rc = still_stale ? create_new(name, o, true) : RQ_OK;
+    }
+    ofd_lock(lock_fd, kInitLockByte, F_UNLCK, F_OFD_SETLK);
+    return rc == RQ_ENOENT ? RQ_OK : rc;
+}
+
+int open_lock_file(const std::string &name, bool group, int &out) {
+    std::string path = kShmDir + name + ".lock";
+    mode_t mode = group ? 0660 : 0600;
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd < 0) return errno == EACCES || errno == ELOOP ? RQ_EACCES : RQ_ESYS;
+    struct stat st;
+    int rc = fstat(fd, &st) != 0 ? RQ_ESYS : !S_ISREG(st.st_mode) ? RQ_ECORRUPT : check_owner_and_mode(st, group);
+    if (rc != RQ_OK) {
+        ::close(fd);
+        return rc;
+    }
+    out = fd;
+    return RQ_OK;
+}
+
+}  // namespace
+
+int Engine::map_segment(const char *segment, const rq_open_options *opts) {
+    if (segment == nullptr) {
+        const char *env = std::getenv("RATEQUEUE_SEGMENT");
+        segment = env != nullptr && *env != '\0' ? env : "ratequeue";
+    }
+    if (!valid_segment_name(segment)) return RQ_EINVAL;
+    rq_open_options o{};
+    if (opts != nullptr) {
+        if (opts->size < sizeof(uint32_t) * 2 || opts->size > 4096) return RQ_EINVAL;
+        std::memcpy(&o, opts, std::min<size_t>(opts->size, sizeof o));
+        if ((o.flags & ~RQ_OPEN_GROUP) != 0) return RQ_EINVAL;
+    }
+    o.size = sizeof o;
+    if (o.max_resources == 0) o.max_resources = kDefaultResources;
+    if (o.queue_slots == 0) o.queue_slots = kDefaultQueueSlots;
+    if (o.max_processes == 0) o.max_processes = kDefaultProcesses;
+    if (!valid_capacities(o.max_resources, o.queue_slots, o.max_processes)) return RQ_EINVAL;
+    bool group = (o.flags & RQ_OPEN_GROUP) != 0;
+    name_ = segment;
+
+    int rc = open_lock_file(name_, group, lock_fd_);
+    if (rc != RQ_OK) return rc;
+    uint8_t boot[16];
+    read_boot_id(boot);
+    for (int attempt = 0; attempt < 8; ++attempt) {
+        Mapping m;
+        Geometry g;
+        rc = open_existing(name_, group, m, g);
+        if (rc == RQ_ENOENT) {
+            rc = create_new(name_, o, false);
+            if (rc != RQ_OK && rc != RQ_ENOENT) return rc;
+            continue;  // open whichever segment is in place now
+        }
+        if (rc != RQ_OK) return rc;
+        const Header &h = *static_cast<const Header *>(m.region->get_address());
+        if (std::memcmp(h.boot_id, boot, 16) != 0) {
+            uint8_t stale[16];
+            std::memcpy(stale, h.boot_id, 16);
+            m.region.reset();
+            ::close(m.shm_fd);
+            rc = replace_if_stale(name_, o, lock_fd_, stale);
+            if (rc != RQ_OK) return rc;
+            continue;
+        }
+        view_.base = static_cast<std::byte *>(m.region->get_address());
+        view_.geo = g;
+        shm_fd_ = m.shm_fd;
+        region_ = m.region.release();
+        return RQ_OK;
+    }
+    return RQ_EINTERNAL;
+}
+
+void Engine::unmap_segment() noexcept {
+    delete region_;
+    region_ = nullptr;
+    view_ = View{};
+    if (shm_fd_ >= 0) ::close(shm_fd_);
+    shm_fd_ = -1;
+    if (lock_fd_ >= 0) ::close(lock_fd_);
+    lock_fd_ = -1;
+}
+
+int ofd_try_lock(int fd, uint32_t byte) { return ofd_lock(fd, static_cast<off_t>(byte), F_WRLCK, F_OFD_SETLK); }
+void ofd_unlock(int fd, uint32_t byte) { ofd_lock(fd, static_cast<off_t>(byte), F_UNLCK, F_OFD_SETLK); }
+bool ofd_locked_by_other(int fd, uint32_t byte) {
+    struct flock fl {};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = static_cast<off_t>(byte);
+    fl.l_len = 1;
+    if (fcntl(fd, F_OFD_GETLK, &fl) != 0) return true;  // cannot tell: assume alive
+    return fl.l_type != F_UNLCK;
+}
+
+}  // namespace rq::detail
