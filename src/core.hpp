@@ -156,6 +156,7 @@ private:
               rq_permit *out);
     int reap_dead_holders(uint32_t r);
     int write_limits(uint32_t r, const Limits &lim);
+    void carry_rate_debt(uint32_t r, const Limits &old_lim, const Limits &new_lim);
 
     View view_{};
     boost::interprocess::mapped_region *region_ = nullptr;

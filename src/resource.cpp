@@ -8,6 +8,7 @@
 #include "core.hpp"
 #include "gcra.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 namespace rq::detail {
@@ -168,6 +169,28 @@ int Engine::write_limits(uint32_t r, const Limits &lim) {
     return RQ_OK;
 }
 
+// After a replace, a rate limit that stays a rate limit at the same index
+// keeps its debt in units, not in nanoseconds of the old rate: 100 tokens
+// owed under the old limit are 100 tokens owed under the new one (rounded
+// against the caller). A full bucket stays full.
+void Engine::carry_rate_debt(uint32_t r, const Limits &old_lim, const Limits &new_lim) {
+    Resource &res = view_.resource(r);
+    for (uint32_t i = 0; i < std::min(old_lim.count, new_lim.count); ++i) {
+        const Limit &o = old_lim.limit[i], &n = new_lim.limit[i];
+        if (o.kind != RQ_LIMIT_RATE || n.kind != RQ_LIMIT_RATE) continue;
+        for (int tries = 0; tries < 100; ++tries) {
+            int64_t tat = res.tat[i].load(boost::memory_order_acquire);
+            int64_t now = now_ns();
+            if (tat <= now) break;
+            u128 owed = (static_cast<u128>(tat - now) * o.amount + o.period_ns - 1) / o.period_ns;
+            u128 ns = (std::min<u128>(owed, RQ_MAX_AMOUNT) * n.period_ns + n.amount - 1) / n.amount;
+            int64_t moved = now + static_cast<int64_t>(std::min<u128>(ns, kMaxBurstNs));
+            // acq_rel: races only with the head's CAS, which then re-reads the limits.
+            if (res.tat[i].compare_exchange_strong(tat, moved, boost::memory_order_acq_rel)) break;
+        }
+    }
+}
+
 int Engine::define(const char *name, const rq_limit *limits, size_t n, uint32_t flags) {
     int rc = ensure_registered();
     if (rc != RQ_OK) return rc;
@@ -196,6 +219,7 @@ int Engine::define(const char *name, const rq_limit *limits, size_t n, uint32_t 
                 rc = RQ_ECONFLICT;
             } else {
                 write_limits(r, want);
+                carry_rate_debt(r, have, want);
                 wake_head(r, false);
             }
         }

@@ -1,0 +1,299 @@
+// The C ABI contract in one process: define, acquire, release, try, timeout,
+// E2BIG, stacked limits, and every bad input getting its code.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include "helpers.hpp"
+#include "ratequeue/ratequeue.hpp"
+
+#include <cstring>
+#include <thread>
+
+using namespace rqtest;
+
+namespace {
+constexpr uint64_t kSec = 1'000'000'000;
+constexpr uint64_t kHour = 3600 * kSec;
+}  // namespace
+
+TEST_CASE("version, strerror and errname cover every code") {
+    CHECK(rq_version() == RQ_VERSION_NUMBER);
+    CHECK(rq_layout_version() >= 1);
+    for (int code = 0; code >= RQ_EINTERNAL; --code) {
+        CHECK(std::strcmp(rq_strerror(code), "unknown ratequeue error code") != 0);
+        CHECK(std::strncmp(rq_errname(code), "RQ_", 3) == 0);
+    }
+    CHECK(std::strcmp(rq_strerror(12345), "unknown ratequeue error code") == 0);
+    CHECK(std::strcmp(rq_errname(RQ_ETIMEDOUT), "RQ_ETIMEDOUT") == 0);
+    rq_close(nullptr);  // harmless
+}
+
+TEST_CASE("define is idempotent, conflicts are refused, replace swaps limits") {
+    Segment seg;
+    Client c(seg.name);
+    rq_limit l1[] = {rate(100, 60 * kSec), conc(5)};
+    REQUIRE(rq_define(c, "openai", l1, 2, 0) == RQ_OK);
+    CHECK(rq_define(c, "openai", l1, 2, 0) == RQ_OK);
+    rq_limit l2[] = {rate(200, 60 * kSec)};
+    CHECK(rq_define(c, "openai", l2, 1, 0) == RQ_ECONFLICT);
+    rq_limit got[RQ_MAX_LIMITS];
+    size_t n = 0;
+    REQUIRE(rq_describe(c, "openai", got, RQ_MAX_LIMITS, &n) == RQ_OK);
+    REQUIRE(n == 2);
+    CHECK(got[0].amount == 100);
+    CHECK(got[0].burst == 100);  // 0 means amount
+    CHECK(got[1].kind == RQ_LIMIT_CONCURRENCY);
+    CHECK(rq_define(c, "openai", l2, 1, RQ_DEFINE_REPLACE) == RQ_OK);
+    REQUIRE(rq_describe(c, "openai", got, RQ_MAX_LIMITS, &n) == RQ_OK);
+    CHECK(n == 1);
+    CHECK(got[0].amount == 200);
+    CHECK(rq_describe(c, "openai", got, 0, &n) == RQ_EINVAL);
+    CHECK(rq_describe(c, "nope", got, RQ_MAX_LIMITS, &n) == RQ_ENOENT);
+
+    // A second client (another attachment) sees the same definitions.
+    Client c2(seg.name);
+    CHECK(rq_define(c2, "openai", l2, 1, 0) == RQ_OK);
+}
+
+TEST_CASE("bad definitions get RQ_EINVAL") {
+    Segment seg;
+    Client c(seg.name);
+    rq_limit ok[] = {rate(10, kSec)};
+    CHECK(rq_define(nullptr, "x", ok, 1, 0) == RQ_EINVAL);
+    CHECK(rq_define(c, nullptr, ok, 1, 0) == RQ_EINVAL);
+    CHECK(rq_define(c, "", ok, 1, 0) == RQ_EINVAL);
+    CHECK(rq_define(c, "has space", ok, 1, 0) == RQ_EINVAL);
+    CHECK(rq_define(c, "tab\there", ok, 1, 0) == RQ_EINVAL);
+    std::string long_name(RQ_MAX_NAME + 1, 'a');
+    CHECK(rq_define(c, long_name.c_str(), ok, 1, 0) == RQ_EINVAL);
+    std::string max_name(RQ_MAX_NAME, 'a');
+    CHECK(rq_define(c, max_name.c_str(), ok, 1, 0) == RQ_OK);
+    CHECK(rq_define(c, "x", nullptr, 1, 0) == RQ_EINVAL);
+    CHECK(rq_define(c, "x", ok, 0, 0) == RQ_EINVAL);
+    rq_limit nine[9];
+    for (auto &l : nine) l = rate(10, kSec);
+    CHECK(rq_define(c, "x", nine, 9, 0) == RQ_EINVAL);
+    CHECK(rq_define(c, "x", ok, 1, 0x80) == RQ_EINVAL);
+
+    auto bad = [&](rq_limit l) { return rq_define(c, "x", &l, 1, 0); };
+    CHECK(bad(rq_limit{3, 0, 10, kSec, 0}) == RQ_EINVAL);                          // kind
+    CHECK(bad(rq_limit{RQ_LIMIT_RATE, 2, 10, kSec, 0}) == RQ_EINVAL);              // cost
+    CHECK(bad(rate(0, kSec)) == RQ_EINVAL);                                        // zero amount
+    CHECK(bad(rate(RQ_MAX_AMOUNT + 1, 1000 * kSec)) == RQ_EINVAL);                 // absurd amount
+    CHECK(bad(rate(10, 0)) == RQ_EINVAL);                                          // zero period
+    CHECK(bad(rate(1, RQ_MIN_PERIOD_NS - 1)) == RQ_EINVAL);                        // too short
+    CHECK(bad(rate(10, RQ_MAX_PERIOD_NS + 1)) == RQ_EINVAL);                       // too long
+    CHECK(bad(rate(10, kSec, RQ_MAX_AMOUNT + 1)) == RQ_EINVAL);                    // absurd burst
+    CHECK(bad(rate(2000, 1000)) == RQ_EINVAL);                                     // > 1 unit per ns
+    CHECK(bad(rate(1, RQ_MAX_PERIOD_NS, RQ_MAX_AMOUNT)) == RQ_EINVAL);            // bucket deeper than 2^62 ns
+    CHECK(bad(conc(0)) == RQ_EINVAL);
+    CHECK(bad(rq_limit{RQ_LIMIT_CONCURRENCY, 0, 5, kSec, 0}) == RQ_EINVAL);        // period on concurrency
+    CHECK(bad(rq_limit{RQ_LIMIT_CONCURRENCY, 0, 5, 0, 3}) == RQ_EINVAL);           // burst on concurrency
+}
+
+TEST_CASE("bad acquires and releases get their codes") {
+    Segment seg;
+    Client c(seg.name);
+    rq_limit l[] = {rate(10, kSec), conc(2)};
+    REQUIRE(rq_define(c, "r", l, 2, 0) == RQ_OK);
+    rq_permit p;
+    CHECK(rq_acquire(nullptr, "r", 1, -1, &p) == RQ_EINVAL);
+    CHECK(rq_acquire(c, nullptr, 1, -1, &p) == RQ_EINVAL);
+    CHECK(rq_acquire(c, "r", 1, -1, nullptr) == RQ_EINVAL);
+    CHECK(rq_acquire(c, "missing", 1, -1, &p) == RQ_ENOENT);
+    CHECK(rq_acquire(c, "bad name", 1, -1, &p) == RQ_EINVAL);
+    CHECK(rq_acquire(c, "r", 0, -1, &p) == RQ_EINVAL);
+    CHECK(rq_acquire(c, "r", RQ_MAX_AMOUNT + 1, -1, &p) == RQ_EINVAL);
+    CHECK(rq_release(c, nullptr) == RQ_EINVAL);
+    CHECK(rq_release(nullptr, &p) == RQ_EINVAL);
+    rq_permit zero{};
+    CHECK(rq_release(c, &zero) == RQ_OK);  // zeroed permit: nothing to do
+    rq_permit forged{};
+    forged.opaque[0] = 0xdeadbeef;
+    CHECK(rq_release(c, &forged) == RQ_EINVAL);
+
+    REQUIRE(rq_acquire(c, "r", 1, -1, &p) == RQ_OK);
+    rq_permit tampered = p;
+    tampered.opaque[1] ^= 1;  // another process slot
+    CHECK(rq_release(c, &tampered) == RQ_EINVAL);
+    CHECK(rq_release(c, &p) == RQ_OK);
+    CHECK(rq_release(c, &p) == RQ_OK);  // harmless twice
+}
+
+TEST_CASE("load that can never fit fails at once with RQ_E2BIG") {
+    Segment seg;
+    Client c(seg.name);
+    rq_limit tpm[] = {rate(1000, 60 * kSec, 100, RQ_COST_LOAD)};
+    REQUIRE(rq_define(c, "tpm", tpm, 1, 0) == RQ_OK);
+    rq_permit p;
+    int64_t t0 = now_ns();
+    CHECK(rq_acquire(c, "tpm", 101, -1, &p) == RQ_E2BIG);  // above burst: wait forever otherwise
+    CHECK(rq_acquire(c, "tpm", 100, -1, &p) == RQ_OK);     // exactly the burst fits
+    rq_limit cc[] = {conc(8, RQ_COST_LOAD)};
+    REQUIRE(rq_define(c, "inflight", cc, 1, 0) == RQ_OK);
+    CHECK(rq_acquire(c, "inflight", 9, -1, &p) == RQ_E2BIG);
+    CHECK(now_ns() - t0 < int64_t{5 * kSec});  // generous: these never sleep
+    // A request-cost limit never rejects a large load.
+    rq_limit rpm[] = {rate(1, 60 * kSec)};
+    REQUIRE(rq_define(c, "rpm", rpm, 1, 0) == RQ_OK);
+    CHECK(rq_acquire(c, "rpm", 1'000'000, 0, &p) == RQ_OK);
+}
+
+TEST_CASE("try never waits, and the timeout leaves no trace") {
+    Segment seg;
+    Client c(seg.name);
+    rq_limit l[] = {rate(2, kHour)};  // 2 now, then one every 30 minutes
+    REQUIRE(rq_define(c, "r", l, 1, 0) == RQ_OK);
+    rq_permit p;
+    CHECK(rq_acquire(c, "r", 1, 0, &p) == RQ_OK);
+    CHECK(rq_acquire(c, "r", 1, 0, &p) == RQ_OK);
+    CHECK(rq_acquire(c, "r", 1, 0, &p) == RQ_EAGAIN);
+    int64_t t0 = now_ns();
+    CHECK(rq_acquire(c, "r", 1, 50'000'000, &p) == RQ_ETIMEDOUT);
+    CHECK(now_ns() - t0 >= 50'000'000);
+}
+
+TEST_CASE("a timed-out waiter leaves the line clean") {
+    Segment seg;
+    Client c(seg.name);
+    rq_limit l[] = {conc(1)};
+    REQUIRE(rq_define(c, "c", l, 1, 0) == RQ_OK);
+    rq_permit a, b;
+    REQUIRE(rq_acquire(c, "c", 1, -1, &a) == RQ_OK);
+    CHECK(rq_acquire(c, "c", 1, 30'000'000, &b) == RQ_ETIMEDOUT);
+    REQUIRE(rq_release(c, &a) == RQ_OK);
+    // A stale ticket would make this try see a queue and fail.
+    CHECK(rq_acquire(c, "c", 1, 0, &b) == RQ_OK);
+    CHECK(rq_release(c, &b) == RQ_OK);
+}
+
+TEST_CASE("stacked limits are taken all-or-nothing") {
+    Segment seg;
+    Client c(seg.name);
+    rq_limit l[] = {rate(100, kHour, 100, RQ_COST_LOAD), conc(1)};
+    REQUIRE(rq_define(c, "s", l, 2, 0) == RQ_OK);
+    rq_permit a, b;
+    REQUIRE(rq_acquire(c, "s", 60, 0, &a) == RQ_OK);
+    // Concurrency is full: the rate must not be charged for the failed try.
+    CHECK(rq_acquire(c, "s", 30, 0, &b) == RQ_EAGAIN);
+    CHECK(rq_acquire(c, "s", 30, 20'000'000, &b) == RQ_ETIMEDOUT);
+    REQUIRE(rq_release(c, &a) == RQ_OK);
+    // 40 tokens left exactly: had the failed tries charged 30, this would fail.
+    CHECK(rq_acquire(c, "s", 40, 0, &b) == RQ_OK);
+    REQUIRE(rq_release(c, &b) == RQ_OK);
+    // Now the rate is empty but concurrency is free: it must not be held.
+    CHECK(rq_acquire(c, "s", 1, 0, &b) == RQ_EAGAIN);
+    rq_limit big[] = {rate(1000, kSec, 1000, RQ_COST_LOAD), conc(1)};
+    REQUIRE(rq_define(c, "s", big, 2, RQ_DEFINE_REPLACE) == RQ_OK);
+    CHECK(rq_acquire(c, "s", 1, 0, &b) == RQ_OK);  // the one concurrency permit was free
+    CHECK(rq_release(c, &b) == RQ_OK);
+}
+
+TEST_CASE("a release wakes the blocked head") {
+    Segment seg;
+    Client c(seg.name);
+    rq_limit l[] = {conc(1)};
+    REQUIRE(rq_define(c, "c", l, 1, 0) == RQ_OK);
+    rq_permit a;
+    REQUIRE(rq_acquire(c, "c", 1, -1, &a) == RQ_OK);
+    std::atomic<int> got{1};
+    std::thread t([&] {
+        rq_permit b;
+        got = rq_acquire(c, "c", 1, 10'000'000'000, &b);
+        rq_release(c, &b);
+    });
+    sleep_ms(50);
+    CHECK(got.load() == 1);  // still waiting
+    REQUIRE(rq_release(c, &a) == RQ_OK);
+    t.join();
+    CHECK(got.load() == RQ_OK);
+}
+
+TEST_CASE("a full queue gives RQ_ENOSPC, not a crash") {
+    Segment seg;
+    rq_open_options o{sizeof o, 0, 8, 2, 8};
+    Client c(seg.name, &o);
+    rq_limit l[] = {conc(1)};
+    REQUIRE(rq_define(c, "c", l, 1, 0) == RQ_OK);
+    rq_permit held;
+    REQUIRE(rq_acquire(c, "c", 1, -1, &held) == RQ_OK);
+    std::vector<std::thread> waiters;
+    std::atomic<int> timeouts{0};
+    for (int i = 0; i < 2; ++i) {
+        waiters.emplace_back([&] {
+            rq_permit p;
+            if (rq_acquire(c, "c", 1, 300'000'000, &p) == RQ_ETIMEDOUT) ++timeouts;
+        });
+    }
+    sleep_ms(100);
+    rq_permit p;
+    CHECK(rq_acquire(c, "c", 1, -1, &p) == RQ_ENOSPC);
+    for (auto &t : waiters) t.join();
+    CHECK(timeouts.load() == 2);
+    REQUIRE(rq_release(c, &held) == RQ_OK);
+    CHECK(rq_acquire(c, "c", 1, 0, &p) == RQ_OK);  // the line is clean again
+}
+
+TEST_CASE("process table capacity gives RQ_ENOSPC") {
+    Segment seg;
+    rq_open_options o{sizeof o, 0, 4, 4, 2};
+    rq_client *a = nullptr, *b = nullptr, *x = nullptr;
+    REQUIRE(rq_open_ex(seg.c_str(), &o, &a) == RQ_OK);
+    REQUIRE(rq_open_ex(seg.c_str(), &o, &b) == RQ_OK);
+    CHECK(rq_open_ex(seg.c_str(), &o, &x) == RQ_ENOSPC);
+    CHECK(x == nullptr);
+    rq_close(b);
+    CHECK(rq_open_ex(seg.c_str(), &o, &x) == RQ_OK);
+    rq_close(x);
+    rq_close(a);
+}
+
+TEST_CASE("open options and names are validated") {
+    rq_client *c = nullptr;
+    CHECK(rq_open("bad/name", &c) == RQ_EINVAL);
+    CHECK(rq_open("", &c) == RQ_EINVAL);
+    CHECK(rq_open(".hidden", &c) == RQ_EINVAL);
+    CHECK(rq_open_ex("x", nullptr, nullptr) == RQ_EINVAL);
+    Segment seg;
+    rq_open_options o{sizeof o, 0, 4, 3, 4};  // slots not a power of two
+    CHECK(rq_open_ex(seg.c_str(), &o, &c) == RQ_EINVAL);
+    o = rq_open_options{sizeof o, 0x40, 0, 0, 0};  // unknown flag
+    CHECK(rq_open_ex(seg.c_str(), &o, &c) == RQ_EINVAL);
+    o = rq_open_options{2, 0, 0, 0, 0};  // size too small
+    CHECK(rq_open_ex(seg.c_str(), &o, &c) == RQ_EINVAL);
+}
+
+TEST_CASE("definitions outlive the clients") {
+    Segment seg;
+    {
+        Client c(seg.name);
+        rq_limit l[] = {rate(5, kSec)};
+        REQUIRE(rq_define(c, "keep", l, 1, 0) == RQ_OK);
+    }
+    Client c(seg.name);
+    rq_permit p;
+    CHECK(rq_acquire(c, "keep", 1, 0, &p) == RQ_OK);
+}
+
+TEST_CASE("C++ API: RAII permits, chrono timeouts, exceptions") {
+    Segment seg;
+    rq::Client client(seg.name);
+    client.define("cpp", {rq::rate(2, std::chrono::hours(1)), rq::concurrency(1)});
+    {
+        rq::Permit p = client.acquire("cpp");
+        CHECK(p.held());
+        CHECK_FALSE(client.try_acquire("cpp").has_value());  // concurrency held
+    }
+    auto p2 = client.acquire_for("cpp", 1, std::chrono::milliseconds(10));
+    REQUIRE(p2.has_value());
+    p2->release();
+    p2->release();  // harmless
+    CHECK_FALSE(client.acquire_for("cpp", 1, std::chrono::milliseconds(10)).has_value());  // rate empty
+    try {
+        client.acquire("missing");
+        FAIL("expected rq::Error");
+    } catch (const rq::Error &e) {
+        CHECK(e.code() == RQ_ENOENT);
+        CHECK(std::string(e.name()) == "RQ_ENOENT");
+    }
+    CHECK_THROWS_AS(client.define("cpp", {rq::rate(3, std::chrono::hours(1))}), rq::Error);
+    CHECK(client.describe("cpp").size() == 2);
+}
