@@ -4,6 +4,7 @@
 #include "gcra.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <csignal>
 #include <cstring>
 
@@ -65,11 +66,13 @@ void bump(Shared<uint64_t> &c, uint64_t by) {
 
 #ifdef RQ_TEST_HOOKS
 namespace {
-boost::atomic<int> g_crash_point{0};
+std::atomic<int> g_crash_point{0};  // process-local
 }
-void set_crash_point(CrashPoint p) { g_crash_point.store(static_cast<int>(p), boost::memory_order_relaxed); }
+void set_crash_point(CrashPoint p) { g_crash_point.store(static_cast<int>(p), std::memory_order_relaxed); }
 void crash_point(CrashPoint p) {
-    if (g_crash_point.load(boost::memory_order_relaxed) == static_cast<int>(p)) ::raise(SIGKILL);
+    if (p != CrashPoint::kNone && g_crash_point.load(std::memory_order_relaxed) == static_cast<int>(p)) {
+        ::raise(SIGKILL);
+    }
 }
 #else
 void set_crash_point(CrashPoint) {}

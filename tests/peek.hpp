@@ -1,0 +1,76 @@
+// Read-only view of a live segment for tests: queue words, in-use counters,
+// holdings. Uses the layout header, as rqctl will.
+#pragma once
+
+#include "core.hpp"
+#include "layout.hpp"
+
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <string>
+
+namespace rqtest {
+
+struct Peek {
+    void *base = MAP_FAILED;
+    size_t size = 0;
+    rq::detail::View view;
+
+    explicit Peek(const std::string &segment) {
+        int fd = ::open(("/dev/shm/" + segment).c_str(), O_RDONLY);
+        REQUIRE(fd >= 0);
+        struct stat st;
+        REQUIRE(fstat(fd, &st) == 0);
+        size = static_cast<size_t>(st.st_size);
+        base = mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+        ::close(fd);
+        REQUIRE(base != MAP_FAILED);
+        auto *h = static_cast<rq::detail::Header *>(base);
+        view.base = static_cast<std::byte *>(base);
+        view.geo = rq::detail::geometry(h->max_resources, h->queue_slots, h->max_processes);
+    }
+    ~Peek() {
+        if (base != MAP_FAILED) munmap(base, size);
+    }
+
+    uint32_t index(const std::string &name) const {
+        for (uint32_t r = 0; r < view.geo.max_resources; ++r) {
+            auto &res = view.resource(r);
+            if (res.state.load() == static_cast<uint32_t>(rq::detail::ResourceState::kReady) &&
+                name == res.name) {
+                return r;
+            }
+        }
+        FAIL("no resource " << name);
+        return 0;
+    }
+    rq::detail::QueueWord queue(const std::string &name) const {
+        return rq::detail::QueueWord::unpack(view.resource(index(name)).queue.load());
+    }
+    uint32_t queued(const std::string &name) const {
+        auto q = queue(name);
+        return q.tail - q.head;
+    }
+    uint64_t in_use_req(const std::string &name) const { return view.resource(index(name)).in_use_req.load(); }
+    uint64_t in_use_load(const std::string &name) const { return view.resource(index(name)).in_use_load.load(); }
+    uint64_t held_total(const std::string &name) const {
+        uint32_t r = index(name);
+        uint64_t sum = 0;
+        for (uint32_t p = 0; p < view.geo.max_processes; ++p) sum += view.holding(p, r).req.load();
+        return sum;
+    }
+    uint32_t live_processes() const {
+        uint32_t n = 0;
+        for (uint32_t p = 0; p < view.geo.max_processes; ++p) {
+            auto w = rq::detail::ProcWord::unpack(view.process(p).word.load());
+            n += w.state == rq::detail::ProcState::kLive;
+        }
+        return n;
+    }
+};
+
+}  // namespace rqtest

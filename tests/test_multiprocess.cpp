@@ -1,0 +1,224 @@
+// Several processes on one segment: the concurrency cap, FIFO order, no
+// starvation of a heavy head, sleeping waiters, and forked children.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include "helpers.hpp"
+#include "peek.hpp"
+
+#include <algorithm>
+
+using namespace rqtest;
+
+namespace {
+constexpr uint64_t kSec = 1'000'000'000;
+constexpr uint64_t kHour = 3600 * kSec;
+
+// Waits until `n` tickets are queued on resource `res` (bounded).
+void wait_queued(const Peek &peek, const std::string &res, uint32_t n) {
+    REQUIRE_MESSAGE(eventually([&] { return peek.queued(res) >= n; }), "queue never reached " << n);
+}
+}  // namespace
+
+TEST_CASE("the concurrency cap holds across 8 processes") {
+    Segment seg;
+    Client c(seg.name);
+    rq_limit l[] = {conc(3)};
+    REQUIRE(rq_define(c, "cap", l, 1, 0) == RQ_OK);
+    struct Shared {
+        std::atomic<int> in{0}, max_in{0}, admitted{0}, violations{0};
+    };
+    Shared *sh = shared_block<Shared>();
+    std::vector<pid_t> kids;
+    for (int i = 0; i < 8; ++i) {
+        kids.push_back(spawn([&] {
+            rq_client *cc = nullptr;
+            if (rq_open(seg.c_str(), &cc) != RQ_OK) return 10;
+            int64_t until = now_ns() + 1'000'000'000;
+            while (now_ns() < until) {
+                rq_permit p;
+                if (rq_acquire(cc, "cap", 1, 2'000'000'000, &p) != RQ_OK) return 11;
+                int now_in = ++sh->in;
+                if (now_in > 3) ++sh->violations;
+                int m = sh->max_in.load();
+                while (now_in > m && !sh->max_in.compare_exchange_weak(m, now_in)) {}
+                ++sh->admitted;
+                usleep(500);
+                --sh->in;
+                if (rq_release(cc, &p) != RQ_OK) return 12;
+            }
+            rq_close(cc);
+            return 0;
+        }));
+    }
+    for (pid_t k : kids) CHECK(reap(k) == 0);
+    CHECK(sh->violations.load() == 0);
+    CHECK(sh->max_in.load() == 3);
+    CHECK(sh->admitted.load() > 100);
+    Peek peek(seg.name);
+    CHECK(peek.in_use_req("cap") == 0);
+    CHECK(peek.held_total("cap") == 0);
+}
+
+TEST_CASE("waiters from different processes are served in ticket order") {
+    Segment seg;
+    Client c(seg.name);
+    rq_limit l[] = {conc(1)};
+    REQUIRE(rq_define(c, "fifo", l, 1, 0) == RQ_OK);
+    Peek peek(seg.name);
+    rq_permit held;
+    REQUIRE(rq_acquire(c, "fifo", 1, -1, &held) == RQ_OK);
+    struct Shared {
+        std::atomic<int> next{0};
+        int order[6];
+    };
+    Shared *sh = shared_block<Shared>();
+    std::vector<pid_t> kids;
+    for (int i = 0; i < 6; ++i) {
+        kids.push_back(spawn([&, i] {
+            rq_client *cc = nullptr;
+            if (rq_open(seg.c_str(), &cc) != RQ_OK) return 10;
+            rq_permit p;
+            if (rq_acquire(cc, "fifo", 1, 10'000'000'000, &p) != RQ_OK) return 11;
+            sh->order[sh->next++] = i;
+            usleep(2000);
+            rq_release(cc, &p);
+            rq_close(cc);
+            return 0;
+        }));
+        wait_queued(peek, "fifo", static_cast<uint32_t>(i + 1));
+    }
+    REQUIRE(rq_release(c, &held) == RQ_OK);
+    for (pid_t k : kids) CHECK(reap(k) == 0);
+    REQUIRE(sh->next.load() == 6);
+    for (int i = 0; i < 6; ++i) CHECK(sh->order[i] == i);
+}
+
+TEST_CASE("a heavy load at the head is not starved by light ones behind it") {
+    Segment seg;
+    Client c(seg.name);
+    // 1000 tokens per second, bucket 1000.
+    rq_limit l[] = {rate(1000, kSec, 1000, RQ_COST_LOAD)};
+    REQUIRE(rq_define(c, "tpm", l, 1, 0) == RQ_OK);
+    Peek peek(seg.name);
+    rq_permit p;
+    REQUIRE(rq_acquire(c, "tpm", 1000, 0, &p) == RQ_OK);  // drain the bucket
+    struct Shared {
+        std::atomic<int> next{0};
+        int order[5];
+    };
+    Shared *sh = shared_block<Shared>();
+    std::vector<pid_t> kids;
+    for (int i = 0; i < 5; ++i) {
+        uint64_t load = i == 0 ? 900 : 10;  // heavy first, then light ones
+        kids.push_back(spawn([&, i, load] {
+            rq_client *cc = nullptr;
+            if (rq_open(seg.c_str(), &cc) != RQ_OK) return 10;
+            rq_permit q;
+            if (rq_acquire(cc, "tpm", load, 10'000'000'000, &q) != RQ_OK) return 11;
+            sh->order[sh->next++] = i;
+            rq_close(cc);
+            return 0;
+        }));
+        wait_queued(peek, "tpm", static_cast<uint32_t>(i + 1));
+    }
+    for (pid_t k : kids) CHECK(reap(k) == 0);
+    REQUIRE(sh->next.load() == 5);
+    CHECK(sh->order[0] == 0);  // the heavy one, although light ones could have fitted sooner
+    for (int i = 1; i < 5; ++i) CHECK(sh->order[i] == i);
+    // try never barges past a waiter either
+    CHECK(peek.queued("tpm") == 0);
+}
+
+TEST_CASE("try-acquire never barges past a waiter in another process") {
+    Segment seg;
+    Client c(seg.name);
+    rq_limit l[] = {conc(1)};
+    REQUIRE(rq_define(c, "barge", l, 1, 0) == RQ_OK);
+    Peek peek(seg.name);
+    rq_permit held;
+    REQUIRE(rq_acquire(c, "barge", 1, -1, &held) == RQ_OK);
+    pid_t kid = spawn([&] {
+        rq_client *cc = nullptr;
+        if (rq_open(seg.c_str(), &cc) != RQ_OK) return 10;
+        rq_permit p;
+        int rc = rq_acquire(cc, "barge", 1, 10'000'000'000, &p);
+        usleep(50'000);
+        rq_release(cc, &p);
+        rq_close(cc);
+        return rc == RQ_OK ? 0 : 11;
+    });
+    wait_queued(peek, "barge", 1);
+    REQUIRE(rq_release(c, &held) == RQ_OK);
+    rq_permit p;
+    // The waiter is served first; a try right now must not take its place.
+    int rc = rq_acquire(c, "barge", 1, 0, &p);
+    CHECK(rc == RQ_EAGAIN);
+    CHECK(reap(kid) == 0);
+}
+
+TEST_CASE("a waiter blocked for 1 s uses under 20 ms of CPU") {
+    Segment seg;
+    Client c(seg.name);
+    rq_limit l[] = {conc(1)};
+    REQUIRE(rq_define(c, "idle", l, 1, 0) == RQ_OK);
+    Peek peek(seg.name);
+    rq_permit held;
+    REQUIRE(rq_acquire(c, "idle", 1, -1, &held) == RQ_OK);
+    struct Shared {
+        double cpu[3];
+    };
+    Shared *sh = shared_block<Shared>();
+    std::vector<pid_t> kids;
+    // Three positions: the head (waits for a release), the watcher right
+    // behind it, and one further back.
+    for (int i = 0; i < 3; ++i) {
+        kids.push_back(spawn([&, i] {
+            rq_client *cc = nullptr;
+            if (rq_open(seg.c_str(), &cc) != RQ_OK) return 10;
+            double before = cpu_seconds_self();
+            rq_permit p;
+            int rc = rq_acquire(cc, "idle", 1, 1'000'000'000, &p);
+            sh->cpu[i] = cpu_seconds_self() - before;
+            rq_close(cc);
+            return rc == RQ_ETIMEDOUT ? 0 : 11;
+        }));
+        wait_queued(peek, "idle", static_cast<uint32_t>(i + 1));
+    }
+    for (pid_t k : kids) CHECK(reap(k) == 0);
+    for (int i = 0; i < 3; ++i) {
+        MESSAGE("waiter " << i << " used " << sh->cpu[i] * 1000 << " ms CPU over a 1 s wait");
+        CHECK(sh->cpu[i] < 0.020);
+    }
+    CHECK(rq_release(c, &held) == RQ_OK);
+    CHECK(peek.queued("idle") == 0);
+}
+
+TEST_CASE("a forked child is a distinct holder and re-registers by itself") {
+    Segment seg;
+    Client c(seg.name);
+    rq_limit l[] = {conc(2)};
+    REQUIRE(rq_define(c, "fork", l, 1, 0) == RQ_OK);
+    Peek peek(seg.name);
+    uint32_t before = peek.live_processes();
+    rq_permit parent_permit;
+    REQUIRE(rq_acquire(c, "fork", 1, -1, &parent_permit) == RQ_OK);
+    pid_t kid = spawn([&] {
+        // Uses the inherited client: it must register as a new process.
+        rq_permit copy = parent_permit;
+        if (rq_release(c, &copy) != RQ_EINVAL) return 10;  // the parent's, not ours
+        rq_permit mine;
+        if (rq_acquire(c, "fork", 1, 0, &mine) != RQ_OK) return 11;
+        rq_permit third;
+        if (rq_acquire(c, "fork", 1, 0, &third) != RQ_EAGAIN) return 12;  // 2 held: parent + us
+        // Exit without releasing: our permit is reclaimed as a dead holder's.
+        _exit(0);
+    });
+    CHECK(reap(kid) == 0);
+    // The child's permit comes back once the blocked head notices it is dead,
+    // and its process slot is freed.
+    rq_permit p;
+    CHECK(rq_acquire(c, "fork", 1, 5'000'000'000, &p) == RQ_OK);
+    CHECK(peek.live_processes() == before);
+    CHECK(rq_release(c, &p) == RQ_OK);
+    CHECK(rq_release(c, &parent_permit) == RQ_OK);
+    CHECK(eventually([&] { return peek.in_use_req("fork") == 0; }));
+}
