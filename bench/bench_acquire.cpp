@@ -176,9 +176,11 @@ void bm_try_acquire_empty(benchmark::State &state, rq_client *c) {
     }
 }
 
-// Prints as usual and keeps each benchmark's CPU time per iteration.
+// Prints as the default console reporter does (colour only on a terminal) and
+// keeps each benchmark's CPU time per iteration.
 class RatioReporter : public benchmark::ConsoleReporter {
 public:
+    RatioReporter() : ConsoleReporter(isatty(STDOUT_FILENO) ? OO_Color : OO_None) {}
     void ReportRuns(const std::vector<Run> &runs) override {
         for (const Run &r : runs) {
             if (r.run_type == Run::RT_Iteration && !r.error_occurred) {

@@ -20,6 +20,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <exception>
 #include <new>
 #include <optional>
 #include <random>
@@ -98,8 +99,8 @@ void note_in_flight(Board &b) {
             b.in_flight.fetch_sub(1, std::memory_order_relaxed);
             permit->release();
         }
-    } catch (const rq::Error &e) {
-        fmt::print(stderr, "worker {}: {} ({})\n", getpid(), e.what(), e.name());
+    } catch (const std::exception &e) {
+        fmt::print(stderr, "worker {}: {}\n", getpid(), e.what());
         status = 2;
     }
     _exit(status);  // not exit(): the parent's objects are not ours to destroy
@@ -125,6 +126,7 @@ void watch(const Board &b, const Options &o, Clock::time_point start, Clock::tim
         if (now >= end) break;
     }
     fmt::print("\n");
+    std::fflush(stdout);
 }
 
 int report(const Board &b, const Options &o, const std::vector<pid_t> &pids, double elapsed_s,
@@ -146,14 +148,14 @@ int report(const Board &b, const Options &o, const std::vector<pid_t> &pids, dou
     return kept ? 0 : 1;
 }
 
-bool segment_exists(const std::string &name) { return ::access(("/dev/shm/" + name).c_str(), F_OK) == 0; }
-
 void unlink_segment(const std::string &name) {
     ::unlink(("/dev/shm/" + name).c_str());
     ::unlink(("/dev/shm/" + name + ".lock").c_str());
 }
 
-void stop_workers(const std::vector<pid_t> &pids, int sig, int &failed) {
+// Sends sig (0: none) to every worker and reaps them; returns how many failed.
+size_t stop_workers(const std::vector<pid_t> &pids, int sig) {
+    size_t failed = 0;
     for (pid_t pid : pids) {
         if (sig != 0) kill(pid, sig);
     }
@@ -163,6 +165,7 @@ void stop_workers(const std::vector<pid_t> &pids, int sig, int &failed) {
         }
         failed += !WIFEXITED(status) || WEXITSTATUS(status) != 0;
     }
+    return failed;
 }
 
 // Defines the resource, runs the workers and reports; returns the exit status.
@@ -179,24 +182,23 @@ int run(const Options &o, Board &board) {
     const auto start = Clock::now();
     const auto end = start + std::chrono::seconds(o.seconds);
     std::vector<pid_t> pids;
-    for (uint32_t i = 0; i < o.workers && !g_stop.load(std::memory_order_relaxed); ++i) {
-        pid_t pid = fork();
-        if (pid == 0) worker(o, board, i, end, parent);
-        if (pid < 0) break;
-        pids.push_back(pid);
+    for (pid_t pid = 0; pids.size() < o.workers && pid >= 0 && !g_stop.load(std::memory_order_relaxed);) {
+        pid = fork();
+        if (pid == 0) worker(o, board, static_cast<uint32_t>(pids.size()), end, parent);
+        if (pid > 0) pids.push_back(pid);
     }
-    int failed = 0;
-    if (pids.size() == o.workers) watch(board, o, start, end);
+    const bool started = pids.size() == o.workers;
+    if (started) watch(board, o, start, end);
     const bool interrupted = g_stop.load(std::memory_order_relaxed);
-    stop_workers(pids, interrupted || pids.size() != o.workers ? SIGKILL : 0, failed);
+    const size_t failed = stop_workers(pids, interrupted || !started ? SIGTERM : 0);
     const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
     if (interrupted) {
         fmt::print(stderr, "interrupted: workers stopped\n");
         return 130;
     }
-    if (failed != 0 || pids.size() != o.workers) {
+    if (!started || failed != 0) {
         fmt::print(stderr, "{} of {} workers failed or could not be forked\n",
-                   static_cast<size_t>(failed) + o.workers - pids.size(), o.workers);
+                   failed + o.workers - pids.size(), o.workers);
         return 2;
     }
     return report(board, o, pids, elapsed, burst);
@@ -217,7 +219,8 @@ int main(int argc, char **argv) {
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, nullptr);
     sigaction(SIGTERM, &sa, nullptr);
-    const bool created = !segment_exists(o.segment);  // remove only a segment we made
+    // Remove only a segment we made: --segment may name one others use.
+    const bool created = ::access(("/dev/shm/" + o.segment).c_str(), F_OK) != 0;
     int rc = 2;
     try {
         rc = run(o, *new (mem) Board{});

@@ -1,0 +1,262 @@
+// Crash safety: SIGKILL a process holding permits, at the head, queued, and
+// at every step of the acquire, release, define and reclaim protocols. The
+// others must go on within the reclaim bound, which each case measures.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include "helpers.hpp"
+#include "peek.hpp"
+
+using namespace rqtest;
+using rq::detail::CrashPoint;
+
+namespace {
+constexpr uint64_t kSec = 1'000'000'000;
+// Generous: the design target is 100 ms; 2-core CI machines are noisy.
+constexpr int64_t kReclaimLimitNs = 2 * int64_t{kSec};
+
+rq_client *open_or_die(const Segment &seg) {
+    rq_client *c = nullptr;
+    if (rq_open(seg.c_str(), &c) != RQ_OK) _exit(90);
+    return c;
+}
+
+// Runs fn in a child that SIGKILLs itself at crash point p.
+void crash_at(CrashPoint p, const std::function<void()> &fn) {
+    pid_t kid = spawn([&] {
+        rq::detail::set_crash_point(p);
+        fn();
+        return 77;  // the crash point was never reached
+    });
+    REQUIRE_MESSAGE(reap(kid) == -SIGKILL, "child did not die at crash point " << static_cast<int>(p));
+}
+
+// Acquires and releases once, returning how long the acquire took.
+int64_t recover(rq_client *c, const char *res, uint64_t load = 1) {
+    int64_t t0 = now_ns();
+    rq_permit p;
+    int rc = rq_acquire(c, res, load, 5 * int64_t{kSec}, &p);
+    int64_t took = now_ns() - t0;
+    REQUIRE_MESSAGE(rc == RQ_OK, "recovery acquire failed: " << rq_errname(rc));
+    REQUIRE(rq_release(c, &p) == RQ_OK);
+    return took;
+}
+
+void report(const char *what, int64_t ns) {
+    MESSAGE(std::string(what) << ": others proceeded after " << ns / 1e6 << " ms");
+    CHECK(ns < kReclaimLimitNs);
+}
+
+void check_clean(const Peek &peek, const char *res) {
+    CHECK(eventually([&] { return peek.queued(res) == 0; }, 2000));
+    CHECK(peek.in_use_req(res) == 0);
+    CHECK(peek.in_use_load(res) == 0);
+    CHECK(peek.held_total(res) == 0);
+}
+}  // namespace
+
+TEST_CASE("a SIGKILLed holder's permit comes back") {
+    Segment seg;
+    Client c(seg.name);
+    rq_limit l[] = {conc(1)};
+    REQUIRE(rq_define(c, "hold", l, 1, 0) == RQ_OK);
+    Peek peek(seg.name);
+    auto *ready = shared_block<std::atomic<int>>();
+    pid_t kid = spawn([&] {
+        rq_client *cc = open_or_die(seg);
+        rq_permit p;
+        if (rq_acquire(cc, "hold", 1, -1, &p) != RQ_OK) return 10;
+        ready->store(1);
+        pause();
+        return 0;
+    });
+    REQUIRE(eventually([&] { return ready->load() == 1; }));
+    kill(kid, SIGKILL);
+    reap(kid);
+    report("holder killed", recover(c, "hold"));
+    check_clean(peek, "hold");
+}
+
+TEST_CASE("a SIGKILLed head waiter is skipped") {
+    Segment seg;
+    Client c(seg.name);
+    rq_limit l[] = {conc(1)};
+    REQUIRE(rq_define(c, "head", l, 1, 0) == RQ_OK);
+    Peek peek(seg.name);
+    rq_permit held;
+    REQUIRE(rq_acquire(c, "head", 1, -1, &held) == RQ_OK);
+    auto *admitted_at = shared_block<std::atomic<int64_t>>();
+    pid_t head = spawn([&] {
+        rq_client *cc = open_or_die(seg);
+        rq_permit p;
+        rq_acquire(cc, "head", 1, -1, &p);
+        return 10;  // must never get here
+    });
+    REQUIRE(eventually([&] { return peek.queued("head") == 1; }));
+    pid_t behind = spawn([&] {
+        rq_client *cc = open_or_die(seg);
+        rq_permit p;
+        if (rq_acquire(cc, "head", 1, 10 * int64_t{kSec}, &p) != RQ_OK) return 11;
+        admitted_at->store(now_ns());
+        rq_release(cc, &p);
+        rq_close(cc);
+        return 0;
+    });
+    REQUIRE(eventually([&] { return peek.queued("head") == 2; }));
+    int64_t killed = now_ns();
+    kill(head, SIGKILL);
+    REQUIRE(rq_release(c, &held) == RQ_OK);
+    CHECK(reap(behind) == 0);
+    reap(head);
+    report("head waiter killed", admitted_at->load() - killed);
+    check_clean(peek, "head");
+}
+
+TEST_CASE("a SIGKILLed queued waiter is skipped, and order holds for the rest") {
+    Segment seg;
+    Client c(seg.name);
+    rq_limit l[] = {conc(1)};
+    REQUIRE(rq_define(c, "mid", l, 1, 0) == RQ_OK);
+    Peek peek(seg.name);
+    rq_permit held;
+    REQUIRE(rq_acquire(c, "mid", 1, -1, &held) == RQ_OK);
+    struct Shared {
+        std::atomic<int> next{0};
+        int order[3];
+    };
+    Shared *sh = shared_block<Shared>();
+    pid_t kids[3];
+    for (int i = 0; i < 3; ++i) {
+        kids[i] = spawn([&, i] {
+            rq_client *cc = open_or_die(seg);
+            rq_permit p;
+            if (rq_acquire(cc, "mid", 1, 10 * int64_t{kSec}, &p) != RQ_OK) return 11;
+            sh->order[sh->next++] = i;
+            usleep(5000);
+            rq_release(cc, &p);
+            rq_close(cc);
+            return 0;
+        });
+        REQUIRE(eventually([&] { return peek.queued("mid") == static_cast<uint32_t>(i + 1); }));
+    }
+    kill(kids[1], SIGKILL);
+    CHECK(reap(kids[1]) == -SIGKILL);
+    int64_t t0 = now_ns();
+    REQUIRE(rq_release(c, &held) == RQ_OK);
+    CHECK(reap(kids[0]) == 0);
+    CHECK(reap(kids[2]) == 0);
+    report("queued waiter killed", now_ns() - t0);
+    REQUIRE(sh->next.load() == 2);
+    CHECK(sh->order[0] == 0);
+    CHECK(sh->order[1] == 2);
+    check_clean(peek, "mid");
+}
+
+TEST_CASE("SIGKILL at each step of acquire") {
+    const CrashPoint points[] = {CrashPoint::kAfterEnqueue,  CrashPoint::kHeadBeforeServe,
+                                 CrashPoint::kAfterRateTaken, CrashPoint::kInConcJournal,
+                                 CrashPoint::kBeforePass,    CrashPoint::kInPass};
+    for (CrashPoint cp : points) {
+        CAPTURE(static_cast<int>(cp));
+        Segment seg;
+        Client c(seg.name);
+        rq_limit l[] = {rate(1000, kSec), conc(1), conc(100, RQ_COST_LOAD)};
+        REQUIRE(rq_define(c, "acq", l, 3, 0) == RQ_OK);
+        Peek peek(seg.name);
+        crash_at(cp, [&] {
+            rq_client *cc = open_or_die(seg);
+            rq_permit p;
+            rq_acquire(cc, "acq", 7, -1, &p);
+        });
+        int64_t took = recover(c, "acq", 100);  // needs every unit of the load limit back
+        report("killed inside acquire", took);
+        check_clean(peek, "acq");
+    }
+}
+
+TEST_CASE("SIGKILL while the head sleeps for tokens") {
+    Segment seg;
+    Client c(seg.name);
+    rq_limit l[] = {rate(5, kSec, 1)};  // one token every 200 ms
+    REQUIRE(rq_define(c, "slow", l, 1, 0) == RQ_OK);
+    Peek peek(seg.name);
+    rq_permit p;
+    REQUIRE(rq_acquire(c, "slow", 1, 0, &p) == RQ_OK);  // empty the bucket
+    crash_at(CrashPoint::kWhileHeadSleeping, [&] {
+        rq_client *cc = open_or_die(seg);
+        rq_permit q;
+        rq_acquire(cc, "slow", 1, -1, &q);
+    });
+    report("head killed while sleeping for tokens", recover(c, "slow"));
+    CHECK(peek.queued("slow") == 0);
+}
+
+TEST_CASE("SIGKILL in the middle of a release is undone exactly") {
+    Segment seg;
+    Client c(seg.name);
+    rq_limit l[] = {conc(2), conc(10, RQ_COST_LOAD)};
+    REQUIRE(rq_define(c, "rel", l, 2, 0) == RQ_OK);
+    Peek peek(seg.name);
+    rq_permit mine;
+    REQUIRE(rq_acquire(c, "rel", 3, -1, &mine) == RQ_OK);
+    crash_at(CrashPoint::kInReleaseJournal, [&] {
+        rq_client *cc = open_or_die(seg);
+        rq_permit p;
+        if (rq_acquire(cc, "rel", 5, -1, &p) != RQ_OK) _exit(10);
+        rq_release(cc, &p);
+    });
+    // Our own 3 are still held: 7 more must fit once the dead child's 5 are back.
+    report("killed inside release", recover(c, "rel", 7));
+    CHECK(peek.in_use_load("rel") == 3);
+    CHECK(peek.in_use_req("rel") == 1);
+    REQUIRE(rq_release(c, &mine) == RQ_OK);
+    check_clean(peek, "rel");
+}
+
+TEST_CASE("SIGKILL in the middle of a define") {
+    Segment seg;
+    Client c(seg.name);
+    rq_limit l[] = {rate(10, kSec)};
+    crash_at(CrashPoint::kInDefine, [&] {
+        rq_client *cc = open_or_die(seg);
+        rq_define(cc, "half", l, 1, 0);
+    });
+    rq_permit p;
+    CHECK(rq_acquire(c, "half", 1, 0, &p) == RQ_ENOENT);  // never became visible
+    int64_t t0 = now_ns();
+    REQUIRE(rq_define(c, "half", l, 1, 0) == RQ_OK);  // breaks the dead definer's lock
+    report("definer killed", now_ns() - t0);
+    CHECK(rq_acquire(c, "half", 1, 0, &p) == RQ_OK);
+    REQUIRE(rq_define(c, "other", l, 1, 0) == RQ_OK);
+}
+
+TEST_CASE("SIGKILL of a reclaimer half way: another takes the claim over") {
+    Segment seg;
+    Client c(seg.name);
+    rq_limit l[] = {conc(1)};
+    REQUIRE(rq_define(c, "r1", l, 1, 0) == RQ_OK);
+    REQUIRE(rq_define(c, "r2", l, 1, 0) == RQ_OK);
+    Peek peek(seg.name);
+    auto *ready = shared_block<std::atomic<int>>();
+    pid_t holder = spawn([&] {
+        rq_client *cc = open_or_die(seg);
+        rq_permit a, b;
+        if (rq_acquire(cc, "r1", 1, -1, &a) != RQ_OK || rq_acquire(cc, "r2", 1, -1, &b) != RQ_OK) return 10;
+        ready->store(1);
+        pause();
+        return 0;
+    });
+    REQUIRE(eventually([&] { return ready->load() == 1; }));
+    kill(holder, SIGKILL);
+    reap(holder);
+    // This child finds the dead holder while waiting, starts reclaiming it,
+    // and dies after the first resource.
+    crash_at(CrashPoint::kInReclaim, [&] {
+        rq_client *cc = open_or_die(seg);
+        rq_permit p;
+        rq_acquire(cc, "r1", 1, -1, &p);
+        rq_acquire(cc, "r2", 1, -1, &p);
+    });
+    report("reclaimer killed (r1)", recover(c, "r1"));
+    report("reclaimer killed (r2)", recover(c, "r2"));
+    check_clean(peek, "r1");
+    check_clean(peek, "r2");
+}
