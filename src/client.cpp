@@ -169,7 +169,10 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
                 }
                 return true;
             };
-            int rc = head_sleep(r, ticket, SlotState::kHeadRateSleep, std::min(ready_at, deadline), unchanged);
+            // Bounded by kWatchNs: a waiting head checks on those watching it.
+            int rc = head_sleep(r, ticket, SlotState::kHeadRateSleep,
+                                std::min({ready_at, deadline, now + kWatchNs}), unchanged);
+            if (rc == RQ_OK && now_ns() >= now + kWatchNs) rc = reclaim_dead_behind(r, ticket);
             if (rc != RQ_OK) return rc;
             continue;
         }
@@ -187,6 +190,7 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
                 if (rc != RQ_OK) return rc;
                 if (now_ns() >= now + kWatchNs) {
                     rc = reap_dead_holders(r);
+                    if (rc == RQ_OK) rc = reclaim_dead_behind(r, ticket);
                     if (rc != RQ_OK) return rc;
                 }
                 continue;

@@ -144,13 +144,16 @@ private:
     // queue.cpp
     int enqueue(uint32_t r, uint32_t &ticket);
     int wait_turn(uint32_t r, uint32_t ticket, int64_t deadline);
+    uint32_t live_ahead(uint32_t r, uint32_t head, uint32_t t, uint32_t limit);
     int pass_head(uint32_t r, uint32_t ticket);
     void abandon(uint32_t r, uint32_t ticket);
     int abandon_owned(uint32_t r, uint32_t p);
     void promote_behind(uint32_t r, uint32_t head);
     int head_sleep(uint32_t r, uint32_t ticket, SlotState how, int64_t until, const SleepCheck &still);
     void wake_head(uint32_t r, bool conc_only);
-    int watch_head(uint32_t r, uint32_t head);
+    int reclaim_ticket_owner(uint32_t r, uint32_t x);
+    int reclaim_dead_between(uint32_t r, uint32_t head, uint32_t t);
+    int reclaim_dead_behind(uint32_t r, uint32_t head);
     // client.cpp
     int serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, bool is_try, Limits &lim,
               rq_permit *out);

@@ -81,6 +81,20 @@ int Engine::enqueue(uint32_t r, uint32_t &ticket) {
     return RQ_EINTERNAL;
 }
 
+// Live tickets in [head, t): the head, plus queued tickets not abandoned.
+// Stops counting at `limit`; reads at most t - head slots.
+uint32_t Engine::live_ahead(uint32_t r, uint32_t head, uint32_t t, uint32_t limit) {
+    uint32_t live = 0;
+    for (uint32_t x = head; x != t && live < limit; ++x) {
+        if (x != head) {
+            SlotWord sw = SlotWord::unpack(view_.slot(r, x).word.load(kSeqCst));
+            if (sw.ticket == tbits(x) && sw.state == SlotState::kAbandoned) continue;
+        }
+        ++live;
+    }
+    return live;
+}
+
 int Engine::wait_turn(uint32_t r, uint32_t t, int64_t deadline) {
     Resource &res = view_.resource(r);
     Slot &s = view_.slot(r, t);
@@ -90,32 +104,42 @@ int Engine::wait_turn(uint32_t r, uint32_t t, int64_t deadline) {
     for (;;) {
         QueueWord q = QueueWord::unpack(res.queue.load(kSeqCst));
         if (q.head == t) return RQ_OK;
-        uint32_t dist = t - q.head;
-        if (dist > n) return RQ_ECORRUPT;
+        if (t - q.head > n) return RQ_ECORRUPT;
         uint64_t v = s.word.load(kSeqCst);
         SlotWord sw = SlotWord::unpack(v);
         if (sw.ticket != tbits(t) || sw.owner != me_) return RQ_EINTERNAL;
         if (head_state(sw.state)) return RQ_OK;
+        if (sw.state == SlotState::kSleeping || sw.state == SlotState::kWatching) {
+            // A promoter changed our sleep state while we were awake: take it back.
+            s.word.compare_exchange_strong(v, with_state(sw, SlotState::kWaiting), kSeqCst);
+            continue;
+        }
         if (sw.state != SlotState::kWaiting) return RQ_EINTERNAL;
         int64_t now = now_ns();
         if (now >= deadline) return RQ_ETIMEDOUT;
-        if (dist == 1) {
+        // Distance in live waiters: abandoned tickets ahead of us do not count.
+        const uint32_t ahead = live_ahead(r, q.head, t, kWatchDistance + 1);
+        const bool timed = ahead <= kWatchDistance;
+        if (timed) {
+            // Watch duty: when the head has not moved for kWatchNs, check that
+            // the head and everyone between it and us are alive.
             if (q.head != watched_head) {
                 watched_head = q.head;
                 watched_since = now;
             } else if (now - watched_since >= kWatchNs) {
-                int rc = watch_head(r, q.head);
+                int rc = reclaim_dead_between(r, q.head, t);
                 if (rc != RQ_OK) return rc;
                 watched_since = now;
                 continue;
             }
         }
-        const bool timed = dist <= kWatchDistance;
         const uint64_t sv = with_state(sw, timed ? SlotState::kWatching : SlotState::kSleeping);
         if (!s.word.compare_exchange_strong(v, sv, kSeqCst)) continue;
-        // Dekker: we published our sleep state, now look at the head again.
+        // Dekker with pass_head/abandon/promote_behind: they change the head
+        // word or a slot ahead of us, then read our slot; we published our
+        // sleep state, now read theirs again.
         QueueWord q2 = QueueWord::unpack(res.queue.load(kSeqCst));
-        if (q2.head == t || (!timed && t - q2.head <= kWatchDistance)) {
+        if (q2.head == t || (!timed && live_ahead(r, q2.head, t, kWatchDistance + 1) <= kWatchDistance)) {
             uint64_t e = sv;
             s.word.compare_exchange_strong(e, with_state(sw, SlotState::kWaiting), kSeqCst);
             continue;
@@ -128,18 +152,52 @@ int Engine::wait_turn(uint32_t r, uint32_t t, int64_t deadline) {
     }
 }
 
-int Engine::watch_head(uint32_t r, uint32_t h) {
-    uint64_t v = view_.slot(r, h).word.load(boost::memory_order_acquire);
+// Reclaims the owner of ticket x if it is dead. An owner index no process
+// could have is treated as dead: its ticket is abandoned directly.
+int Engine::reclaim_ticket_owner(uint32_t r, uint32_t x) {
+    Slot &s = view_.slot(r, x);
+    uint64_t v = s.word.load(kSeqCst);
     SlotWord sw = SlotWord::unpack(v);
-    if (sw.ticket != tbits(h)) return RQ_OK;  // moved on meanwhile
+    if (sw.ticket != tbits(x)) return RQ_OK;
+    if (sw.state == SlotState::kAbandoned) {
+        // An abandoned head nobody moved past: its passer died between moving
+        // the head word and skipping it.
+        if (QueueWord::unpack(view_.resource(r).queue.load(kSeqCst)).head == x) return pass_head(r, x);
+        return RQ_OK;
+    }
+    if (sw.owner == me_) return RQ_OK;
     if (sw.owner < view_.geo.max_processes) {
         int rc = reclaim_if_dead(sw.owner);
         return rc < 0 ? rc : RQ_OK;
     }
-    // An owner no process could be: skip the ticket.
-    Slot &s = view_.slot(r, h);
     if (s.word.compare_exchange_strong(v, with_state(sw, SlotState::kAbandoned), kSeqCst)) {
-        return pass_head(r, h);
+        promote_behind(r, x);
+        if (QueueWord::unpack(view_.resource(r).queue.load(kSeqCst)).head == x) return pass_head(r, x);
+    }
+    return RQ_OK;
+}
+
+// For a waiter near the front: the head and every ticket up to t.
+int Engine::reclaim_dead_between(uint32_t r, uint32_t head, uint32_t t) {
+    for (uint32_t x = head; x != t; ++x) {
+        int rc = reclaim_ticket_owner(r, x);
+        if (rc != RQ_OK) return rc;
+    }
+    return RQ_OK;
+}
+
+// For a waiting head: the first kWatchDistance live tickets behind it, so
+// that the ones watching it are alive.
+int Engine::reclaim_dead_behind(uint32_t r, uint32_t head) {
+    QueueWord q = QueueWord::unpack(view_.resource(r).queue.load(kSeqCst));
+    uint32_t live = 0;
+    for (uint32_t x = head + 1; live < kWatchDistance && x - q.head < q.tail - q.head; ++x) {
+        SlotWord sw = SlotWord::unpack(view_.slot(r, x).word.load(kSeqCst));
+        if (sw.ticket != tbits(x)) break;
+        if (sw.state == SlotState::kAbandoned) continue;
+        ++live;
+        int rc = reclaim_ticket_owner(r, x);
+        if (rc != RQ_OK) return rc;
     }
     return RQ_OK;
 }
@@ -153,6 +211,9 @@ void Engine::abandon(uint32_t r, uint32_t t) {
         if (sw.state == SlotState::kAbandoned) break;
         if (s.word.compare_exchange_strong(v, with_state(sw, SlotState::kAbandoned), kSeqCst)) break;
     }
+    // Those behind us are now closer to the head: the first of them may have
+    // to start watching.
+    promote_behind(r, t);
     // If we are head (granted, or about to be), move the head past us; the
     // head CAS makes this safe to race with a passer that skips us too.
     if (QueueWord::unpack(view_.resource(r).queue.load(kSeqCst)).head == t) pass_head(r, t);
@@ -180,7 +241,17 @@ int Engine::pass_head(uint32_t r, uint32_t t) {
             if (sw.state == SlotState::kAbandoned) break;
             if (head_state(sw.state)) return RQ_OK;
             if (!queued_state(sw.state)) return RQ_ECORRUPT;
-            if (!s.word.compare_exchange_strong(v, with_state(sw, SlotState::kHead), kSeqCst)) continue;
+            // A sleeper that died can never take its turn: skip it here, so a
+            // run of dead tickets cannot reach the head behind dead watchers.
+            // (Its holdings and other tickets are reclaimed by whoever finds
+            // it next; the process slot when someone needs it.)
+            SlotState grant = SlotState::kHead;
+            if (sw.state != SlotState::kWaiting && sw.owner != me_ &&
+                (sw.owner >= view_.geo.max_processes || !alive(sw.owner))) {
+                grant = SlotState::kAbandoned;
+            }
+            if (!s.word.compare_exchange_strong(v, with_state(sw, grant), kSeqCst)) continue;
+            if (grant == SlotState::kAbandoned) break;
             if (sw.state != SlotState::kWaiting) futex_wake(&s.word, 1);
             promote_behind(r, next);
             return RQ_OK;
@@ -192,17 +263,23 @@ int Engine::pass_head(uint32_t r, uint32_t t) {
     return RQ_ECORRUPT;
 }
 
+// Wakes untimed sleepers among the first kWatchDistance live tickets after
+// h so that they re-evaluate (and sleep bounded, or watch). The new state is
+// kWatching, not kWaiting: if we die before the futex_wake, a later grant
+// still sees a sleeper and wakes it.
 void Engine::promote_behind(uint32_t r, uint32_t h) {
     Resource &res = view_.resource(r);
-    for (uint32_t d = 1; d <= kWatchDistance; ++d) {
-        QueueWord q = QueueWord::unpack(res.queue.load(kSeqCst));
-        const uint32_t t = h + d;
-        if (t - q.head >= q.tail - q.head) return;  // t is not queued (yet)
+    QueueWord q = QueueWord::unpack(res.queue.load(kSeqCst));
+    uint32_t live = 0;
+    for (uint32_t t = h + 1; live < kWatchDistance && t - q.head < q.tail - q.head; ++t) {
         Slot &s = view_.slot(r, t);
         uint64_t v = s.word.load(kSeqCst);
         SlotWord sw = SlotWord::unpack(v);
-        if (sw.ticket != tbits(t) || sw.state != SlotState::kSleeping) continue;
-        if (s.word.compare_exchange_strong(v, with_state(sw, SlotState::kWaiting), kSeqCst)) {
+        if (sw.ticket != tbits(t)) break;
+        if (sw.state == SlotState::kAbandoned) continue;
+        ++live;
+        if (sw.state == SlotState::kSleeping &&
+            s.word.compare_exchange_strong(v, with_state(sw, SlotState::kWatching), kSeqCst)) {
             futex_wake(&s.word, 1);
         }
     }
@@ -255,6 +332,7 @@ int Engine::abandon_owned(uint32_t r, uint32_t p) {
                 !s.word.compare_exchange_strong(v, with_state(sw, SlotState::kAbandoned), kSeqCst)) {
                 continue;
             }
+            promote_behind(r, t);
             if (QueueWord::unpack(res.queue.load(kSeqCst)).head == t) {
                 int rc = pass_head(r, t);
                 if (rc != RQ_OK) return rc;

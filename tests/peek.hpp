@@ -63,6 +63,48 @@ struct Peek {
         for (uint32_t p = 0; p < view.geo.max_processes; ++p) sum += view.holding(p, r).req.load();
         return sum;
     }
+    // Prints the queue, slots, lock and process table (for failing tests).
+    std::string dump(const std::string &name, const std::string &segment) const {
+        using namespace rq::detail;
+        std::string out;
+        uint32_t r = index(name);
+        auto &res = view.resource(r);
+        auto q = QueueWord::unpack(res.queue.load());
+        out += "queue head=" + std::to_string(q.head) + " tail=" + std::to_string(q.tail);
+        out += " lock=" + std::to_string(res.lock.load()) + " in_use_req=" + std::to_string(res.in_use_req.load()) +
+               " in_use_load=" + std::to_string(res.in_use_load.load()) + "\n";
+        for (uint32_t t = q.head; t != q.tail + 1 && t - q.head < view.geo.queue_slots; ++t) {
+            auto sw = SlotWord::unpack(view.slot(r, t).word.load());
+            out += "  t=" + std::to_string(t) + " bits=" + std::to_string(sw.ticket) + " state=" +
+                   std::to_string(static_cast<int>(sw.state)) + " owner=" + std::to_string(sw.owner) + "\n";
+        }
+        int fd = ::open(("/dev/shm/" + segment + ".lock").c_str(), O_RDWR);
+        for (uint32_t p = 0; p < view.geo.max_processes; ++p) {
+            auto w = ProcWord::unpack(view.process(p).word.load());
+            if (w.state == ProcState::kFree && view.holding(p, r).req.load() == 0) continue;
+            if (w.state == ProcState::kLive && view.holding(p, r).req.load() == 0 && std::getenv("RQ_DUMP_ALL") == nullptr) {
+                bool in_queue = false;
+                for (uint32_t t = q.head; t != q.tail + 1 && t - q.head < view.geo.queue_slots; ++t) {
+                    in_queue |= SlotWord::unpack(view.slot(r, t).word.load()).owner == p;
+                }
+                if (!in_queue) continue;
+            }
+            struct flock fl {};
+            fl.l_type = F_WRLCK;
+            fl.l_whence = SEEK_SET;
+            fl.l_start = p;
+            fl.l_len = 1;
+            fcntl(fd, F_OFD_GETLK, &fl);
+            out += "  proc " + std::to_string(p) + " state=" + std::to_string(static_cast<int>(w.state)) +
+                   " gen=" + std::to_string(w.gen) + " by=" + std::to_string(w.by) +
+                   " pid=" + std::to_string(view.process(p).pid.load()) +
+                   " locked=" + std::to_string(fl.l_type != F_UNLCK) +
+                   " held_req=" + std::to_string(view.holding(p, r).req.load()) + "\n";
+        }
+        ::close(fd);
+        return out;
+    }
+
     uint32_t live_processes() const {
         uint32_t n = 0;
         for (uint32_t p = 0; p < view.geo.max_processes; ++p) {
