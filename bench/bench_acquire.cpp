@@ -7,7 +7,7 @@
 //   BM_AcquireRelease4Limits  rate (request), rate (load), concurrency (request, load)
 //   BM_TryAcquireEmpty        try-acquire on a resource with no capacity (RQ_EAGAIN)
 // Everything goes through the public C ABI of the shared library, as users
-// call it. Ratios use CPU time per iteration (median over repetitions), which
+// call it. Ratios use CPU time per iteration (the median with repetitions), which
 // is less disturbed than wall time by other work on a 2-vCPU guest.
 #include "ratequeue/ratequeue.h"
 
@@ -17,8 +17,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstddef>
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <ctime>
@@ -26,6 +26,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -142,9 +143,11 @@ void bm_bare_gcra(benchmark::State &state, Word &tat) {
     int64_t admitted = 0;
     for (auto _ : state) {
         const int64_t now = now_ns();
+        // acquire: pairs with the CAS below (release), the orders the library's
+        // head uses on its TAT words.
         int64_t old = tat.load(std::memory_order_acquire);
         const int64_t next = std::max(old, now) + kInc;
-        // acq_rel: the same order the library's head uses on its TAT words.
+        // acq_rel: publishes the new TAT to the next load above.
         if (next - now <= kBurstNs && tat.compare_exchange_strong(old, next, std::memory_order_acq_rel)) {
             ++admitted;
         }
@@ -177,34 +180,33 @@ void bm_try_acquire_empty(benchmark::State &state, rq_client *c) {
 }
 
 // Prints as the default console reporter does (colour only on a terminal) and
-// keeps each benchmark's CPU time per iteration.
+// keeps each benchmark's CPU time per iteration: the "median" aggregate when
+// there are repetitions, else the single run.
 class RatioReporter : public benchmark::ConsoleReporter {
 public:
     RatioReporter() : ConsoleReporter(isatty(STDOUT_FILENO) ? OO_Color : OO_None) {}
     void ReportRuns(const std::vector<Run> &runs) override {
         for (const Run &r : runs) {
-            if (r.run_type == Run::RT_Iteration && !r.error_occurred) {
-                ns_[r.run_name.function_name].push_back(r.GetAdjustedCPUTime());
-            }
+            const bool median = r.run_type == Run::RT_Aggregate && r.aggregate_name == "median";
+            if (r.error_occurred || !(median || r.run_type == Run::RT_Iteration)) continue;
+            double &slot = ns_[r.run_name.function_name];
+            if (median || slot == 0) slot = r.GetAdjustedCPUTime();
         }
         ConsoleReporter::ReportRuns(runs);
     }
-    // Median CPU ns per iteration; 0 when the benchmark did not run.
-    double median_ns(const std::string &name) const {
+    // 0 when the benchmark did not run (filtered out, or failed).
+    double cpu_ns(const std::string &name) const {
         auto it = ns_.find(name);
-        if (it == ns_.end()) return 0;
-        std::vector<double> v = it->second;
-        std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
-        return v[v.size() / 2];
+        return it == ns_.end() ? 0 : it->second;
     }
 
 private:
-    std::map<std::string, std::vector<double>> ns_;
+    std::map<std::string, double> ns_;
 };
 
 void print_ratio(const RatioReporter &rep, const char *label, const char *name, double budget) {
-    const double base = rep.median_ns("BM_BareGcra");
-    const double ns = rep.median_ns(name);
+    const double base = rep.cpu_ns("BM_BareGcra");
+    const double ns = rep.cpu_ns(name);
     if (base == 0 || ns == 0) return;  // filtered out by --benchmark_filter, or failed
     const double ratio = ns / base;
     std::printf("ratio %s / bare GCRA = %.1fx (budget %.1fx)%s\n", label, ratio, budget,

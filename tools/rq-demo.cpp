@@ -132,19 +132,17 @@ void watch(const Board &b, const Options &o, Clock::time_point start, Clock::tim
 int report(const Board &b, const Options &o, const std::vector<pid_t> &pids, double elapsed_s,
            uint64_t burst) {
     fmt::print("\n{:>10}  {:>8}\n", "worker pid", "admitted");
-    for (uint32_t i = 0; i < pids.size(); ++i) {
+    for (size_t i = 0; i < pids.size(); ++i) {
         fmt::print("{:>10}  {:>8}\n", pids[i], b.admitted[i].load(std::memory_order_relaxed));
     }
     const uint64_t admitted = total_admitted(b, o.workers);
     const double allowed = static_cast<double>(burst) + static_cast<double>(o.rpm) * elapsed_s / 60.0;
     const uint32_t max_conc = b.max_in_flight.load(std::memory_order_relaxed);
-    fmt::print("{:>10}  {:>8}\n\n", "total", admitted);
-    fmt::print("allowed by the limit over {:.2f}s: {:.1f} (burst {} + {}/min)\n", elapsed_s, allowed,
-               burst, o.rpm);
-    fmt::print("utilisation: {:.1f}%\n", 100.0 * static_cast<double>(admitted) / allowed);
-    fmt::print("max concurrency observed: {} (limit {})\n", max_conc, kConcurrency);
     const bool kept = static_cast<double>(admitted) <= allowed && max_conc <= kConcurrency;
-    fmt::print("limit kept: {}\n", kept ? "yes" : "NO");
+    fmt::print("{:>10}  {:>8}\n\nallowed by the limit over {:.2f}s: {:.1f} (burst {} + {}/min)\n"
+               "utilisation: {:.1f}%\nmax concurrency observed: {} (limit {})\nlimit kept: {}\n",
+               "total", admitted, elapsed_s, allowed, burst, o.rpm,
+               100.0 * static_cast<double>(admitted) / allowed, max_conc, kConcurrency, kept ? "yes" : "NO");
     return kept ? 0 : 1;
 }
 
@@ -156,8 +154,8 @@ void unlink_segment(const std::string &name) {
 // Sends sig (0: none) to every worker and reaps them; returns how many failed.
 size_t stop_workers(const std::vector<pid_t> &pids, int sig) {
     size_t failed = 0;
-    for (pid_t pid : pids) {
-        if (sig != 0) kill(pid, sig);
+    if (sig != 0) {
+        for (pid_t pid : pids) kill(pid, sig);
     }
     for (pid_t pid : pids) {
         int status = 0;
