@@ -85,9 +85,12 @@ int Engine::acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_perm
     if (rc != RQ_OK) return rc;
     if (load == 0 || load > RQ_MAX_AMOUNT) return RQ_EINVAL;
     std::string_view nm(name, strnlen(name, kMaxNameLen + 1));
-    if (!valid_resource_name(nm) || name[nm.size()] != '\0') return RQ_EINVAL;
+    if (nm.size() > kMaxNameLen) return RQ_EINVAL;
     uint32_t r;
     rc = lookup(nm, r);
+    // Only defined names are found, and those were validated: check the
+    // characters only to tell a bad name from a missing one.
+    if (rc == RQ_ENOENT && !valid_resource_name(nm)) return RQ_EINVAL;
     if (rc != RQ_OK) return rc;
     Resource &res = view_.resource(r);
     Limits lim;
@@ -98,7 +101,8 @@ int Engine::acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_perm
         return RQ_E2BIG;
     }
     const bool is_try = timeout_ns == 0;
-    const int64_t deadline = is_try ? 0 : deadline_after(now_ns(), timeout_ns);
+    // Waiting forever needs no clock read here; serve() reads it once.
+    const int64_t deadline = is_try ? 0 : timeout_ns < 0 ? INT64_MAX : deadline_after(now_ns(), timeout_ns);
     if (is_try) {
         // Never barge: with anyone queued, a try fails without taking a ticket.
         QueueWord q = QueueWord::unpack(res.queue.load(boost::memory_order_seq_cst));
