@@ -150,7 +150,8 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
             if (l.kind != RQ_LIMIT_RATE) continue;
             // acquire: pairs with the acq_rel CAS below and with reset's store.
             tat[i] = res.tat[i].load(boost::memory_order_acquire);
-            GcraStep st = gcra_step(tat[i], now, increment_ns(params(l), cost_of(l, load)), l.burst_ns);
+            const RateParams rp = params(l);
+            GcraStep st = gcra_step(tat[i], now, increment_ns(rp, cost_of(l, load)), rp);
             if (st.admit) {
                 new_tat[i] = st.new_tat;
             } else if (st.ready_at > ready_at) {

@@ -119,7 +119,7 @@ public:
     bool alive(uint32_t p) const;
     int lookup(std::string_view name, uint32_t &r) const;
     int read_limits(uint32_t r, Limits &out) const;
-    void close_lock_fd_after_fork() noexcept;
+    void close_fd_after_fork() noexcept;
 
 private:
     Engine() = default;
@@ -127,6 +127,7 @@ private:
     // segment.cpp
     int map_segment(const char *name, const rq_open_options *opts);
     void unmap_segment() noexcept;
+    int reopen_segment_fd();
     // process_table.cpp
     int register_process();
     int reclaim_slot(uint32_t p, uint64_t raw_word);
@@ -164,18 +165,20 @@ private:
     View view_{};
     boost::interprocess::mapped_region *region_ = nullptr;
     std::string name_;
-    int shm_fd_ = -1;
-    int lock_fd_ = -1;
+    int fd_ = -1;                    // the segment file: liveness OFD locks live on it
+    uint64_t ino_ = 0, dev_ = 0;     // its identity, to reopen the same one after fork
     uint32_t me_ = UINT32_MAX;      // process slot
     uint32_t me_gen_ = 0;
     uint64_t fork_gen_ = 0;
     std::mutex register_mu_;         // guards re-registration after fork
 };
 
-// OFD locks on the companion lock file (segment.cpp): byte p is process slot p.
-int ofd_try_lock(int fd, uint32_t byte);
-void ofd_unlock(int fd, uint32_t byte);
-bool ofd_locked_by_other(int fd, uint32_t byte);
+// Liveness locks (segment.cpp): process slot p owns the OFD write lock on byte
+// kProcLockBase + p of the segment file.
+inline constexpr int64_t kProcLockBase = int64_t{1} << 40;
+int ofd_try_lock(int fd, uint32_t p);
+void ofd_unlock(int fd, uint32_t p);
+bool ofd_locked_by_other(int fd, uint32_t p);
 
 // Names and hashing (resource.cpp).
 bool valid_resource_name(std::string_view name);

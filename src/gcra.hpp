@@ -2,10 +2,21 @@
 //
 // A limit of `amount` units per `period` with bucket `burst` keeps one word,
 // the theoretical arrival time (TAT). Admitting cost c moves it to
-// max(TAT, now) + inc(c), where inc(c) = ceil(c * period / amount); the admit
+// max(TAT, now) + inc(c), where inc(c) = ceil(c * period / amount). The admit
 // is allowed when the new TAT is at most burst_ns = floor(burst * period /
-// amount) ahead of now. Both roundings go against the caller, so in any
-// interval of length t the admitted cost is at most burst + amount * t / period.
+// amount) ahead of now, or when the bucket is full (TAT <= now) and c <= burst.
+//
+// Why that is exact. Take the admissions in any interval of length t. Split
+// them at each one admitted through the full-bucket clause but not the other
+// (so inc > burst_ns there): before such an admission at s_j the TAT had
+// drained to s_j, so the increments of everything admitted between two of
+// them sum to at most the time between them; after the last one, its own
+// surplus inc - burst_ns > 0 absorbs the tolerance. So the increments of all
+// admissions but the last full-bucket one sum to at most t, each inc is at
+// least c * period / amount, and that one is at most burst: the admitted cost
+// is at most burst + amount * t / period, with no rounding slack at all.
+// Without the full-bucket clause a load equal to the burst could never be
+// admitted when burst * period / amount is not a whole number of ns.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +26,10 @@ namespace rq::detail {
 __extension__ using u128 = unsigned __int128;  // GCC/Clang builtin; exact cost * period
 
 inline constexpr uint64_t kMaxBurstNs = uint64_t{1} << 62;
+// When period / amount is not a whole number of ns, each unit is charged up
+// to 1 ns extra. At 100 ns or more per unit that loses under 1% of the quota
+// (guarantee 2); faster inexact rates are refused at define time.
+inline constexpr uint64_t kMinInexactUnitNs = 100;
 
 struct RateParams {
     uint64_t amount;
@@ -26,9 +41,11 @@ struct RateParams {
 };
 
 // Derives the ns constants; false when the limit is absurd (bucket deeper
-// than kMaxBurstNs, or faster than one unit per ns).
+// than kMaxBurstNs, faster than one unit per ns, or an inexact rate faster
+// than one unit per kMinInexactUnitNs).
 inline bool derive_rate(uint64_t amount, uint64_t period_ns, uint64_t burst, RateParams &out) {
     if (amount == 0 || period_ns == 0 || burst == 0 || amount > period_ns) return false;
+    if (period_ns % amount != 0 && period_ns / amount < kMinInexactUnitNs) return false;
     u128 depth = static_cast<u128>(burst) * period_ns / amount;
     if (depth > kMaxBurstNs) return false;
     out = {amount, period_ns, burst, static_cast<uint64_t>(depth),
@@ -46,9 +63,7 @@ inline uint64_t increment_ns(const RateParams &p, uint64_t cost) {
 }
 
 // True when cost can never be admitted, even from a full bucket.
-inline bool never_fits(const RateParams &p, uint64_t cost) {
-    return cost > p.burst || increment_ns(p, cost) > p.burst_ns;
-}
+inline bool never_fits(const RateParams &p, uint64_t cost) { return cost > p.burst; }
 
 struct GcraStep {
     bool admit;
@@ -56,16 +71,18 @@ struct GcraStep {
     int64_t ready_at;  // when !admit: earliest instant this cost fits
 };
 
-// One GCRA decision. tat comes from shared memory: any value is handled
-// (a TAT absurdly far ahead just means "not yet").
-inline GcraStep gcra_step(int64_t tat, int64_t now, uint64_t inc, uint64_t burst_ns) {
+// One GCRA decision for cost (<= burst; callers check never_fits first) whose
+// increment is inc. tat comes from shared memory: any value is handled (a
+// TAT absurdly far ahead just means "not yet").
+inline GcraStep gcra_step(int64_t tat, int64_t now, uint64_t inc, const RateParams &p) {
     int64_t base = tat > now ? tat : now;
     int64_t new_tat;
-    if (__builtin_add_overflow(base, static_cast<int64_t>(inc), &new_tat)) {
-        return {false, 0, INT64_MAX};
-    }
-    if (static_cast<uint64_t>(new_tat - now) <= burst_ns) return {true, new_tat, 0};
-    return {false, 0, new_tat - static_cast<int64_t>(burst_ns)};
+    if (__builtin_add_overflow(base, static_cast<int64_t>(inc), &new_tat)) return {false, 0, INT64_MAX};
+    if (static_cast<uint64_t>(new_tat - now) <= p.burst_ns || tat <= now) return {true, new_tat, 0};
+    // tat > now here. The normal clause holds from tat + inc - burst_ns on,
+    // the full-bucket clause from tat on: whichever comes first.
+    int64_t ready = inc > p.burst_ns ? tat : new_tat - static_cast<int64_t>(p.burst_ns);
+    return {false, 0, ready};
 }
 
 }  // namespace rq::detail

@@ -1,8 +1,8 @@
 // Process identity, liveness and reclaim.
 //
-// Slot p belongs to whoever holds the OFD write lock on byte p of the lock
-// file; the kernel drops it when the process dies, whatever the pid
-// namespace or pid reuse. Anyone tests it with F_OFD_GETLK.
+// Slot p belongs to whoever holds the OFD write lock on byte kProcLockBase + p
+// of the segment file; the kernel drops it when the process dies, whatever
+// the pid namespace or pid reuse. Anyone tests it with F_OFD_GETLK.
 //
 // Reclaiming a dead slot returns its concurrency holdings, breaks any lock it
 // held (undoing its half-done operation from the journal), and abandons its
@@ -38,7 +38,7 @@ void atfork_parent() { g_registry_mu.unlock(); }
 void atfork_child() {
     g_fork_gen.fetch_add(1, std::memory_order_relaxed);
     if (g_engines != nullptr) {
-        for (Engine *e : *g_engines) e->close_lock_fd_after_fork();
+        for (Engine *e : *g_engines) e->close_fd_after_fork();
     }
     g_registry_mu.unlock();
 }
@@ -78,11 +78,12 @@ Engine::~Engine() {
     unmap_segment();
 }
 
-void Engine::close_lock_fd_after_fork() noexcept {
+void Engine::close_fd_after_fork() noexcept {
     // Runs in the child between fork() and its return: only async-signal-safe
-    // work. The parent's lock stays: the parent still has its descriptor.
-    if (lock_fd_ >= 0) ::close(lock_fd_);
-    lock_fd_ = -1;
+    // work. Closing our copy keeps the parent's lock with the parent's
+    // descriptor, so the parent's death stays visible; the mapping stays.
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
     new (&register_mu_) std::mutex();
 }
 
@@ -91,13 +92,8 @@ int Engine::ensure_registered() {
     if (g == fork_gen_) [[likely]] return RQ_OK;
     std::lock_guard<std::mutex> guard(register_mu_);
     if (g == fork_gen_) return RQ_OK;
-    // We are a forked child: open our own lock file description and slot.
-    int rc = RQ_OK;
-    if (lock_fd_ < 0) {
-        std::string path = "/dev/shm/" + name_ + ".lock";
-        lock_fd_ = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-        if (lock_fd_ < 0) rc = RQ_ESYS;
-    }
+    // We are a forked child: our own open file description, our own slot.
+    int rc = fd_ < 0 ? reopen_segment_fd() : RQ_OK;
     if (rc == RQ_OK) {
         me_ = UINT32_MAX;
         rc = register_process();
@@ -108,7 +104,7 @@ int Engine::ensure_registered() {
 
 bool Engine::alive(uint32_t p) const {
     if (p == me_) return true;
-    return ofd_locked_by_other(lock_fd_, p);
+    return ofd_locked_by_other(fd_, p);
 }
 
 int Engine::register_process() {
@@ -121,7 +117,7 @@ int Engine::register_process() {
             Process &proc = view_.process(p);
             ProcWord w = ProcWord::unpack(proc.word.load(boost::memory_order_acquire));
             if (pass == 0 && w.state != ProcState::kFree) continue;
-            if (ofd_try_lock(lock_fd_, p) != 0) continue;  // a live process owns it
+            if (ofd_try_lock(fd_, p) != 0) continue;  // a live process owns it
             // The byte is ours: whoever had slot p is gone. Clean up after it.
             me_ = p;
             int rc = reclaim_slot(p, proc.word.load(boost::memory_order_acquire));
@@ -141,7 +137,7 @@ int Engine::register_process() {
                 }
             }
             me_ = UINT32_MAX;
-            ofd_unlock(lock_fd_, p);
+            ofd_unlock(fd_, p);
             if (rc == RQ_ECORRUPT) return rc;
         }
     }
@@ -201,7 +197,7 @@ void Engine::unregister_process() {
     if (me_ == UINT32_MAX || view_.base == nullptr) return;
     Process &proc = view_.process(me_);
     reclaim_slot(me_, proc.word.load(boost::memory_order_acquire));
-    ofd_unlock(lock_fd_, me_);
+    ofd_unlock(fd_, me_);
     me_ = UINT32_MAX;
 }
 

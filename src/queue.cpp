@@ -152,23 +152,32 @@ int Engine::wait_turn(uint32_t r, uint32_t t, int64_t deadline) {
     }
 }
 
-// Reclaims the owner of ticket x if it is dead. An owner index no process
-// could have is treated as dead: its ticket is abandoned directly.
+// Reclaims the owner of ticket x if it is dead. An owner no live process can
+// be (an index out of range, a free slot, a dead one whose reclaim left the
+// ticket behind) gets its ticket abandoned directly.
 int Engine::reclaim_ticket_owner(uint32_t r, uint32_t x) {
     Slot &s = view_.slot(r, x);
+    const bool is_head = QueueWord::unpack(view_.resource(r).queue.load(kSeqCst)).head == x;
     uint64_t v = s.word.load(kSeqCst);
     SlotWord sw = SlotWord::unpack(v);
-    if (sw.ticket != tbits(x)) return RQ_OK;
+    if (sw.ticket != tbits(x)) {
+        // Below the tail every ticket was claimed; a head whose slot names
+        // another ticket can only come from a damaged segment.
+        return is_head ? RQ_ECORRUPT : RQ_OK;
+    }
     if (sw.state == SlotState::kAbandoned) {
         // An abandoned head nobody moved past: its passer died between moving
         // the head word and skipping it.
-        if (QueueWord::unpack(view_.resource(r).queue.load(kSeqCst)).head == x) return pass_head(r, x);
-        return RQ_OK;
+        return is_head ? pass_head(r, x) : RQ_OK;
     }
     if (sw.owner == me_) return RQ_OK;
     if (sw.owner < view_.geo.max_processes) {
         int rc = reclaim_if_dead(sw.owner);
-        return rc < 0 ? rc : RQ_OK;
+        if (rc < 0) return rc;
+        if (alive(sw.owner)) return RQ_OK;
+        v = s.word.load(kSeqCst);  // the reclaim usually abandoned it already
+        sw = SlotWord::unpack(v);
+        if (sw.ticket != tbits(x) || sw.state == SlotState::kAbandoned) return RQ_OK;
     }
     if (s.word.compare_exchange_strong(v, with_state(sw, SlotState::kAbandoned), kSeqCst)) {
         promote_behind(r, x);

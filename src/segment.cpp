@@ -5,6 +5,11 @@
 // fails with EEXIST when another process won, in which case the loser drops
 // its copy and opens the winner's. So an opener sees no segment or a complete
 // one, never a half-built one.
+//
+// Liveness locks live on the segment file itself (OFD locks on bytes past its
+// end, see kProcLockBase), not on a companion file: they follow the segment's
+// inode, so deleting or replacing some other file can never make live
+// processes look dead, and there is one file per segment to manage.
 #include "clock.hpp"
 #include "core.hpp"
 
@@ -31,9 +36,10 @@ namespace {
 
 constexpr const char *kShmDir = "/dev/shm/";
 constexpr size_t kMaxSegmentName = 200;
-// Byte of the lock file that serialises replacing a stale segment; process
-// slots use bytes [0, max_processes).
-constexpr off_t kInitLockByte = off_t{1} << 40;
+// Lock byte of the segment file that serialises replacing a stale segment;
+// process slot p uses byte kProcLockBase + p (core.hpp). Both lie past the end
+// of the file, which OFD locks allow.
+constexpr off_t kInitLockByte = kProcLockBase - 1;
 
 bool valid_segment_name(std::string_view n) {
     if (n.empty() || n.size() > kMaxSegmentName || n[0] == '.') return false;
@@ -225,38 +231,17 @@ int ofd_lock(int fd, off_t byte, short type, int cmd) {
 }
 
 // A segment written during another boot: its processes are all gone, so it is
-// rebuilt in place. Serialised by the init byte of the lock file so that two
-// processes noticing at once do not each replace the other's fresh copy.
-int replace_if_stale(const std::string &name, const rq_open_options &o, int lock_fd,
-                     const uint8_t stale_boot[16]) {
-    if (ofd_lock(lock_fd, kInitLockByte, F_WRLCK, F_OFD_SETLKW) != 0) return RQ_ESYS;
-    Mapping m;
-    Geometry g;
-    int rc = open_existing(name, (o.flags & RQ_OPEN_GROUP) != 0, m, g);
-    if (rc == RQ_OK) {
-        const Header &h = *static_cast<const Header *>(m.region->get_address());
-        bool still_stale = std::memcmp(h.boot_id, stale_boot, 16) == 0;
-        m.region.reset();
-        ::close(m.shm_fd);
-        rc = still_stale ? create_new(name, o, true) : RQ_OK;
-    }
-    ofd_lock(lock_fd, kInitLockByte, F_UNLCK, F_OFD_SETLK);
+// rebuilt in place. Serialised by a lock byte of the stale file itself, so
+// two processes noticing at once do not each replace the other's fresh copy.
+int replace_if_stale(const std::string &name, const rq_open_options &o, int stale_fd) {
+    if (ofd_lock(stale_fd, kInitLockByte, F_WRLCK, F_OFD_SETLKW) != 0) return RQ_ESYS;
+    struct stat mine, now;
+    int rc = RQ_OK;
+    bool still_there = fstat(stale_fd, &mine) == 0 && ::stat((kShmDir + name).c_str(), &now) == 0 &&
+                       mine.st_ino == now.st_ino && mine.st_dev == now.st_dev;
+    if (still_there) rc = create_new(name, o, true);
+    ofd_lock(stale_fd, kInitLockByte, F_UNLCK, F_OFD_SETLK);
     return rc == RQ_ENOENT ? RQ_OK : rc;
-}
-
-int open_lock_file(const std::string &name, bool group, int &out) {
-    std::string path = kShmDir + name + ".lock";
-    mode_t mode = group ? 0660 : 0600;
-    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, mode);
-    if (fd < 0) return errno == EACCES || errno == ELOOP ? RQ_EACCES : RQ_ESYS;
-    struct stat st;
-    int rc = fstat(fd, &st) != 0 ? RQ_ESYS : !S_ISREG(st.st_mode) ? RQ_ECORRUPT : check_owner_and_mode(st, group);
-    if (rc != RQ_OK) {
-        ::close(fd);
-        return rc;
-    }
-    out = fd;
-    return RQ_OK;
 }
 
 }  // namespace
@@ -281,8 +266,7 @@ int Engine::map_segment(const char *segment, const rq_open_options *opts) {
     bool group = (o.flags & RQ_OPEN_GROUP) != 0;
     name_ = segment;
 
-    int rc = open_lock_file(name_, group, lock_fd_);
-    if (rc != RQ_OK) return rc;
+    int rc = RQ_OK;
     uint8_t boot[16];
     read_boot_id(boot);
     for (int attempt = 0; attempt < 8; ++attempt) {
@@ -297,40 +281,53 @@ int Engine::map_segment(const char *segment, const rq_open_options *opts) {
         if (rc != RQ_OK) return rc;
         const Header &h = *static_cast<const Header *>(m.region->get_address());
         if (std::memcmp(h.boot_id, boot, 16) != 0) {
-            uint8_t stale[16];
-            std::memcpy(stale, h.boot_id, 16);
             m.region.reset();
+            rc = replace_if_stale(name_, o, m.shm_fd);
             ::close(m.shm_fd);
-            rc = replace_if_stale(name_, o, lock_fd_, stale);
             if (rc != RQ_OK) return rc;
             continue;
         }
         view_.base = static_cast<std::byte *>(m.region->get_address());
         view_.geo = g;
-        shm_fd_ = m.shm_fd;
+        fd_ = m.shm_fd;
+        struct stat st;
+        if (fstat(fd_, &st) != 0) return RQ_ESYS;
+        ino_ = st.st_ino;
+        dev_ = st.st_dev;
         region_ = m.region.release();
         return RQ_OK;
     }
     return RQ_EINTERNAL;
 }
 
+// A forked child's own open file description of the same segment file.
+int Engine::reopen_segment_fd() {
+    int fd = ::open((kShmDir + name_).c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) return RQ_ESYS;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_ino != ino_ || st.st_dev != dev_) {
+        ::close(fd);
+        return RQ_ESYS;  // the name now refers to another segment: ours was removed
+    }
+    fd_ = fd;
+    return RQ_OK;
+}
+
 void Engine::unmap_segment() noexcept {
     delete region_;
     region_ = nullptr;
     view_ = View{};
-    if (shm_fd_ >= 0) ::close(shm_fd_);
-    shm_fd_ = -1;
-    if (lock_fd_ >= 0) ::close(lock_fd_);
-    lock_fd_ = -1;
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
 }
 
-int ofd_try_lock(int fd, uint32_t byte) { return ofd_lock(fd, static_cast<off_t>(byte), F_WRLCK, F_OFD_SETLK); }
-void ofd_unlock(int fd, uint32_t byte) { ofd_lock(fd, static_cast<off_t>(byte), F_UNLCK, F_OFD_SETLK); }
-bool ofd_locked_by_other(int fd, uint32_t byte) {
+int ofd_try_lock(int fd, uint32_t p) { return ofd_lock(fd, kProcLockBase + p, F_WRLCK, F_OFD_SETLK); }
+void ofd_unlock(int fd, uint32_t p) { ofd_lock(fd, kProcLockBase + p, F_UNLCK, F_OFD_SETLK); }
+bool ofd_locked_by_other(int fd, uint32_t p) {
     struct flock fl {};
     fl.l_type = F_WRLCK;
     fl.l_whence = SEEK_SET;
-    fl.l_start = static_cast<off_t>(byte);
+    fl.l_start = kProcLockBase + p;
     fl.l_len = 1;
     if (fcntl(fd, F_OFD_GETLK, &fl) != 0) return true;  // cannot tell: assume alive
     return fl.l_type != F_UNLCK;

@@ -83,6 +83,8 @@ TEST_CASE("bad definitions get RQ_EINVAL") {
     CHECK(bad(rate(10, RQ_MAX_PERIOD_NS + 1)) == RQ_EINVAL);                       // too long
     CHECK(bad(rate(10, kSec, RQ_MAX_AMOUNT + 1)) == RQ_EINVAL);                    // absurd burst
     CHECK(bad(rate(2000, 1000)) == RQ_EINVAL);                                     // > 1 unit per ns
+    CHECK(bad(rate(11, 1000)) == RQ_EINVAL);                                       // inexact, < 100 ns per unit
+    CHECK(bad(rate(10, 1000)) == RQ_OK);                                           // exact 100 ns per unit
     CHECK(bad(rate(1, RQ_MAX_PERIOD_NS, RQ_MAX_AMOUNT)) == RQ_EINVAL);            // bucket deeper than 2^62 ns
     CHECK(bad(conc(0)) == RQ_EINVAL);
     CHECK(bad(rq_limit{RQ_LIMIT_CONCURRENCY, 0, 5, kSec, 0}) == RQ_EINVAL);        // period on concurrency

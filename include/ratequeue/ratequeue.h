@@ -106,7 +106,8 @@ typedef struct rq_open_options {
 #define RQ_OPEN_GROUP 1u
 
 /* Opens (and creates if missing) the segment NAME: the POSIX shm object
- * "/NAME" (/dev/shm/NAME), with the companion lock file /dev/shm/NAME.lock.
+ * "/NAME" (/dev/shm/NAME). There are no companion files: liveness locks are
+ * OFD locks on the segment file itself.
  * segment NULL: $RATEQUEUE_SEGMENT, else "ratequeue". Names are 1..200 bytes
  * of [A-Za-z0-9._-].
  *
@@ -139,7 +140,8 @@ RQ_API void rq_close(rq_client *c);
  * Names: 1..RQ_MAX_NAME printable ASCII bytes, no spaces.
  * Errors: RQ_EINVAL (name, kind, cost, amount 0 or > RQ_MAX_AMOUNT, period
  * outside [RQ_MIN_PERIOD_NS, RQ_MAX_PERIOD_NS], burst > RQ_MAX_AMOUNT, faster
- * than 1 unit per ns, period set on a concurrency limit), RQ_ECONFLICT,
+ * than 1 unit per ns, or faster than 1 unit per 100 ns when period/amount is
+ * not a whole number of ns, period set on a concurrency limit), RQ_ECONFLICT,
  * RQ_ENOSPC (resource table full), RQ_ECORRUPT.
  * Cost: takes the segment's define lock; not for hot paths. */
 RQ_API int rq_define(rq_client *c, const char *resource, const rq_limit *limits, size_t n,
