@@ -106,7 +106,14 @@ int Engine::acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_perm
     if (is_try) {
         // Never barge: with anyone queued, a try fails without taking a ticket.
         QueueWord q = QueueWord::unpack(res.queue.load(boost::memory_order_seq_cst));
-        if (q.head != q.tail) return RQ_EAGAIN;
+        if (q.head != q.tail) {
+            // But a dead head would fail every try forever: check its owner
+            // (one fcntl, only on this path).
+            rc = reclaim_ticket_owner(r, q.head);
+            if (rc != RQ_OK) return rc;
+            q = QueueWord::unpack(res.queue.load(boost::memory_order_seq_cst));
+            if (q.head != q.tail) return RQ_EAGAIN;
+        }
     }
     uint32_t ticket;
     rc = enqueue(r, ticket);
@@ -125,8 +132,9 @@ int Engine::acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_perm
     crash_point(CrashPoint::kBeforePass);
     if (rc == RQ_ETIMEDOUT) res.counters.timeouts.fetch_add(1, boost::memory_order_relaxed);
     if (rc == RQ_E2BIG) res.counters.too_big.fetch_add(1, boost::memory_order_relaxed);
-    int prc = pass_head(r, ticket);
-    return rc != RQ_OK ? rc : prc;
+    // Once served, the permit stands: a damaged queue shows on the next call.
+    pass_head(r, ticket);
+    return rc;
 }
 
 // As head: take from every limit at one instant, or wait until they allow it.

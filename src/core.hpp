@@ -7,6 +7,7 @@
 #include "layout.hpp"
 #include "ratequeue/ratequeue.h"
 
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -26,9 +27,15 @@ namespace rq::detail {
 // of these; each check costs one wake-up plus one fcntl (a few microseconds),
 // so a watcher spends about 0.3 ms of CPU per second.
 inline constexpr int64_t kWatchNs = 20'000'000;
-// Waiters at this distance from the head or closer sleep with the bound above;
-// the rest sleep until woken. Two, so that one death at any instruction never
-// leaves the waiter right behind a dead head in an unbounded sleep.
+// Every other waiter sleeps at most this long, as a backstop for the case
+// where the kWatchDistance + 1 processes at the front all die at once: a
+// wake-up costs a few microseconds, so a waiter spends about 5 us of CPU per
+// second, and that multiple-death case recovers within about a second.
+inline constexpr int64_t kBackstopNs = 1'000'000'000;
+// The first tickets of the first kWatchDistance + 1 processes in a queue sleep
+// with the bound above (see queue.cpp); the rest sleep until woken. Two, so
+// that one process dying at any instruction, even while passing the head on,
+// never leaves the live waiters without a watcher.
 inline constexpr uint32_t kWatchDistance = 2;
 // Spins on a contended lock word before sleeping; a lock is held for a few
 // dozen instructions (about 50 ns), so 100 pauses cover an uncontended holder.
@@ -56,6 +63,21 @@ struct Limits {
 // Validates user limits and fills derived fields. RQ_EINVAL when bad.
 int normalize_limits(const rq_limit *in, size_t n, Limits &out);
 bool same_limits(const Limits &a, const Limits &b);
+
+// The watchers at the front of a queue (queue.cpp, scan_front).
+inline constexpr uint32_t kNoOwner = UINT32_MAX;
+struct Front {
+    uint32_t ticket[kWatchDistance + 1];
+    uint32_t owner[kWatchDistance + 1];
+    uint32_t n = 0;
+    bool full() const { return n == kWatchDistance + 1; }
+    bool has(uint32_t o) const {
+        for (uint32_t i = 0; i < n; ++i) {
+            if (owner[i] == o) return true;
+        }
+        return false;
+    }
+};
 
 // A non-owning reference to a `bool()` callable (no allocation).
 class SleepCheck {
@@ -137,6 +159,7 @@ private:
     // lock.cpp
     int lock(Shared<uint32_t> &word, bool define_lock, uint32_t r);
     int take_over_lock(Shared<uint32_t> &word, uint32_t dead, bool define_lock, uint32_t r);
+    int break_dead_lock(Shared<uint32_t> &word, uint32_t owner, bool define_lock, uint32_t r);
     void unlock(Shared<uint32_t> &word);
     void return_holdings(uint32_t r, uint32_t p);
     int conc_update(uint32_t r, uint32_t p, int64_t d_req, int64_t d_load, CrashPoint cp);
@@ -145,7 +168,7 @@ private:
     // queue.cpp
     int enqueue(uint32_t r, uint32_t &ticket);
     int wait_turn(uint32_t r, uint32_t ticket, int64_t deadline);
-    uint32_t live_ahead(uint32_t r, uint32_t head, uint32_t t, uint32_t limit);
+    void scan_front(uint32_t r, uint32_t head, uint32_t stop, Front &f);
     int pass_head(uint32_t r, uint32_t ticket);
     void abandon(uint32_t r, uint32_t ticket);
     int abandon_owned(uint32_t r, uint32_t p);
@@ -153,7 +176,6 @@ private:
     int head_sleep(uint32_t r, uint32_t ticket, SlotState how, int64_t until, const SleepCheck &still);
     void wake_head(uint32_t r, bool conc_only);
     int reclaim_ticket_owner(uint32_t r, uint32_t x);
-    int reclaim_dead_between(uint32_t r, uint32_t head, uint32_t t);
     int reclaim_dead_behind(uint32_t r, uint32_t head);
     // client.cpp
     int serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, bool is_try, Limits &lim,
@@ -171,6 +193,7 @@ private:
     uint32_t me_gen_ = 0;
     uint64_t fork_gen_ = 0;
     std::mutex register_mu_;         // guards re-registration after fork
+    std::atomic<int> busy_{0};       // threads holding or taking a lock word (lock.cpp)
 };
 
 // Liveness locks (segment.cpp): process slot p owns the OFD write lock on byte

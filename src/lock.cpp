@@ -23,6 +23,10 @@ namespace rq::detail {
 
 int Engine::lock(Shared<uint32_t> &word, bool define_lock, uint32_t r) {
     const uint32_t mine = me_ + 1;
+    // Threads of this process holding or trying a lock word; counted before
+    // the CAS, so a word naming our slot while we are the only one counted
+    // can only be stale (damage): see below.
+    busy_.fetch_add(1, std::memory_order_relaxed);
     for (int i = 0; i < kLockSpins; ++i) {
         uint32_t expected = 0;
         // acquire: pairs with unlock()'s release exchange.
@@ -50,19 +54,73 @@ int Engine::lock(Shared<uint32_t> &word, bool define_lock, uint32_t r) {
         FutexResult res = futex_wait(&word, v, check_at);
         if (res != FutexResult::kTimedOut) continue;
         check_at = now_ns() + kWatchNs;
-        uint32_t owner = (v & kLockOwnerMask) - 1;
-        if (owner == me_) return RQ_EINTERNAL;  // would wait for ourselves forever
+        const uint32_t owner = (v & kLockOwnerMask) - 1;
+        if (owner == me_) {
+            // Our own slot: another thread of this process holds it, unless
+            // no other thread of ours is anywhere near a lock.
+            if (busy_.load(std::memory_order_relaxed) > 1) continue;
+            uint32_t expected = v;
+            if (word.compare_exchange_strong(expected, mine | kLockWaiters, boost::memory_order_acquire,
+                                             boost::memory_order_relaxed)) {
+                define_lock ? undo_define() : undo_resource(r);
+                return RQ_OK;
+            }
+            continue;
+        }
         if (owner < view_.geo.max_processes && alive(owner)) continue;
-        // Dead (or a value no live process could have written): break it.
-        int rc = take_over_lock(word, owner, define_lock, r);
-        if (rc == RQ_OK) return rc;
+        int rc = break_dead_lock(word, owner, define_lock, r);
+        if (rc > 0) {
+            busy_.fetch_sub(1, std::memory_order_relaxed);  // take_over_lock counted it again
+            return RQ_OK;  // the lock is ours now
+        }
+        if (rc < 0) {
+            busy_.fetch_sub(1, std::memory_order_relaxed);
+            return rc;
+        }
     }
 }
 
+// The owner of `word` is dead. A lock word names only a slot, and a new
+// process may take that slot over and write the same value into the word, so
+// a lock is broken only under the reclaim claim on the dead owner's slot,
+// which keeps the slot from being reused meanwhile. Returns 1 when the lock
+// is ours now, 0 when it was (or will be) broken by a reclaim and the caller
+// should wait on the word again, or an error.
+int Engine::break_dead_lock(Shared<uint32_t> &word, uint32_t owner, bool define_lock, uint32_t r) {
+    auto take = [&] {
+        int rc = take_over_lock(word, owner, define_lock, r);
+        return rc == RQ_OK ? 1 : rc;
+    };
+    // A value no process can have written: no reuse to fear.
+    if (owner >= view_.geo.max_processes) return take();
+    Process &proc = view_.process(owner);
+    uint64_t raw = proc.word.load(boost::memory_order_acquire);
+    ProcWord w = ProcWord::unpack(raw);
+    if (w.state == ProcState::kReclaiming && w.by == me_) return take();
+    if (w.state != ProcState::kFree) {
+        int rc = reclaim_if_dead(owner);  // its reclaim steps break the lock
+        return rc < 0 ? rc : 0;
+    }
+    // A free slot that still holds a lock: only damage leaves that behind.
+    // Claim the slot so it cannot be registered while we break the lock.
+    const uint64_t claim = ProcWord{w.gen, ProcState::kReclaiming, me_}.pack();
+    if (!proc.word.compare_exchange_strong(raw, claim, boost::memory_order_acq_rel)) return 0;
+    int rc = take();
+    uint64_t expected = claim;
+    proc.word.compare_exchange_strong(expected, raw, boost::memory_order_acq_rel);
+    return rc;
+}
+
+// Takes the lock from the dead owner `dead` (or, if it changed hands, waits
+// for it as lock() does). Either way the caller then holds it, counted in busy_.
 int Engine::take_over_lock(Shared<uint32_t> &word, uint32_t dead, bool define_lock, uint32_t r) {
+    busy_.fetch_add(1, std::memory_order_relaxed);
     for (;;) {
         uint32_t v = word.load(boost::memory_order_acquire);
-        if ((v & kLockOwnerMask) != dead + 1) return lock(word, define_lock, r);
+        if ((v & kLockOwnerMask) != dead + 1) {
+            busy_.fetch_sub(1, std::memory_order_relaxed);
+            return lock(word, define_lock, r);
+        }
         if (word.compare_exchange_strong(v, (me_ + 1) | (v & kLockWaiters), boost::memory_order_acquire,
                                          boost::memory_order_relaxed)) {
             if (define_lock) {
@@ -78,6 +136,7 @@ int Engine::take_over_lock(Shared<uint32_t> &word, uint32_t dead, bool define_lo
 void Engine::unlock(Shared<uint32_t> &word) {
     // release: pairs with the acquire CAS of the next owner.
     uint32_t old = word.exchange(0, boost::memory_order_release);
+    busy_.fetch_sub(1, std::memory_order_relaxed);
     if ((old & kLockWaiters) != 0) futex_wake(&word, 1);
 }
 

@@ -144,34 +144,30 @@ int Engine::register_process() {
     return RQ_ENOSPC;
 }
 
-// Brings slot p to kFree, reclaiming what a dead owner left. The caller has
-// established that the owner seen in `raw` is gone (it holds p's OFD byte, or
-// it is closing its own slot).
+// Brings slot p to kFree, reclaiming what a dead owner left. `raw` is the
+// word the caller saw when it established that owner's death (it holds p's
+// lock byte, or it is closing its own slot); only that generation is touched:
+// a newer one belongs to a live process that registered meanwhile.
 int Engine::reclaim_slot(uint32_t p, uint64_t raw) {
     Process &proc = view_.process(p);
+    const uint32_t gen = ProcWord::unpack(raw).gen;
     for (int tries = 0; tries < 1000; ++tries) {
         ProcWord w = ProcWord::unpack(raw);
-        switch (w.state) {
-            case ProcState::kFree: return RQ_OK;
-            case ProcState::kLive:
-            case ProcState::kReclaiming: {
-                if (w.state == ProcState::kReclaiming && w.by != p && w.by != me_ &&
-                    w.by < view_.geo.max_processes && alive(w.by)) {
-                    return RQ_EAGAIN;  // a live reclaimer is on it
-                }
-                uint64_t claim = ProcWord{w.gen, ProcState::kReclaiming, me_}.pack();
-                if (!proc.word.compare_exchange_strong(raw, claim, boost::memory_order_acq_rel)) continue;
-                int rc = reclaim_steps(p);
-                if (rc != RQ_OK) return rc;
-                uint64_t expected = claim;
-                proc.word.compare_exchange_strong(expected, ProcWord{w.gen, ProcState::kFree, 0}.pack(),
-                                                  boost::memory_order_acq_rel);
-                view_.header().reclaims.fetch_add(1, boost::memory_order_relaxed);
-                raw = proc.word.load(boost::memory_order_acquire);
-                continue;
-            }
-            default: return RQ_ECORRUPT;
+        if (w.gen != gen || w.state == ProcState::kFree) return RQ_OK;
+        if (w.state != ProcState::kLive && w.state != ProcState::kReclaiming) return RQ_ECORRUPT;
+        if (w.state == ProcState::kReclaiming && w.by != me_ && w.by < view_.geo.max_processes && alive(w.by)) {
+            return RQ_EAGAIN;  // a live reclaimer is on it
         }
+        const uint64_t claim = ProcWord{gen, ProcState::kReclaiming, me_}.pack();
+        // acq_rel: pairs with other claimers and with the registrant's CAS.
+        if (raw != claim && !proc.word.compare_exchange_strong(raw, claim, boost::memory_order_acq_rel)) continue;
+        int rc = reclaim_steps(p);
+        if (rc != RQ_OK) return rc;
+        uint64_t expected = claim;
+        proc.word.compare_exchange_strong(expected, ProcWord{gen, ProcState::kFree, 0}.pack(),
+                                          boost::memory_order_acq_rel);
+        view_.header().reclaims.fetch_add(1, boost::memory_order_relaxed);
+        return RQ_OK;
     }
     return RQ_EINTERNAL;
 }

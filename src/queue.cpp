@@ -13,10 +13,15 @@
 // word says its owner sleeps, and a pass wakes only the next owner (and, when
 // needed, the one behind it so that it starts watching): no thundering herd.
 //
-// Liveness: waiters within kWatchDistance of the head sleep at most kWatchNs;
-// the one directly behind the head checks, when the head has not moved for
-// that long, whether the head's owner is alive, and reclaims it if not.
-// Everyone further back sleeps until woken. So 1,000 waiters cost what two do.
+// Liveness: a process dies with all its tickets, so watching is per process.
+// The watchers are the first tickets of the first kWatchDistance + 1 distinct
+// owners in the queue (the head's owner first): they sleep at most kWatchNs
+// and, when the head has not moved for that long, check that the owners ahead
+// of them are alive (the head checks those behind it), reclaiming any that is
+// not. It takes kWatchDistance + 1 processes dying at once to leave no live
+// watcher; for that case everyone else wakes every kBackstopNs and, if the
+// head has not moved meanwhile, checks the front too. So 1,000 waiters cost
+// about what three do, plus one wake-up a second each.
 #include "clock.hpp"
 #include "core.hpp"
 #include "futex.hpp"
@@ -81,18 +86,22 @@ int Engine::enqueue(uint32_t r, uint32_t &ticket) {
     return RQ_EINTERNAL;
 }
 
-// Live tickets in [head, t): the head, plus queued tickets not abandoned.
-// Stops counting at `limit`; reads at most t - head slots.
-uint32_t Engine::live_ahead(uint32_t r, uint32_t head, uint32_t t, uint32_t limit) {
-    uint32_t live = 0;
-    for (uint32_t x = head; x != t && live < limit; ++x) {
-        if (x != head) {
-            SlotWord sw = SlotWord::unpack(view_.slot(r, x).word.load(kSeqCst));
-            if (sw.ticket == tbits(x) && sw.state == SlotState::kAbandoned) continue;
-        }
-        ++live;
+// Collects, in queue order over [head, stop), the first ticket of each
+// distinct owner, the head's first, until kWatchDistance + 1 owners are seen.
+// Abandoned tickets after the head are skipped; slots that do not name their
+// ticket (damage) count as one more owner, kNoOwner. Reads at most
+// stop - head <= queue_slots slot words.
+void Engine::scan_front(uint32_t r, uint32_t head, uint32_t stop, Front &f) {
+    f.n = 0;
+    for (uint32_t x = head; x != stop && !f.full(); ++x) {
+        SlotWord sw = SlotWord::unpack(view_.slot(r, x).word.load(kSeqCst));
+        uint32_t owner = sw.ticket == tbits(x) ? sw.owner : kNoOwner;
+        if (x != head && owner != kNoOwner && sw.state == SlotState::kAbandoned) continue;
+        if (f.has(owner)) continue;
+        f.ticket[f.n] = x;
+        f.owner[f.n] = owner;
+        ++f.n;
     }
-    return live;
 }
 
 int Engine::wait_turn(uint32_t r, uint32_t t, int64_t deadline) {
@@ -101,6 +110,7 @@ int Engine::wait_turn(uint32_t r, uint32_t t, int64_t deadline) {
     const uint32_t n = view_.geo.queue_slots;
     uint32_t watched_head = t;  // no head watched yet
     int64_t watched_since = 0;
+    const uint32_t first_head = QueueWord::unpack(res.queue.load(kSeqCst)).head;
     for (;;) {
         QueueWord q = QueueWord::unpack(res.queue.load(kSeqCst));
         if (q.head == t) return RQ_OK;
@@ -116,22 +126,36 @@ int Engine::wait_turn(uint32_t r, uint32_t t, int64_t deadline) {
         }
         if (sw.state != SlotState::kWaiting) return RQ_EINTERNAL;
         int64_t now = now_ns();
-        if (now >= deadline) return RQ_ETIMEDOUT;
-        // Distance in live waiters: abandoned tickets ahead of us do not count.
-        const uint32_t ahead = live_ahead(r, q.head, t, kWatchDistance + 1);
-        const bool timed = ahead <= kWatchDistance;
-        if (timed) {
-            // Watch duty: when the head has not moved for kWatchNs, check that
-            // the head and everyone between it and us are alive.
-            if (q.head != watched_head) {
-                watched_head = q.head;
-                watched_since = now;
-            } else if (now - watched_since >= kWatchNs) {
-                int rc = reclaim_dead_between(r, q.head, t);
-                if (rc != RQ_OK) return rc;
-                watched_since = now;
-                continue;
+        Front f;
+        if (now >= deadline) {
+            // Short timeouts never reach the watch interval: if the head did
+            // not move during our whole wait, check the front once on the way
+            // out, so that a dead head cannot outlast every impatient caller.
+            if (q.head == first_head) {
+                scan_front(r, q.head, t, f);
+                for (uint32_t i = 0; i < f.n; ++i) {
+                    if (f.owner[i] != me_) reclaim_ticket_owner(r, f.ticket[i]);
+                }
             }
+            return RQ_ETIMEDOUT;
+        }
+        // Are we a watcher: our process's first ticket, behind at most
+        // kWatchDistance other processes?
+        scan_front(r, q.head, t, f);
+        const bool timed = !f.full() && !f.has(me_);
+        // Watch duty: when the head has not moved for kWatchNs (kBackstopNs
+        // for the others), check that the owners at the front are alive.
+        if (q.head != watched_head) {
+            watched_head = q.head;
+            watched_since = now;
+        } else if (now - watched_since >= (timed ? kWatchNs : kBackstopNs)) {
+            for (uint32_t i = 0; i < f.n; ++i) {
+                if (f.owner[i] == me_) continue;
+                int rc = reclaim_ticket_owner(r, f.ticket[i]);
+                if (rc != RQ_OK) return rc;
+            }
+            watched_since = now;
+            continue;
         }
         const uint64_t sv = with_state(sw, timed ? SlotState::kWatching : SlotState::kSleeping);
         if (!s.word.compare_exchange_strong(v, sv, kSeqCst)) continue;
@@ -139,12 +163,17 @@ int Engine::wait_turn(uint32_t r, uint32_t t, int64_t deadline) {
         // word or a slot ahead of us, then read our slot; we published our
         // sleep state, now read theirs again.
         QueueWord q2 = QueueWord::unpack(res.queue.load(kSeqCst));
-        if (q2.head == t || (!timed && live_ahead(r, q2.head, t, kWatchDistance + 1) <= kWatchDistance)) {
+        bool now_watcher = false;
+        if (!timed && q2.head != t) {
+            scan_front(r, q2.head, t, f);
+            now_watcher = !f.full() && !f.has(me_);
+        }
+        if (q2.head == t || now_watcher) {
             uint64_t e = sv;
             s.word.compare_exchange_strong(e, with_state(sw, SlotState::kWaiting), kSeqCst);
             continue;
         }
-        int64_t until = timed ? std::min(deadline, now + kWatchNs) : deadline;
+        int64_t until = std::min(deadline, now + (timed ? kWatchNs : kBackstopNs));
         futex_wait(&s.word, static_cast<uint32_t>(sv), until);
         uint64_t e = sv;
         // Fails when we were granted or promoted meanwhile; the loop reads why.
@@ -157,9 +186,10 @@ int Engine::wait_turn(uint32_t r, uint32_t t, int64_t deadline) {
 // ticket behind) gets its ticket abandoned directly.
 int Engine::reclaim_ticket_owner(uint32_t r, uint32_t x) {
     Slot &s = view_.slot(r, x);
-    const bool is_head = QueueWord::unpack(view_.resource(r).queue.load(kSeqCst)).head == x;
     uint64_t v = s.word.load(kSeqCst);
     SlotWord sw = SlotWord::unpack(v);
+    // Read after the slot: if x is still head, the slot still belongs to x.
+    const bool is_head = QueueWord::unpack(view_.resource(r).queue.load(kSeqCst)).head == x;
     if (sw.ticket != tbits(x)) {
         // Below the tail every ticket was claimed; a head whose slot names
         // another ticket can only come from a damaged segment.
@@ -186,26 +216,16 @@ int Engine::reclaim_ticket_owner(uint32_t r, uint32_t x) {
     return RQ_OK;
 }
 
-// For a waiter near the front: the head and every ticket up to t.
-int Engine::reclaim_dead_between(uint32_t r, uint32_t head, uint32_t t) {
-    for (uint32_t x = head; x != t; ++x) {
-        int rc = reclaim_ticket_owner(r, x);
-        if (rc != RQ_OK) return rc;
-    }
-    return RQ_OK;
-}
-
-// For a waiting head: the first kWatchDistance live tickets behind it, so
-// that the ones watching it are alive.
+// For a waiting head: the watchers behind it, so that the ones watching it
+// are alive.
 int Engine::reclaim_dead_behind(uint32_t r, uint32_t head) {
     QueueWord q = QueueWord::unpack(view_.resource(r).queue.load(kSeqCst));
-    uint32_t live = 0;
-    for (uint32_t x = head + 1; live < kWatchDistance && x - q.head < q.tail - q.head; ++x) {
-        SlotWord sw = SlotWord::unpack(view_.slot(r, x).word.load(kSeqCst));
-        if (sw.ticket != tbits(x)) break;
-        if (sw.state == SlotState::kAbandoned) continue;
-        ++live;
-        int rc = reclaim_ticket_owner(r, x);
+    if (head - q.head >= q.tail - q.head) return RQ_OK;
+    Front f;
+    scan_front(r, head, q.tail, f);
+    for (uint32_t i = 1; i < f.n; ++i) {
+        if (f.owner[i] == me_) continue;
+        int rc = reclaim_ticket_owner(r, f.ticket[i]);
         if (rc != RQ_OK) return rc;
     }
     return RQ_OK;
@@ -246,7 +266,12 @@ int Engine::pass_head(uint32_t r, uint32_t t) {
             if (tries > 1000) return RQ_ECORRUPT;
             uint64_t v = s.word.load(kSeqCst);
             SlotWord sw = SlotWord::unpack(v);
-            if (sw.ticket != tbits(next)) return RQ_ECORRUPT;  // below tail, so it must be claimed
+            if (sw.ticket != tbits(next)) {
+                // Below the tail, so it was claimed; unless its owner saw
+                // head == next, served, passed, and the slot was reused since.
+                if (QueueWord::unpack(res.queue.load(kSeqCst)).head != next) return RQ_OK;
+                return RQ_ECORRUPT;
+            }
             if (sw.state == SlotState::kAbandoned) break;
             if (head_state(sw.state)) return RQ_OK;
             if (!queued_state(sw.state)) return RQ_ECORRUPT;
@@ -272,23 +297,20 @@ int Engine::pass_head(uint32_t r, uint32_t t) {
     return RQ_ECORRUPT;
 }
 
-// Wakes untimed sleepers among the first kWatchDistance live tickets after
-// h so that they re-evaluate (and sleep bounded, or watch). The new state is
-// kWatching, not kWaiting: if we die before the futex_wake, a later grant
-// still sees a sleeper and wakes it.
-void Engine::promote_behind(uint32_t r, uint32_t h) {
-    Resource &res = view_.resource(r);
-    QueueWord q = QueueWord::unpack(res.queue.load(kSeqCst));
-    uint32_t live = 0;
-    for (uint32_t t = h + 1; live < kWatchDistance && t - q.head < q.tail - q.head; ++t) {
-        Slot &s = view_.slot(r, t);
+// Wakes untimed sleepers that are now watchers (see scan_front) so that they
+// sleep bounded. The new state is kWatching, not kWaiting: if we die before
+// the futex_wake, a later grant still sees a sleeper and wakes it.
+void Engine::promote_behind(uint32_t r, uint32_t) {
+    QueueWord q = QueueWord::unpack(view_.resource(r).queue.load(kSeqCst));
+    if (q.tail - q.head < 2) return;
+    Front f;
+    scan_front(r, q.head, q.tail, f);
+    for (uint32_t i = 1; i < f.n; ++i) {
+        Slot &s = view_.slot(r, f.ticket[i]);
         uint64_t v = s.word.load(kSeqCst);
         SlotWord sw = SlotWord::unpack(v);
-        if (sw.ticket != tbits(t)) break;
-        if (sw.state == SlotState::kAbandoned) continue;
-        ++live;
-        if (sw.state == SlotState::kSleeping &&
-            s.word.compare_exchange_strong(v, with_state(sw, SlotState::kWatching), kSeqCst)) {
+        if (sw.ticket != tbits(f.ticket[i]) || sw.state != SlotState::kSleeping) continue;
+        if (s.word.compare_exchange_strong(v, with_state(sw, SlotState::kWatching), kSeqCst)) {
             futex_wake(&s.word, 1);
         }
     }

@@ -107,6 +107,7 @@ bool sane(const Limit &l) {
     u128 hi = static_cast<u128>(l.request_ns) * l.amount;
     if (lo >= l.period_ns || hi < l.period_ns) return false;
     if (l.unit_ns != 0 && static_cast<u128>(l.unit_ns) * l.amount != l.period_ns) return false;
+    if (l.unit_ns == 0 && l.request_ns <= kMinInexactUnitNs) return false;  // derive_rate's rule
     // burst_ns == floor(burst * period / amount), checked by multiplication.
     u128 depth = static_cast<u128>(l.burst) * l.period_ns;
     if (static_cast<u128>(l.burst_ns) * l.amount > depth || static_cast<u128>(l.burst_ns + 1) * l.amount <= depth) {

@@ -260,3 +260,47 @@ TEST_CASE("SIGKILL of a reclaimer half way: another takes the claim over") {
     check_clean(peek, "r1");
     check_clean(peek, "r2");
 }
+
+TEST_CASE("a dead head does not outlast callers that only try or wait briefly") {
+    Segment seg;
+    Client c(seg.name);
+    rq_limit l[] = {conc(1)};
+    REQUIRE(rq_define(c, "brief", l, 1, 0) == RQ_OK);
+    Peek peek(seg.name);
+    rq_permit held;
+    REQUIRE(rq_acquire(c, "brief", 1, -1, &held) == RQ_OK);
+    pid_t head = spawn([&] {
+        rq_client *cc = open_or_die(seg);
+        rq_permit p;
+        rq_acquire(cc, "brief", 1, -1, &p);
+        return 10;
+    });
+    REQUIRE(eventually([&] { return peek.queued("brief") == 1; }));
+    kill(head, SIGKILL);
+    reap(head);
+    REQUIRE(rq_release(c, &held) == RQ_OK);
+    // No caller ever waits as long as the watch interval: the try itself
+    // checks the head it would otherwise give up behind.
+    rq_permit p;
+    int64_t t0 = now_ns();
+    CHECK(rq_acquire(c, "brief", 1, 0, &p) == RQ_OK);
+    report("dead head, try-acquire", now_ns() - t0);
+    CHECK(rq_release(c, &p) == RQ_OK);
+    // Same with 5 ms timeouts.
+    REQUIRE(rq_acquire(c, "brief", 1, -1, &held) == RQ_OK);
+    head = spawn([&] {
+        rq_client *cc = open_or_die(seg);
+        rq_permit q;
+        rq_acquire(cc, "brief", 1, -1, &q);
+        return 10;
+    });
+    REQUIRE(eventually([&] { return peek.queued("brief") == 1; }));
+    kill(head, SIGKILL);
+    reap(head);
+    REQUIRE(rq_release(c, &held) == RQ_OK);
+    int rc = RQ_ETIMEDOUT;
+    for (int i = 0; i < 10 && rc == RQ_ETIMEDOUT; ++i) rc = rq_acquire(c, "brief", 1, 5'000'000, &p);
+    CHECK(rc == RQ_OK);
+    if (rc == RQ_OK) CHECK(rq_release(c, &p) == RQ_OK);
+    check_clean(peek, "brief");
+}
