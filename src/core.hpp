@@ -154,6 +154,7 @@ private:
     int register_process();
     int reclaim_slot(uint32_t p, uint64_t raw_word);
     int reclaim_steps(uint32_t p);
+    void release_claims_of(uint32_t p);
     void unregister_process();
     int ensure_registered();
     // lock.cpp
@@ -193,7 +194,7 @@ private:
     uint32_t me_gen_ = 0;
     uint64_t fork_gen_ = 0;
     std::mutex register_mu_;         // guards re-registration after fork
-    std::atomic<int> busy_{0};       // threads holding or taking a lock word (lock.cpp)
+    std::atomic<bool> registering_{false};  // in register_process: locks naming me_ are stale
 };
 
 // Liveness locks (segment.cpp): process slot p owns the OFD write lock on byte

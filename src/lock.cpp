@@ -23,10 +23,6 @@ namespace rq::detail {
 
 int Engine::lock(Shared<uint32_t> &word, bool define_lock, uint32_t r) {
     const uint32_t mine = me_ + 1;
-    // Threads of this process holding or trying a lock word; counted before
-    // the CAS, so a word naming our slot while we are the only one counted
-    // can only be stale (damage): see below.
-    busy_.fetch_add(1, std::memory_order_relaxed);
     for (int i = 0; i < kLockSpins; ++i) {
         uint32_t expected = 0;
         // acquire: pairs with unlock()'s release exchange.
@@ -56,27 +52,15 @@ int Engine::lock(Shared<uint32_t> &word, bool define_lock, uint32_t r) {
         check_at = now_ns() + kWatchNs;
         const uint32_t owner = (v & kLockOwnerMask) - 1;
         if (owner == me_) {
-            // Our own slot: another thread of this process holds it, unless
-            // no other thread of ours is anywhere near a lock.
-            if (busy_.load(std::memory_order_relaxed) > 1) continue;
-            uint32_t expected = v;
-            if (word.compare_exchange_strong(expected, mine | kLockWaiters, boost::memory_order_acquire,
-                                             boost::memory_order_relaxed)) {
-                define_lock ? undo_define() : undo_resource(r);
-                return RQ_OK;
-            }
-            continue;
+            // Our own slot: another thread of this process holds it. Except
+            // while we register into the slot (no thread of ours holds a lock
+            // then): the word is the dead former owner's.
+            if (!registering_.load(std::memory_order_relaxed)) continue;
+            return take_over_lock(word, owner, define_lock, r);
         }
         if (owner < view_.geo.max_processes && alive(owner)) continue;
         int rc = break_dead_lock(word, owner, define_lock, r);
-        if (rc > 0) {
-            busy_.fetch_sub(1, std::memory_order_relaxed);  // take_over_lock counted it again
-            return RQ_OK;  // the lock is ours now
-        }
-        if (rc < 0) {
-            busy_.fetch_sub(1, std::memory_order_relaxed);
-            return rc;
-        }
+        if (rc != 0) return rc > 0 ? RQ_OK : rc;  // 1: the lock is ours now
     }
 }
 
@@ -112,15 +96,11 @@ int Engine::break_dead_lock(Shared<uint32_t> &word, uint32_t owner, bool define_
 }
 
 // Takes the lock from the dead owner `dead` (or, if it changed hands, waits
-// for it as lock() does). Either way the caller then holds it, counted in busy_.
+// for it as lock() does). Either way the caller then holds it.
 int Engine::take_over_lock(Shared<uint32_t> &word, uint32_t dead, bool define_lock, uint32_t r) {
-    busy_.fetch_add(1, std::memory_order_relaxed);
     for (;;) {
         uint32_t v = word.load(boost::memory_order_acquire);
-        if ((v & kLockOwnerMask) != dead + 1) {
-            busy_.fetch_sub(1, std::memory_order_relaxed);
-            return lock(word, define_lock, r);
-        }
+        if ((v & kLockOwnerMask) != dead + 1) return lock(word, define_lock, r);
         if (word.compare_exchange_strong(v, (me_ + 1) | (v & kLockWaiters), boost::memory_order_acquire,
                                          boost::memory_order_relaxed)) {
             if (define_lock) {
@@ -136,7 +116,6 @@ int Engine::take_over_lock(Shared<uint32_t> &word, uint32_t dead, bool define_lo
 void Engine::unlock(Shared<uint32_t> &word) {
     // release: pairs with the acquire CAS of the next owner.
     uint32_t old = word.exchange(0, boost::memory_order_release);
-    busy_.fetch_sub(1, std::memory_order_relaxed);
     if ((old & kLockWaiters) != 0) futex_wake(&word, 1);
 }
 

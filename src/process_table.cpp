@@ -118,9 +118,16 @@ int Engine::register_process() {
             ProcWord w = ProcWord::unpack(proc.word.load(boost::memory_order_acquire));
             if (pass == 0 && w.state != ProcState::kFree) continue;
             if (ofd_try_lock(fd_, p) != 0) continue;  // a live process owns it
-            // The byte is ours: whoever had slot p is gone. Clean up after it.
+            // The byte is ours: whoever had slot p is gone. Clean up after it:
+            // what it left (even in a slot marked free, which only damage
+            // leaves holding anything), and claims it held on other slots.
+            // Until we are live, a lock word naming p is the old owner's.
             me_ = p;
-            int rc = reclaim_slot(p, proc.word.load(boost::memory_order_acquire));
+            registering_.store(true, std::memory_order_relaxed);
+            uint64_t raw = proc.word.load(boost::memory_order_acquire);
+            int rc = ProcWord::unpack(raw).state == ProcState::kFree ? reclaim_steps(p) : reclaim_slot(p, raw);
+            if (rc == RQ_OK) release_claims_of(p);
+            registering_.store(false, std::memory_order_relaxed);
             if (rc == RQ_OK) {
                 for (int tries = 0; tries < 1000; ++tries) {
                     uint64_t raw = proc.word.load(boost::memory_order_acquire);
@@ -162,8 +169,13 @@ int Engine::reclaim_slot(uint32_t p, uint64_t raw) {
         // acq_rel: pairs with other claimers and with the registrant's CAS.
         if (raw != claim && !proc.word.compare_exchange_strong(raw, claim, boost::memory_order_acq_rel)) continue;
         int rc = reclaim_steps(p);
-        if (rc != RQ_OK) return rc;
         uint64_t expected = claim;
+        if (rc != RQ_OK) {
+            // Give the claim back so that a later finder tries again.
+            proc.word.compare_exchange_strong(expected, ProcWord{gen, ProcState::kLive, 0}.pack(),
+                                              boost::memory_order_acq_rel);
+            return rc;
+        }
         proc.word.compare_exchange_strong(expected, ProcWord{gen, ProcState::kFree, 0}.pack(),
                                           boost::memory_order_acq_rel);
         view_.header().reclaims.fetch_add(1, boost::memory_order_relaxed);
@@ -198,32 +210,51 @@ void Engine::unregister_process() {
 }
 
 // The steps of reclaiming slot p: each is idempotent.
+// The steps of reclaiming slot p: each is idempotent. A resource that fails
+// (damage) does not stop the others; the first error is returned.
 int Engine::reclaim_steps(uint32_t p) {
     const uint32_t mine = p + 1;
+    int first_error = RQ_OK;
     for (uint32_t r = 0; r < view_.geo.max_resources; ++r) {
         Resource &res = view_.resource(r);
         if (res.state.load(boost::memory_order_acquire) != static_cast<uint32_t>(ResourceState::kReady)) continue;
         Holding &h = view_.holding(p, r);
         bool holds = h.req.load(boost::memory_order_relaxed) != 0 || h.load.load(boost::memory_order_relaxed) != 0;
         bool locked_by_p = (res.lock.load(boost::memory_order_relaxed) & kLockOwnerMask) == mine;
+        int rc = RQ_OK;
         if (holds || locked_by_p) {
-            int rc = locked_by_p ? take_over_lock(res.lock, p, false, r) : lock(res.lock, false, r);
-            if (rc != RQ_OK) return rc;
-            return_holdings(r, p);
-            unlock(res.lock);
-            wake_head(r, true);
+            rc = locked_by_p ? take_over_lock(res.lock, p, false, r) : lock(res.lock, false, r);
+            if (rc == RQ_OK) {
+                return_holdings(r, p);
+                unlock(res.lock);
+                wake_head(r, true);
+            }
         }
-        int rc = abandon_owned(r, p);
-        if (rc != RQ_OK) return rc;
+        if (rc == RQ_OK) rc = abandon_owned(r, p);
+        if (first_error == RQ_OK) first_error = rc;
         crash_point(CrashPoint::kInReclaim);
     }
     Header &hdr = view_.header();
     if ((hdr.define_lock.load(boost::memory_order_relaxed) & kLockOwnerMask) == mine) {
         int rc = take_over_lock(hdr.define_lock, p, true, 0);
-        if (rc != RQ_OK) return rc;
-        unlock(hdr.define_lock);
+        if (rc == RQ_OK) unlock(hdr.define_lock);
+        if (first_error == RQ_OK) first_error = rc;
     }
-    return RQ_OK;
+    return first_error;
+}
+
+// Claims that a former owner of slot p held on other slots (it died while
+// reclaiming them) would look alive once p is ours again: hand them back as
+// live-but-dead slots, so that the next finder reclaims them from the start.
+void Engine::release_claims_of(uint32_t p) {
+    for (uint32_t q = 0; q < view_.geo.max_processes; ++q) {
+        Process &proc = view_.process(q);
+        uint64_t raw = proc.word.load(boost::memory_order_acquire);
+        ProcWord w = ProcWord::unpack(raw);
+        if (q == p || w.state != ProcState::kReclaiming || w.by != p) continue;
+        proc.word.compare_exchange_strong(raw, ProcWord{w.gen, ProcState::kLive, 0}.pack(),
+                                          boost::memory_order_acq_rel);
+    }
 }
 
 }  // namespace rq::detail
