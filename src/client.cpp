@@ -93,10 +93,11 @@ int Engine::acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_perm
     if (rc == RQ_ENOENT && !valid_resource_name(nm)) return RQ_EINVAL;
     if (rc != RQ_OK) return rc;
     Resource &res = view_.resource(r);
-    Limits lim;
-    rc = read_limits(r, lim);
+    Limits scratch;
+    const Limits *lim;
+    rc = limits_of(r, scratch, lim);
     if (rc != RQ_OK) return rc;
-    if (never_fits_any(lim, load)) {
+    if (never_fits_any(*lim, load)) {
         res.counters.too_big.fetch_add(1, boost::memory_order_relaxed);
         return RQ_E2BIG;
     }
@@ -139,17 +140,19 @@ int Engine::acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_perm
 
 // As head: take from every limit at one instant, or wait until they allow it.
 int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, bool is_try,
-                  Limits &lim, rq_permit *out) {
+                  const Limits *limp, rq_permit *out) {
     Resource &res = view_.resource(r);
     promote_behind(r, ticket);
     crash_point(CrashPoint::kHeadBeforeServe);
+    Limits scratch;
     for (bool first = true;; first = false) {
         uint64_t cfg_word = res.config_word.load(boost::memory_order_acquire);
         if (!first) {
-            int rc = read_limits(r, lim);
+            int rc = limits_of(r, scratch, limp);
             if (rc != RQ_OK) return rc;
-            if (never_fits_any(lim, load)) return RQ_E2BIG;
+            if (never_fits_any(*limp, load)) return RQ_E2BIG;
         }
+        const Limits &lim = *limp;
         const int64_t now = now_ns();
         int64_t tat[kMaxLimits], new_tat[kMaxLimits];
         int64_t ready_at = 0;

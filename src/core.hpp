@@ -9,9 +9,11 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace boost::interprocess {
 class mapped_region;
@@ -140,7 +142,8 @@ public:
     uint32_t process_slot() const { return me_; }
     bool alive(uint32_t p) const;
     int lookup(std::string_view name, uint32_t &r) const;
-    int read_limits(uint32_t r, Limits &out) const;
+    int read_limits(uint32_t r, Limits &out, uint64_t *word = nullptr) const;
+    int limits_of(uint32_t r, Limits &scratch, const Limits *&out);
     void close_fd_after_fork() noexcept;
 
 private:
@@ -179,8 +182,9 @@ private:
     int reclaim_ticket_owner(uint32_t r, uint32_t x);
     int reclaim_dead_behind(uint32_t r, uint32_t head);
     // client.cpp
-    int serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, bool is_try, Limits &lim,
+    int serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, bool is_try, const Limits *lim,
               rq_permit *out);
+    [[gnu::cold]] int refresh_limits(uint32_t r, Limits &scratch, const Limits *&out);
     int reap_dead_holders(uint32_t r);
     int write_limits(uint32_t r, const Limits &lim);
     void carry_rate_debt(uint32_t r, const Limits &old_lim, const Limits &new_lim);
@@ -195,6 +199,16 @@ private:
     uint64_t fork_gen_ = 0;
     std::mutex register_mu_;         // guards re-registration after fork
     std::atomic<bool> registering_{false};  // in register_process: locks naming me_ are stale
+    // Checked copies of each resource's limits (resource.cpp, limits_of).
+    struct CachedLimits {
+        uint64_t config_word = 0;
+        Limits lim;
+    };
+    static constexpr uint32_t kMaxCachedVersions = 64;
+    std::unique_ptr<std::atomic<const CachedLimits *>[]> limit_cache_;
+    std::vector<uint32_t> cache_versions_;
+    std::vector<std::unique_ptr<CachedLimits>> cache_store_;
+    std::mutex cache_mu_;
 };
 
 // Liveness locks (segment.cpp): process slot p owns the OFD write lock on byte

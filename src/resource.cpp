@@ -118,7 +118,7 @@ bool sane(const Limit &l) {
 
 }  // namespace
 
-int Engine::read_limits(uint32_t r, Limits &out) const {
+int Engine::read_limits(uint32_t r, Limits &out, uint64_t *word) const {
     Resource &res = view_.resource(r);
     for (int attempt = 0; attempt < 64; ++attempt) {
         // acquire: pairs with write_limits()'s release store of the word.
@@ -143,9 +143,45 @@ int Engine::read_limits(uint32_t r, Limits &out) const {
             if (!sane(out.limit[i])) return RQ_ECORRUPT;
             out.has_conc |= out.limit[i].kind == RQ_LIMIT_CONCURRENCY;
         }
+        if (word != nullptr) *word = w1;
         return RQ_OK;
     }
     return RQ_ECORRUPT;
+}
+
+// Validated limits of resource r. Shared memory is read and checked once per
+// definition, not on every acquire: checked copies live in a per-process
+// cache keyed by the config word, and are immutable once published. A word
+// that changes while the fields do not (damage) cannot hurt: we go on using
+// the copy we checked. A resource whose word keeps changing (more than
+// kMaxCachedVersions definitions seen by this process) is read into `scratch`
+// each time instead, so a hostile writer cannot make the cache grow.
+int Engine::limits_of(uint32_t r, Limits &scratch, const Limits *&out) {
+    const uint64_t w = view_.resource(r).config_word.load(boost::memory_order_acquire);
+    // acquire: pairs with the release store in refresh_limits().
+    const CachedLimits *c = limit_cache_[r].load(std::memory_order_acquire);
+    if (c != nullptr && c->config_word == w) [[likely]] {
+        out = &c->lim;
+        return RQ_OK;
+    }
+    return refresh_limits(r, scratch, out);
+}
+
+int Engine::refresh_limits(uint32_t r, Limits &scratch, const Limits *&out) {
+    auto fresh = std::make_unique<CachedLimits>();
+    int rc = read_limits(r, fresh->lim, &fresh->config_word);
+    if (rc != RQ_OK) return rc;
+    std::lock_guard<std::mutex> guard(cache_mu_);
+    if (cache_versions_[r] >= kMaxCachedVersions) {
+        scratch = fresh->lim;
+        out = &scratch;
+        return RQ_OK;
+    }
+    ++cache_versions_[r];
+    out = &fresh->lim;
+    limit_cache_[r].store(fresh.get(), std::memory_order_release);
+    cache_store_.push_back(std::move(fresh));  // kept until the engine closes
+    return RQ_OK;
 }
 
 // Under the define lock (single writer). Fills the inactive buffer and flips.
