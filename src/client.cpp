@@ -117,10 +117,12 @@ int Engine::acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_perm
         }
     }
     uint32_t ticket;
-    rc = enqueue(r, ticket);
+    bool at_head;
+    rc = enqueue(r, ticket, at_head);
     if (rc != RQ_OK) return rc;
     crash_point(CrashPoint::kAfterEnqueue);
-    rc = wait_turn(r, ticket, deadline);
+    // The uncontended path: the queue was empty, so we are head already.
+    rc = at_head ? RQ_OK : wait_turn(r, ticket, deadline);
     if (rc != RQ_OK) {
         abandon(r, ticket);
         if (rc == RQ_ETIMEDOUT) {
@@ -129,6 +131,9 @@ int Engine::acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_perm
         }
         return rc;
     }
+    // Whoever was behind us when we became head by ourselves (not through a
+    // grant, whose passer promotes) may need promoting to watcher.
+    if (!at_head) promote_behind(r, ticket);
     rc = serve(r, ticket, load, deadline, is_try, lim, out);
     crash_point(CrashPoint::kBeforePass);
     if (rc == RQ_ETIMEDOUT) res.counters.timeouts.fetch_add(1, boost::memory_order_relaxed);
@@ -142,7 +147,6 @@ int Engine::acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_perm
 int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, bool is_try,
                   const Limits *limp, rq_permit *out) {
     Resource &res = view_.resource(r);
-    promote_behind(r, ticket);
     crash_point(CrashPoint::kHeadBeforeServe);
     Limits scratch;
     for (bool first = true;; first = false) {

@@ -170,7 +170,7 @@ private:
     void undo_resource(uint32_t r);
     void undo_define();
     // queue.cpp
-    int enqueue(uint32_t r, uint32_t &ticket);
+    int enqueue(uint32_t r, uint32_t &ticket, bool &at_head);
     int wait_turn(uint32_t r, uint32_t ticket, int64_t deadline);
     void scan_front(uint32_t r, uint32_t head, uint32_t stop, Front &f);
     int pass_head(uint32_t r, uint32_t ticket);

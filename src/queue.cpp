@@ -47,7 +47,10 @@ uint64_t with_state(SlotWord w, SlotState s) {
 
 }  // namespace
 
-int Engine::enqueue(uint32_t r, uint32_t &ticket) {
+// Takes the next ticket. at_head: the queue was empty when we claimed it, so
+// the head word already names our ticket (nothing can pass a ticket that has
+// not been claimed, and nobody else can claim it).
+int Engine::enqueue(uint32_t r, uint32_t &ticket, bool &at_head) {
     Resource &res = view_.resource(r);
     const uint32_t n = view_.geo.queue_slots;
     int odd = 0;
@@ -81,6 +84,7 @@ int Engine::enqueue(uint32_t r, uint32_t &ticket) {
             if (res.queue.compare_exchange_weak(qraw, QueueWord{cur.head, t + 1}.pack(), kSeqCst)) break;
         }
         ticket = t;
+        at_head = q.head == t;
         return RQ_OK;
     }
     return RQ_EINTERNAL;
