@@ -221,5 +221,11 @@ bool ofd_locked_by_other(int fd, uint32_t p);
 // Names and hashing (resource.cpp).
 bool valid_resource_name(std::string_view name);
 uint64_t name_hash(std::string_view name);
+// Where the probe for a name starts in a table of cap entries: a multiply,
+// not a division.
+inline uint32_t home_index(uint64_t hash, uint32_t cap) {
+    __extension__ using u128 = unsigned __int128;
+    return static_cast<uint32_t>((static_cast<u128>(hash) * cap) >> 64);
+}
 
 }  // namespace rq::detail

@@ -22,7 +22,7 @@ bool valid_resource_name(std::string_view name) {
 }
 
 uint64_t name_hash(std::string_view name) {
-    uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a
+    uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a: few instructions for short names
     for (char ch : name) {
         h ^= static_cast<uint8_t>(ch);
         h *= 0x100000001b3ull;
@@ -75,8 +75,7 @@ bool same_limits(const Limits &a, const Limits &b) {
 int Engine::lookup(std::string_view name, uint32_t &r) const {
     const uint32_t cap = view_.geo.max_resources;
     const uint64_t h = name_hash(name);
-    for (uint32_t i = 0; i < cap; ++i) {
-        uint32_t idx = static_cast<uint32_t>((h + i) % cap);
+    for (uint32_t i = 0, idx = home_index(h, cap); i < cap; ++i, idx = idx + 1 == cap ? 0 : idx + 1) {
         Resource &res = view_.resource(idx);
         // acquire: pairs with the definer's release store of kReady.
         uint32_t st = res.state.load(boost::memory_order_acquire);
@@ -269,8 +268,7 @@ int Engine::define(const char *name, const rq_limit *limits, size_t n, uint32_t 
         rc = RQ_ENOSPC;
         const uint32_t cap = view_.geo.max_resources;
         const uint64_t hash = name_hash(nm);
-        for (uint32_t i = 0; i < cap; ++i) {
-            uint32_t idx = static_cast<uint32_t>((hash + i) % cap);
+        for (uint32_t i = 0, idx = home_index(hash, cap); i < cap; ++i, idx = idx + 1 == cap ? 0 : idx + 1) {
             Resource &res = view_.resource(idx);
             if (res.state.load(boost::memory_order_acquire) != static_cast<uint32_t>(ResourceState::kFree)) continue;
             h.define_journal_resource.store(idx, boost::memory_order_relaxed);

@@ -148,9 +148,9 @@ struct Mapped {
     }
     rd::Header &header() const { return view.header(); }
 
-    // Index of `name` when it is the only resource: name_hash % max_resources.
+    // Index of `name` when it is the only resource: its home slot.
     uint32_t index(const char *name) const {
-        uint32_t r = static_cast<uint32_t>(rd::name_hash(name) % view.geo.max_resources);
+        uint32_t r = rd::home_index(rd::name_hash(name), view.geo.max_resources);
         REQUIRE(std::strcmp(view.resource(r).name, name) == 0);
         REQUIRE(view.resource(r).state.load() == static_cast<uint32_t>(rd::ResourceState::kReady));
         return r;
