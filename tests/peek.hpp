@@ -78,7 +78,7 @@ struct Peek {
             out += "  t=" + std::to_string(t) + " bits=" + std::to_string(sw.ticket) + " state=" +
                    std::to_string(static_cast<int>(sw.state)) + " owner=" + std::to_string(sw.owner) + "\n";
         }
-        int fd = ::open(("/dev/shm/" + segment + ".lock").c_str(), O_RDWR);
+        int fd = ::open(("/dev/shm/" + segment).c_str(), O_RDWR);
         for (uint32_t p = 0; p < view.geo.max_processes; ++p) {
             auto w = ProcWord::unpack(view.process(p).word.load());
             if (w.state == ProcState::kFree && view.holding(p, r).req.load() == 0) continue;
@@ -92,7 +92,7 @@ struct Peek {
             struct flock fl {};
             fl.l_type = F_WRLCK;
             fl.l_whence = SEEK_SET;
-            fl.l_start = p;
+            fl.l_start = rq::detail::kProcLockBase + p;
             fl.l_len = 1;
             fcntl(fd, F_OFD_GETLK, &fl);
             out += "  proc " + std::to_string(p) + " state=" + std::to_string(static_cast<int>(w.state)) +

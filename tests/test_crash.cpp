@@ -248,13 +248,24 @@ TEST_CASE("SIGKILL of a reclaimer half way: another takes the claim over") {
     kill(holder, SIGKILL);
     reap(holder);
     // This child finds the dead holder while waiting, starts reclaiming it,
-    // and dies after the first resource.
-    crash_at(CrashPoint::kInReclaim, [&] {
+    // and dies after the first resource. (Armed after rq_open: registering
+    // runs the reclaim steps on the slot it takes.)
+    pid_t reclaimer = spawn([&] {
         rq_client *cc = open_or_die(seg);
+        rq::detail::set_crash_point(CrashPoint::kInReclaim);
         rq_permit p;
         rq_acquire(cc, "r1", 1, -1, &p);
         rq_acquire(cc, "r2", 1, -1, &p);
+        return 77;
     });
+    REQUIRE(reap(reclaimer) == -SIGKILL);
+    // It died holding the claim on the dead holder's slot.
+    bool claimed = false;
+    for (uint32_t p = 0; p < peek.view.geo.max_processes; ++p) {
+        auto w = rq::detail::ProcWord::unpack(peek.view.process(p).word.load());
+        claimed |= w.state == rq::detail::ProcState::kReclaiming;
+    }
+    CHECK(claimed);
     report("reclaimer killed (r1)", recover(c, "r1"));
     report("reclaimer killed (r2)", recover(c, "r2"));
     check_clean(peek, "r1");
