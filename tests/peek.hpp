@@ -11,7 +11,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <string>
+
+#include "helpers.hpp"
 
 namespace rqtest {
 
@@ -114,5 +117,33 @@ struct Peek {
         return n;
     }
 };
+
+// The order in which children were admitted (in shared memory).
+struct AdmissionLog {
+    std::atomic<int> next{0};
+    int order[64];
+};
+
+// Forks a child that opens `segment`, acquires `load` of `res` (waiting at
+// most 10 s), appends `index` to `log`, holds the permit for `hold_us`,
+// releases and exits 0 (10: open failed, 11: acquire failed). Returns once
+// the child's ticket is in the queue, so children line up in spawn order.
+inline pid_t spawn_in_line(const std::string &segment, const Peek &peek, const std::string &res, int index,
+                           uint64_t load, AdmissionLog *log, useconds_t hold_us) {
+    const uint32_t before = peek.queued(res);
+    pid_t kid = spawn([&] {
+        rq_client *c = nullptr;
+        if (rq_open(segment.c_str(), &c) != RQ_OK) return 10;
+        rq_permit p;
+        if (rq_acquire(c, res.c_str(), load, 10'000'000'000, &p) != RQ_OK) return 11;
+        log->order[log->next++] = index;
+        usleep(hold_us);
+        rq_release(c, &p);
+        rq_close(c);
+        return 0;
+    });
+    REQUIRE_MESSAGE(eventually([&] { return peek.queued(res) > before; }), "child " << index << " never queued");
+    return kid;
+}
 
 }  // namespace rqtest

@@ -118,25 +118,9 @@ TEST_CASE("a SIGKILLed queued waiter is skipped, and order holds for the rest") 
     Peek peek(seg.name);
     rq_permit held;
     REQUIRE(rq_acquire(c, "mid", 1, -1, &held) == RQ_OK);
-    struct Shared {
-        std::atomic<int> next{0};
-        int order[3];
-    };
-    Shared *sh = shared_block<Shared>();
+    auto *log = shared_block<AdmissionLog>();
     pid_t kids[3];
-    for (int i = 0; i < 3; ++i) {
-        kids[i] = spawn([&, i] {
-            rq_client *cc = open_or_die(seg);
-            rq_permit p;
-            if (rq_acquire(cc, "mid", 1, 10 * int64_t{kSec}, &p) != RQ_OK) return 11;
-            sh->order[sh->next++] = i;
-            usleep(5000);
-            rq_release(cc, &p);
-            rq_close(cc);
-            return 0;
-        });
-        REQUIRE(eventually([&] { return peek.queued("mid") == static_cast<uint32_t>(i + 1); }));
-    }
+    for (int i = 0; i < 3; ++i) kids[i] = spawn_in_line(seg.name, peek, "mid", i, 1, log, 5000);
     kill(kids[1], SIGKILL);
     CHECK(reap(kids[1]) == -SIGKILL);
     int64_t t0 = now_ns();
@@ -144,9 +128,9 @@ TEST_CASE("a SIGKILLed queued waiter is skipped, and order holds for the rest") 
     CHECK(reap(kids[0]) == 0);
     CHECK(reap(kids[2]) == 0);
     report("queued waiter killed", now_ns() - t0);
-    REQUIRE(sh->next.load() == 2);
-    CHECK(sh->order[0] == 0);
-    CHECK(sh->order[1] == 2);
+    REQUIRE(log->next.load() == 2);
+    CHECK(log->order[0] == 0);
+    CHECK(log->order[1] == 2);
     check_clean(peek, "mid");
 }
 

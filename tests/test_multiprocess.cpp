@@ -66,30 +66,13 @@ TEST_CASE("waiters from different processes are served in ticket order") {
     Peek peek(seg.name);
     rq_permit held;
     REQUIRE(rq_acquire(c, "fifo", 1, -1, &held) == RQ_OK);
-    struct Shared {
-        std::atomic<int> next{0};
-        int order[6];
-    };
-    Shared *sh = shared_block<Shared>();
+    auto *log = shared_block<AdmissionLog>();
     std::vector<pid_t> kids;
-    for (int i = 0; i < 6; ++i) {
-        kids.push_back(spawn([&, i] {
-            rq_client *cc = nullptr;
-            if (rq_open(seg.c_str(), &cc) != RQ_OK) return 10;
-            rq_permit p;
-            if (rq_acquire(cc, "fifo", 1, 10'000'000'000, &p) != RQ_OK) return 11;
-            sh->order[sh->next++] = i;
-            usleep(2000);
-            rq_release(cc, &p);
-            rq_close(cc);
-            return 0;
-        }));
-        wait_queued(peek, "fifo", static_cast<uint32_t>(i + 1));
-    }
+    for (int i = 0; i < 6; ++i) kids.push_back(spawn_in_line(seg.name, peek, "fifo", i, 1, log, 2000));
     REQUIRE(rq_release(c, &held) == RQ_OK);
     for (pid_t k : kids) CHECK(reap(k) == 0);
-    REQUIRE(sh->next.load() == 6);
-    for (int i = 0; i < 6; ++i) CHECK(sh->order[i] == i);
+    REQUIRE(log->next.load() == 6);
+    for (int i = 0; i < 6; ++i) CHECK(log->order[i] == i);
 }
 
 TEST_CASE("a heavy load at the head is not starved by light ones behind it") {
@@ -101,29 +84,16 @@ TEST_CASE("a heavy load at the head is not starved by light ones behind it") {
     Peek peek(seg.name);
     rq_permit p;
     REQUIRE(rq_acquire(c, "tpm", 1000, 0, &p) == RQ_OK);  // drain the bucket
-    struct Shared {
-        std::atomic<int> next{0};
-        int order[5];
-    };
-    Shared *sh = shared_block<Shared>();
+    auto *log = shared_block<AdmissionLog>();
     std::vector<pid_t> kids;
     for (int i = 0; i < 5; ++i) {
         uint64_t load = i == 0 ? 900 : 10;  // heavy first, then light ones
-        kids.push_back(spawn([&, i, load] {
-            rq_client *cc = nullptr;
-            if (rq_open(seg.c_str(), &cc) != RQ_OK) return 10;
-            rq_permit q;
-            if (rq_acquire(cc, "tpm", load, 10'000'000'000, &q) != RQ_OK) return 11;
-            sh->order[sh->next++] = i;
-            rq_close(cc);
-            return 0;
-        }));
-        wait_queued(peek, "tpm", static_cast<uint32_t>(i + 1));
+        kids.push_back(spawn_in_line(seg.name, peek, "tpm", i, load, log, 0));
     }
     for (pid_t k : kids) CHECK(reap(k) == 0);
-    REQUIRE(sh->next.load() == 5);
-    CHECK(sh->order[0] == 0);  // the heavy one, although light ones could have fitted sooner
-    for (int i = 1; i < 5; ++i) CHECK(sh->order[i] == i);
+    REQUIRE(log->next.load() == 5);
+    CHECK(log->order[0] == 0);  // the heavy one, although light ones could have fitted sooner
+    for (int i = 1; i < 5; ++i) CHECK(log->order[i] == i);
     // try never barges past a waiter either
     CHECK(peek.queued("tpm") == 0);
 }
