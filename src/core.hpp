@@ -23,21 +23,23 @@ namespace rq::detail {
 
 // ---- Tuning ----------------------------------------------------------------------
 
-// How long a waiter directly behind the head (or a head blocked on
-// concurrency, or a lock waiter) sleeps before it checks whether the process
-// it waits on is still alive. Dead processes are reclaimed within about two
-// of these; each check costs one wake-up plus one fcntl (a few microseconds),
-// so a watcher spends about 0.3 ms of CPU per second.
+// How long a watcher (see kWatchDistance), a waiting head, or a lock waiter
+// sleeps before it checks whether the processes it waits on are alive. Dead
+// processes are reclaimed within about one or two of these (measured: 11 to
+// 24 ms, tests/test_crash.cpp); each check costs a wake-up plus an fcntl per
+// process checked, a few microseconds, so a watcher spends about 0.3 ms of
+// CPU per second.
 inline constexpr int64_t kWatchNs = 20'000'000;
 // Every other waiter sleeps at most this long, as a backstop for the case
 // where the kWatchDistance + 1 processes at the front all die at once: a
 // wake-up costs a few microseconds, so a waiter spends about 5 us of CPU per
 // second, and that multiple-death case recovers within about a second.
 inline constexpr int64_t kBackstopNs = 1'000'000'000;
-// The first tickets of the first kWatchDistance + 1 processes in a queue sleep
-// with the bound above (see queue.cpp); the rest sleep until woken. Two, so
-// that one process dying at any instruction, even while passing the head on,
-// never leaves the live waiters without a watcher.
+// The first tickets of the first kWatchDistance + 1 processes in a queue are
+// the watchers and sleep at most kWatchNs (see queue.cpp); the rest sleep
+// until woken or kBackstopNs. Two, so that one process dying at any
+// instruction, even while passing the head on, never leaves the live waiters
+// without a watcher.
 inline constexpr uint32_t kWatchDistance = 2;
 // Spins on a contended lock word before sleeping; a lock is held for a few
 // dozen instructions (about 50 ns), so 100 pauses cover an uncontended holder.

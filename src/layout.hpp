@@ -312,14 +312,16 @@ static_assert(sizeof(Holding) == 16);
 //   state            who sets it                       wakes owner?
 //   kDone            initial; never set afterwards     -
 //   kWaiting         owner (claim, or back from sleep) -
-//   kSleeping        owner, untimed futex wait          passer wakes for grant
-//                                                       or for watch duty
-//   kWatching        owner directly behind the head,    passer wakes for grant
-//                    futex wait bounded by kWatchNs
+//   kSleeping        owner, not a watcher: futex wait   passer wakes for grant;
+//                    bounded by kBackstopNs             promoter sets kWatching
+//                                                       and wakes it
+//   kWatching        owner that is a watcher (queue.cpp passer wakes for grant
+//                    scan_front): bounded by kWatchNs
 //   kHead            passer (grant), or owner that saw head == t
 //   kHeadRateSleep   head waiting for tokens (timed)    reset/redefine wake it
 //   kHeadConcSleep   head waiting for a release         release/reset wake it
-//   kAbandoned       owner (timeout/cancel) or reclaimer; the passer skips it
+//   kAbandoned       owner (timeout/cancel), a reclaimer, or a passer that
+//                    found the owner dead; passers skip it
 
 enum class SlotState : uint32_t {
     kDone = 0,
