@@ -97,6 +97,8 @@ int Engine::enqueue(uint32_t r, uint32_t &ticket, bool &at_head) {
 // stop - head <= queue_slots slot words.
 void Engine::scan_front(uint32_t r, uint32_t head, uint32_t stop, Front &f) {
     f.n = 0;
+    // A damaged queue word may put stop far past head: never walk the ring twice.
+    if (stop - head > view_.geo.queue_slots) stop = head + view_.geo.queue_slots;
     for (uint32_t x = head; x != stop && !f.full(); ++x) {
         SlotWord sw = SlotWord::unpack(view_.slot(r, x).word.load(kSeqCst));
         uint32_t owner = sw.ticket == tbits(x) ? sw.owner : kNoOwner;
