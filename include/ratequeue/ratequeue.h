@@ -126,7 +126,10 @@ RQ_API int rq_open(const char *segment, rq_client **out);
 RQ_API int rq_open_ex(const char *segment, const rq_open_options *options, rq_client **out);
 
 /* Detaches: returns every concurrency permit this client still holds, leaves
- * every queue it is in, and frees the process slot. NULL is a no-op. */
+ * every queue it is in, and frees the process slot. NULL is a no-op. No other
+ * call on the same client may run concurrently with or after rq_close. In a
+ * forked child that never used the client, it only unmaps (the parent's slot
+ * stays the parent's). */
 RQ_API void rq_close(rq_client *c);
 
 /* ---- Defining resources ------------------------------------------------- */
