@@ -1,0 +1,334 @@
+"""ratequeue: machine-wide API rate limits shared by every process on one box.
+
+    import ratequeue as rq
+    rq.define("openai", rpm=1000, tpm=200_000, concurrency=10)
+    with rq.acquire("openai", load=prompt_tokens):
+        call_the_api()
+
+Module-level functions use a default Client on $RATEQUEUE_SEGMENT (else
+"ratequeue"), opened on first use. Errors raise RateQueueError subclasses that
+carry the RQ_E* code and the library's text.
+
+This module is the synchronous API. (asyncio support, ratequeue.aio, is not
+written yet.)
+"""
+import ctypes
+import functools
+import os
+import threading
+
+from . import _native
+from ._native import lib
+
+__all__ = [
+    "Client", "Permit", "Rate", "Concurrency", "define", "describe", "acquire", "try_acquire", "limited",
+    "RateQueueError", "Timeout", "WouldBlock", "LoadTooLarge", "NotDefined", "Conflict", "Incompatible",
+    "Corrupt", "PermissionDenied", "InvalidArgument", "NoSpace", "VERSION",
+]
+
+VERSION = _native.VERSION
+
+
+# ---- Errors ------------------------------------------------------------------------
+
+class RateQueueError(Exception):
+    """A negative RQ_E* code from the library: .code, .name and the library's text."""
+
+    def __init__(self, code, context=""):
+        self.code = code
+        self.name = lib.rq_errname(code).decode()
+        text = lib.rq_strerror(code).decode()
+        super().__init__("%s: %s (%s)" % (context, text, self.name) if context else "%s (%s)" % (text, self.name))
+
+
+class Timeout(RateQueueError):
+    """RQ_ETIMEDOUT: the timeout passed before every limit allowed the acquire."""
+
+
+class WouldBlock(RateQueueError):
+    """RQ_EAGAIN: no capacity right now (a try), or waiters are queued ahead."""
+
+
+class LoadTooLarge(RateQueueError):
+    """RQ_E2BIG: the load is above a limit's burst or concurrency amount."""
+
+
+class NotDefined(RateQueueError):
+    """RQ_ENOENT: no such resource; define it first."""
+
+
+class Conflict(RateQueueError):
+    """RQ_ECONFLICT: already defined with other limits (pass replace=True)."""
+
+
+class Incompatible(RateQueueError):
+    """RQ_EINCOMPAT: the segment has another layout version."""
+
+
+class Corrupt(RateQueueError):
+    """RQ_ECORRUPT: the segment is damaged or not a ratequeue segment."""
+
+
+class PermissionDenied(RateQueueError):
+    """RQ_EACCES: another user's segment, or looser permissions than expected."""
+
+
+class InvalidArgument(RateQueueError, ValueError):
+    """RQ_EINVAL: a bad name, amount, period or load."""
+
+
+class NoSpace(RateQueueError):
+    """RQ_ENOSPC: the process table, resource table or queue is full."""
+
+
+_ERRORS = {-1: Timeout, -2: WouldBlock, -3: NotDefined, -4: InvalidArgument, -5: Conflict, -6: LoadTooLarge,
+           -7: NoSpace, -8: Incompatible, -9: Corrupt, -10: PermissionDenied}
+
+
+def _check(rc, context=""):
+    if rc != 0:
+        raise _ERRORS.get(rc, RateQueueError)(rc, context)
+
+
+# ---- Limits ------------------------------------------------------------------------
+
+_COSTS = {"request": _native.COST_REQUEST, "load": _native.COST_LOAD}
+
+
+def _cost(cost):
+    if cost not in _COSTS:
+        raise ValueError("cost must be 'request' or 'load', not %r" % (cost,))
+    return _COSTS[cost]
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError("%s must be a positive integer, not %r" % (name, value))
+    return value
+
+
+class Rate:
+    """`amount` units per `per` seconds, with a bucket of `burst` (None: amount).
+    cost="request" charges 1 per acquire; cost="load" charges the acquire's load."""
+
+    def __init__(self, amount, per=60.0, burst=None, cost="request"):
+        self.amount = _positive_int("amount", amount)
+        if not (isinstance(per, (int, float)) and per > 0):
+            raise ValueError("per must be a positive number of seconds, not %r" % (per,))
+        self.per = per
+        self.burst = None if burst is None else _positive_int("burst", burst)
+        self.cost = cost
+        _cost(cost)
+
+    def _struct(self):
+        return _native.Limit(_native.LIMIT_RATE, _cost(self.cost), self.amount, int(round(self.per * 1e9)),
+                             self.burst or 0)
+
+    def __repr__(self):
+        return "Rate(%d, per=%g, burst=%r, cost=%r)" % (self.amount, self.per, self.burst, self.cost)
+
+
+class Concurrency:
+    """At most `n` held at once: 1 per acquire (cost="request") or the load."""
+
+    def __init__(self, n, cost="request"):
+        self.n = _positive_int("n", n)
+        self.cost = cost
+        _cost(cost)
+
+    def _struct(self):
+        return _native.Limit(_native.LIMIT_CONCURRENCY, _cost(self.cost), self.n, 0, 0)
+
+    def __repr__(self):
+        return "Concurrency(%d, cost=%r)" % (self.n, self.cost)
+
+
+def _limits(rpm, tpm, concurrency, limits):
+    out = list(limits or [])
+    if rpm is not None:
+        out.append(Rate(rpm, per=60))
+    if tpm is not None:
+        out.append(Rate(tpm, per=60, cost="load"))
+    if concurrency is not None:
+        out.append(Concurrency(concurrency))
+    if not out:
+        raise ValueError("define needs at least one limit: rpm=, tpm=, concurrency= or limits=")
+    for limit in out:
+        if not isinstance(limit, (Rate, Concurrency)):
+            raise TypeError("limits must be Rate or Concurrency, not %r" % (limit,))
+    return out
+
+
+def _timeout_ns(timeout):
+    if timeout is None:
+        return -1
+    if not isinstance(timeout, (int, float)) or timeout < 0:
+        raise ValueError("timeout must be None or a number of seconds >= 0, not %r" % (timeout,))
+    return 0 if timeout == 0 else max(1, int(timeout * 1e9))
+
+
+def _load(load):
+    if isinstance(load, bool) or not isinstance(load, int):
+        raise TypeError("load must be an int, not %r" % (load,))
+    if load <= 0:
+        raise InvalidArgument(-4, "load must be positive")
+    return load
+
+
+# ---- Client and permits --------------------------------------------------------------
+
+class Permit:
+    """A held permit: a context manager, or call .release() (idempotent)."""
+
+    __slots__ = ("_client", "_permit", "resource", "load")
+
+    def __init__(self, client, permit, resource, load):
+        self._client = client
+        self._permit = permit
+        self.resource = resource
+        self.load = load
+
+    @property
+    def held(self):
+        return self._client is not None
+
+    def release(self):
+        client, self._client = self._client, None
+        if client is not None:
+            _check(lib.rq_release(client._handle(), ctypes.byref(self._permit)), "release " + self.resource)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+    def __repr__(self):
+        return "<Permit %s load=%d %s>" % (self.resource, self.load, "held" if self.held else "released")
+
+
+class Client:
+    """One attachment to a segment (created if missing). Thread-safe."""
+
+    def __init__(self, segment=None, group=False):
+        self.segment = segment or os.environ.get("RATEQUEUE_SEGMENT") or "ratequeue"
+        opts = _native.OpenOptions(ctypes.sizeof(_native.OpenOptions), _native.OPEN_GROUP if group else 0, 0, 0, 0)
+        handle = ctypes.c_void_p()
+        _check(lib.rq_open_ex(self.segment.encode(), ctypes.byref(opts), ctypes.byref(handle)),
+               "open segment " + self.segment)
+        self._c = handle
+
+    def _handle(self):
+        if self._c is None:
+            raise RateQueueError(-4, "client is closed")
+        return self._c
+
+    def close(self):
+        handle, self._c = self._c, None
+        if handle is not None:
+            lib.rq_close(handle)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
+    def define(self, name, *, rpm=None, tpm=None, concurrency=None, limits=None, replace=False):
+        """Define `name` (idempotent); Conflict if defined differently unless replace=True."""
+        items = _limits(rpm, tpm, concurrency, limits)
+        arr = (_native.Limit * len(items))(*[x._struct() for x in items])
+        _check(lib.rq_define(self._handle(), name.encode(), arr, len(items),
+                             _native.DEFINE_REPLACE if replace else 0), "define " + name)
+
+    def describe(self, name):
+        """The limits of `name`, as Rate and Concurrency objects."""
+        arr = (_native.Limit * 8)()
+        n = ctypes.c_size_t()
+        _check(lib.rq_describe(self._handle(), name.encode(), arr, 8, ctypes.byref(n)), "describe " + name)
+        out = []
+        for lim in arr[:n.value]:
+            cost = "load" if lim.cost == _native.COST_LOAD else "request"
+            if lim.kind == _native.LIMIT_RATE:
+                out.append(Rate(lim.amount, per=lim.period_ns / 1e9, burst=lim.burst, cost=cost))
+            else:
+                out.append(Concurrency(lim.amount, cost=cost))
+        return out
+
+    def acquire(self, name, load=1, timeout=None):
+        """Wait in FIFO order until every limit of `name` allows `load`; returns a Permit.
+        timeout=None waits as long as it takes; Timeout when it passes first."""
+        permit = _native.PermitStruct()
+        load = _load(load)
+        _check(lib.rq_acquire(self._handle(), name.encode(), load, _timeout_ns(timeout), ctypes.byref(permit)),
+               "acquire " + name)
+        return Permit(self, permit, name, load)
+
+    def try_acquire(self, name, load=1):
+        """A Permit if every limit allows `load` right now and nobody waits, else None."""
+        try:
+            return self.acquire(name, load, timeout=0)
+        except WouldBlock:
+            return None
+
+    def limited(self, name, load=1, timeout=None):
+        """Decorator: each call of the function holds a permit of `name`."""
+        def wrap(fn):
+            @functools.wraps(fn)
+            def call(*args, **kwargs):
+                with self.acquire(name, load, timeout):
+                    return fn(*args, **kwargs)
+            return call
+        return wrap
+
+
+# ---- Module-level functions on a default client ---------------------------------------
+
+_default = None
+_default_lock = threading.Lock()
+
+
+def default_client():
+    """The module's Client on $RATEQUEUE_SEGMENT (else "ratequeue"), opened on
+    first use. A forked child keeps using it: the library registers the child
+    as a holder of its own on its first call."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Client()
+        return _default
+
+
+def define(name, **kwargs):
+    return default_client().define(name, **kwargs)
+
+
+def describe(name):
+    return default_client().describe(name)
+
+
+def acquire(name, load=1, timeout=None):
+    return default_client().acquire(name, load, timeout)
+
+
+def try_acquire(name, load=1):
+    return default_client().try_acquire(name, load)
+
+
+def limited(name, load=1, timeout=None):
+    """Decorator on the default client (opened at the first call, not at import)."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            with acquire(name, load, timeout):
+                return fn(*args, **kwargs)
+        return call
+    return wrap

@@ -1,0 +1,84 @@
+"""ctypes declarations for libratequeue: every function gets argtypes and restype.
+
+The library is found, in order, from $RATEQUEUE_LIBRARY, next to this package
+(an installed copy), and in the meson build tree of a source checkout.
+"""
+import ctypes
+import os
+import pathlib
+
+EXPECTED_MAJOR = 0  # RQ_VERSION_MAJOR this package is written for
+
+_HERE = pathlib.Path(__file__).resolve().parent
+
+
+def _candidates():
+    env = os.environ.get("RATEQUEUE_LIBRARY")
+    if env:
+        yield pathlib.Path(env)
+    yield _HERE / "libratequeue.so"
+    root = _HERE.parent.parent
+    for build in ("build", "build-release"):
+        yield root / build / "src" / "libratequeue.so"
+
+
+def _load():
+    tried = []
+    for path in _candidates():
+        tried.append(str(path))
+        if path.exists():
+            return ctypes.CDLL(str(path))
+    raise OSError(
+        "libratequeue.so not found (tried: %s); build it with 'bash scripts/test' "
+        "or set RATEQUEUE_LIBRARY" % ", ".join(tried))
+
+
+class Limit(ctypes.Structure):
+    _fields_ = [("kind", ctypes.c_uint32), ("cost", ctypes.c_uint32), ("amount", ctypes.c_uint64),
+                ("period_ns", ctypes.c_uint64), ("burst", ctypes.c_uint64)]
+
+
+class PermitStruct(ctypes.Structure):
+    _fields_ = [("opaque", ctypes.c_uint64 * 4)]
+
+
+class OpenOptions(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_uint32), ("flags", ctypes.c_uint32), ("max_resources", ctypes.c_uint32),
+                ("queue_slots", ctypes.c_uint32), ("max_processes", ctypes.c_uint32)]
+
+
+LIMIT_RATE, LIMIT_CONCURRENCY = 1, 2
+COST_REQUEST, COST_LOAD = 0, 1
+DEFINE_REPLACE = 1
+OPEN_GROUP = 1
+
+lib = _load()
+_c_client_p = ctypes.c_void_p
+
+lib.rq_version.argtypes = []
+lib.rq_version.restype = ctypes.c_int
+lib.rq_layout_version.argtypes = []
+lib.rq_layout_version.restype = ctypes.c_int
+lib.rq_open_ex.argtypes = [ctypes.c_char_p, ctypes.POINTER(OpenOptions), ctypes.POINTER(_c_client_p)]
+lib.rq_open_ex.restype = ctypes.c_int
+lib.rq_close.argtypes = [_c_client_p]
+lib.rq_close.restype = None
+lib.rq_define.argtypes = [_c_client_p, ctypes.c_char_p, ctypes.POINTER(Limit), ctypes.c_size_t, ctypes.c_uint32]
+lib.rq_define.restype = ctypes.c_int
+lib.rq_describe.argtypes = [_c_client_p, ctypes.c_char_p, ctypes.POINTER(Limit), ctypes.c_size_t,
+                            ctypes.POINTER(ctypes.c_size_t)]
+lib.rq_describe.restype = ctypes.c_int
+lib.rq_acquire.argtypes = [_c_client_p, ctypes.c_char_p, ctypes.c_uint64, ctypes.c_int64, ctypes.POINTER(PermitStruct)]
+lib.rq_acquire.restype = ctypes.c_int
+lib.rq_release.argtypes = [_c_client_p, ctypes.POINTER(PermitStruct)]
+lib.rq_release.restype = ctypes.c_int
+lib.rq_strerror.argtypes = [ctypes.c_int]
+lib.rq_strerror.restype = ctypes.c_char_p
+lib.rq_errname.argtypes = [ctypes.c_int]
+lib.rq_errname.restype = ctypes.c_char_p
+
+_version = lib.rq_version()
+if _version // 10000 != EXPECTED_MAJOR:
+    raise ImportError("libratequeue version %d.%d.%d is not compatible with this package (major %d)" % (
+        _version // 10000, _version // 100 % 100, _version % 100, EXPECTED_MAJOR))
+VERSION = "%d.%d.%d" % (_version // 10000, _version // 100 % 100, _version % 100)
