@@ -85,9 +85,29 @@ _ERRORS = {-1: Timeout, -2: WouldBlock, -3: NotDefined, -4: InvalidArgument, -5:
            -7: NoSpace, -8: Incompatible, -9: Corrupt, -10: PermissionDenied}
 
 
+def _error(rc, context=""):
+    return _ERRORS.get(rc, RateQueueError)(rc, context)
+
+
 def _check(rc, context=""):
     if rc != 0:
-        raise _ERRORS.get(rc, RateQueueError)(rc, context)
+        raise _error(rc, context)
+
+
+# Hot-path helpers: bound C functions and encoded names (a bounded cache).
+_rq_acquire = lib.rq_acquire
+_rq_release = lib.rq_release
+_byref = ctypes.byref
+_names = {}
+
+
+def _encode(name):
+    b = _names.get(name)
+    if b is None:
+        b = name.encode()
+        if len(_names) < 4096:
+            _names[name] = b
+    return b
 
 
 # ---- Limits ------------------------------------------------------------------------
@@ -195,7 +215,9 @@ class Permit:
     def release(self):
         client, self._client = self._client, None
         if client is not None:
-            _check(lib.rq_release(client._handle(), ctypes.byref(self._permit)), "release " + self.resource)
+            rc = _rq_release(client._handle(), _byref(self._permit))
+            if rc:
+                raise _error(rc, "release " + self.resource)
 
     def __enter__(self):
         return self
@@ -221,7 +243,7 @@ class Client:
 
     def _handle(self):
         if self._c is None:
-            raise RateQueueError(-4, "client is closed")
+            raise InvalidArgument(-4, "client is closed")
         return self._c
 
     def close(self):
@@ -267,9 +289,12 @@ class Client:
         """Wait in FIFO order until every limit of `name` allows `load`; returns a Permit.
         timeout=None waits as long as it takes; Timeout when it passes first."""
         permit = _native.PermitStruct()
-        load = _load(load)
-        _check(lib.rq_acquire(self._handle(), name.encode(), load, _timeout_ns(timeout), ctypes.byref(permit)),
-               "acquire " + name)
+        if type(load) is not int or load <= 0:
+            load = _load(load)
+        rc = _rq_acquire(self._c or self._handle(), _encode(name), load,
+                         -1 if timeout is None else _timeout_ns(timeout), _byref(permit))
+        if rc:
+            raise _error(rc, "acquire " + name)
         return Permit(self, permit, name, load)
 
     def try_acquire(self, name, load=1):

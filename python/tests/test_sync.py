@@ -185,3 +185,12 @@ def test_a_forked_child_is_a_distinct_holder(segment):
         p.join(10)
         assert p.exitcode == 0
         held.release()
+
+
+def test_a_closed_client_refuses_calls(segment):
+    c = rq.Client(segment)
+    c.define("z", concurrency=1)
+    c.close()
+    c.close()  # harmless twice
+    with pytest.raises(rq.InvalidArgument):
+        c.acquire("z")
