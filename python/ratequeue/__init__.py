@@ -306,13 +306,17 @@ class Client:
 
     def limited(self, name, load=1, timeout=None):
         """Decorator: each call of the function holds a permit of `name`."""
-        def wrap(fn):
-            @functools.wraps(fn)
-            def call(*args, **kwargs):
-                with self.acquire(name, load, timeout):
-                    return fn(*args, **kwargs)
-            return call
-        return wrap
+        return _limited(lambda: self, name, load, timeout)
+
+
+def _limited(get_client, name, load, timeout):
+    def wrap(fn):
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            with get_client().acquire(name, load, timeout):
+                return fn(*args, **kwargs)
+        return call
+    return wrap
 
 
 # ---- Module-level functions on a default client ---------------------------------------
@@ -350,10 +354,4 @@ def try_acquire(name, load=1):
 
 def limited(name, load=1, timeout=None):
     """Decorator on the default client (opened at the first call, not at import)."""
-    def wrap(fn):
-        @functools.wraps(fn)
-        def call(*args, **kwargs):
-            with acquire(name, load, timeout):
-                return fn(*args, **kwargs)
-        return call
-    return wrap
+    return _limited(default_client, name, load, timeout)
