@@ -88,6 +88,8 @@ int Engine::break_dead_lock(Shared<uint32_t> &word, uint32_t owner, bool define_
     // A free slot that still holds a lock: only damage leaves that behind.
     // Claim the slot so it cannot be registered while we break the lock.
     const uint64_t claim = ProcWord{w.gen, ProcState::kReclaiming, me_}.pack();
+    // acq_rel: pairs with the registrant's CAS to kLive and with other
+    // claimers, as in reclaim_slot().
     if (!proc.word.compare_exchange_strong(raw, claim, boost::memory_order_acq_rel)) return 0;
     int rc = take();
     uint64_t expected = claim;
@@ -101,6 +103,8 @@ int Engine::take_over_lock(Shared<uint32_t> &word, uint32_t dead, bool define_lo
     for (;;) {
         uint32_t v = word.load(boost::memory_order_acquire);
         if ((v & kLockOwnerMask) != dead + 1) return lock(word, define_lock, r);
+        // acquire: like lock(); the dead owner's stores were published by its
+        // death, which we observed through the kernel before breaking.
         if (word.compare_exchange_strong(v, (me_ + 1) | (v & kLockWaiters), boost::memory_order_acquire,
                                          boost::memory_order_relaxed)) {
             if (define_lock) {

@@ -256,6 +256,7 @@ void Engine::release_claims_of(uint32_t p) {
         uint64_t raw = proc.word.load(boost::memory_order_acquire);
         ProcWord w = ProcWord::unpack(raw);
         if (q == p || w.state != ProcState::kReclaiming || w.by != p) continue;
+        // acq_rel: pairs with the claim CAS of whoever reclaims q next.
         proc.word.compare_exchange_strong(raw, ProcWord{w.gen, ProcState::kLive, 0}.pack(),
                                           boost::memory_order_acq_rel);
     }

@@ -5,6 +5,7 @@
 
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -106,6 +107,17 @@ inline int reap(pid_t pid, int limit_ms = 30000) {
         usleep(1000);
     }
 }
+
+// A starting line in shared memory (make it with shared_block): n forked
+// children each call arrive_and_wait(n) and start together, or after the bound.
+struct StartLine {
+    std::atomic<int> arrived{0};
+    void arrive_and_wait(int n, int limit_ms) {
+        arrived.fetch_add(1);
+        int64_t until = now_ns() + int64_t{limit_ms} * 1'000'000;
+        while (arrived.load() < n && now_ns() < until) sched_yield();
+    }
+};
 
 // Spins (with short sleeps) until pred() or the bound passes.
 inline bool eventually(const std::function<bool()> &pred, int limit_ms = 5000) {

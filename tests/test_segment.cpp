@@ -686,14 +686,12 @@ TEST_CASE("many processes opening a stale segment at once agree on one fresh seg
     write_at(seg.name, offsetof(rd::Header, boot_id), boot, 16);
 
     constexpr int kKids = 8;
-    auto *arrived = shared_block<std::atomic<int>>();
+    auto *line = shared_block<StartLine>();
     std::vector<pid_t> kids;
     for (int i = 0; i < kKids; ++i) {
         kids.push_back(spawn(
             [&, i] {
-                arrived->fetch_add(1);
-                int64_t until = now_ns() + 5 * int64_t{kSec};
-                while (arrived->load() < kKids && now_ns() < until) sched_yield();
+                line->arrive_and_wait(kKids, 5000);
                 rq_client *c = nullptr;
                 int rc = rq_open_ex(seg.c_str(), &kSmall, &c);
                 if (rc != RQ_OK) return 10 - rc;
@@ -1345,14 +1343,12 @@ TEST_CASE("fuzz: random damage anywhere after the header never crashes or hangs"
 TEST_CASE("16 processes creating the same segment at once all succeed on one segment") {
     Segment seg;
     constexpr int kKids = 16;
-    auto *arrived = shared_block<std::atomic<int>>();
+    auto *line = shared_block<StartLine>();
     std::vector<pid_t> kids;
     for (int i = 0; i < kKids; ++i) {
         kids.push_back(spawn(
             [&, i] {
-                arrived->fetch_add(1);
-                int64_t until = now_ns() + 10 * int64_t{kSec};
-                while (arrived->load() < kKids && now_ns() < until) sched_yield();
+                line->arrive_and_wait(kKids, 10000);
                 rq_client *c = nullptr;
                 int rc = rq_open(seg.c_str(), &c);
                 if (rc != RQ_OK) return 10 - rc;
