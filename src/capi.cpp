@@ -72,6 +72,21 @@ RQ_API int rq_release(rq_client *c, rq_permit *p) {
     return guarded([&]() -> int { return c->engine->release(p); });
 }
 
+RQ_API int rq_enqueue(rq_client *c, const char *resource, uint64_t load, rq_ticket *t) {
+    if (c == nullptr) return RQ_EINVAL;
+    return guarded([&]() -> int { return c->engine->enqueue_ticket(resource, load, t); });
+}
+
+RQ_API int rq_wait(rq_client *c, rq_ticket *t, int64_t timeout_ns, rq_permit *out) {
+    if (c == nullptr) return RQ_EINVAL;
+    return guarded([&]() -> int { return c->engine->wait_ticket(t, timeout_ns, out); });
+}
+
+RQ_API int rq_cancel(rq_client *c, rq_ticket *t) {
+    if (c == nullptr) return RQ_EINVAL;
+    return guarded([&]() -> int { return c->engine->cancel_ticket(t); });
+}
+
 RQ_API const char *rq_strerror(int code) {
     switch (code) {
 #define RQ_STRERROR_CASE_(name, value, text) \

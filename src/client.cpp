@@ -1,10 +1,12 @@
 // Acquire and release: the head serves itself from every limit at one instant.
 #include "clock.hpp"
 #include "core.hpp"
+#include "futex.hpp"
 #include "gcra.hpp"
 
 #include <algorithm>
 #include <atomic>
+#include <climits>
 #include <csignal>
 #include <cstring>
 
@@ -78,29 +80,38 @@ void crash_point(CrashPoint p) {
 void set_crash_point(CrashPoint) {}
 #endif
 
-int Engine::acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_permit *out) {
-    if (out == nullptr || name == nullptr) return RQ_EINVAL;
-    std::memset(out, 0, sizeof *out);
+// The checks shared by acquire and enqueue: a registered caller, a valid
+// load, a defined resource and a load that can fit.
+int Engine::resolve(const char *name, uint64_t load, uint32_t &r, Limits &scratch, const Limits *&lim) {
+    if (name == nullptr) return RQ_EINVAL;
     int rc = ensure_registered();
     if (rc != RQ_OK) return rc;
     if (load == 0 || load > RQ_MAX_AMOUNT) return RQ_EINVAL;
     std::string_view nm(name, strnlen(name, kMaxNameLen + 1));
     if (nm.size() > kMaxNameLen) return RQ_EINVAL;
-    uint32_t r;
     rc = lookup(nm, r);
     // Only defined names are found, and those were validated: check the
     // characters only to tell a bad name from a missing one.
     if (rc == RQ_ENOENT && !valid_resource_name(nm)) return RQ_EINVAL;
     if (rc != RQ_OK) return rc;
-    Resource &res = view_.resource(r);
-    Limits scratch;
-    const Limits *lim;
     rc = limits_of(r, scratch, lim);
     if (rc != RQ_OK) return rc;
     if (never_fits_any(*lim, load)) {
-        res.counters.too_big.fetch_add(1, boost::memory_order_relaxed);
+        view_.resource(r).counters.too_big.fetch_add(1, boost::memory_order_relaxed);
         return RQ_E2BIG;
     }
+    return RQ_OK;
+}
+
+int Engine::acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_permit *out) {
+    if (out == nullptr) return RQ_EINVAL;
+    std::memset(out, 0, sizeof *out);
+    uint32_t r;
+    Limits scratch;
+    const Limits *lim;
+    int rc = resolve(name, load, r, scratch, lim);
+    if (rc != RQ_OK) return rc;
+    Resource &res = view_.resource(r);
     const bool is_try = timeout_ns == 0;
     // Waiting forever needs no clock read here; serve() reads it once.
     const int64_t deadline = is_try ? 0 : timeout_ns < 0 ? INT64_MAX : deadline_after(now_ns(), timeout_ns);
@@ -143,6 +154,153 @@ int Engine::acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_perm
     return rc;
 }
 
+// ---- Tickets: rq_enqueue, rq_wait, rq_cancel ----------------------------------------
+//
+// rq_ticket: opaque[0] = magic | resource, opaque[1] = ticket << 32 | process
+// slot, opaque[2] = load, opaque[3] = process generation << 32 | state. The
+// state changes only by CAS (std::atomic_ref, seq_cst):
+//   kIdle --rq_wait--> kWaiting --served/timeout/error--> kDone
+//   kWaiting --poll found no capacity--> kIdle
+//   kIdle --rq_cancel--> kCancelled (the canceller leaves the line)
+//   kWaiting --rq_cancel--> kCancelRequested --the waiter leaves--> kCancelled
+// so exactly one thread acts on a ticket's place in the line at a time.
+namespace {
+constexpr uint64_t kTicketMagic = 0x52515449ull << 32;  // "RQTI"
+enum : uint32_t { kIdle = 0, kWaiting = 1, kCancelRequested = 2, kDone = 3, kCancelled = 4 };
+
+std::atomic_ref<uint64_t> state_ref(rq_ticket *t) { return std::atomic_ref<uint64_t>(t->opaque[3]); }
+uint32_t tstate(rq_ticket *t) { return static_cast<uint32_t>(state_ref(t).load(std::memory_order_seq_cst)); }
+bool cas_tstate(rq_ticket *t, uint32_t from, uint32_t to) {
+    uint64_t w = state_ref(t).load(std::memory_order_seq_cst);
+    if (static_cast<uint32_t>(w) != from) return false;
+    // seq_cst: pairs with the other side's CAS and with cancel_requested().
+    return state_ref(t).compare_exchange_strong(w, (w & ~uint64_t{0xffffffff}) | to, std::memory_order_seq_cst);
+}
+}  // namespace
+
+static_assert(std::atomic_ref<uint64_t>::is_always_lock_free);
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the futex reads the state in the low half");
+
+int Engine::enqueue_ticket(const char *name, uint64_t load, rq_ticket *t) {
+    if (t == nullptr) return RQ_EINVAL;
+    std::memset(t, 0, sizeof *t);
+    uint32_t r;
+    Limits scratch;
+    const Limits *lim;
+    int rc = resolve(name, load, r, scratch, lim);
+    if (rc != RQ_OK) return rc;
+    uint32_t ticket;
+    bool at_head;
+    rc = enqueue(r, ticket, at_head);
+    if (rc != RQ_OK) return rc;
+    t->opaque[0] = kTicketMagic | r;
+    t->opaque[1] = (uint64_t{ticket} << 32) | me_;
+    t->opaque[2] = load;
+    t->opaque[3] = (uint64_t{me_gen_} << 32) | kIdle;
+    return RQ_OK;
+}
+
+// Checks that t is a ticket this process took.
+int Engine::decode_ticket(const rq_ticket *t, uint32_t &r, uint32_t &ticket, uint64_t &load) {
+    int rc = ensure_registered();
+    if (rc != RQ_OK) return rc;
+    const uint64_t w0 = t->opaque[0];
+    if ((w0 & ~uint64_t{0xffffffff}) != kTicketMagic) return RQ_EINVAL;
+    r = static_cast<uint32_t>(w0);
+    ticket = static_cast<uint32_t>(t->opaque[1] >> 32);
+    load = t->opaque[2];
+    if (r >= view_.geo.max_resources || static_cast<uint32_t>(t->opaque[1]) != me_ ||
+        (t->opaque[3] >> 32) != me_gen_ || load == 0 || load > RQ_MAX_AMOUNT) {
+        return RQ_EINVAL;  // forged, or another client's or process's
+    }
+    return RQ_OK;
+}
+
+int Engine::wait_ticket(rq_ticket *t, int64_t timeout_ns, rq_permit *out) {
+    if (t == nullptr || out == nullptr) return RQ_EINVAL;
+    std::memset(out, 0, sizeof *out);
+    uint32_t r, ticket;
+    uint64_t load;
+    int rc = decode_ticket(t, r, ticket, load);
+    if (rc != RQ_OK) return rc;
+    if (!cas_tstate(t, kIdle, kWaiting)) return tstate(t) == kCancelled ? RQ_ECANCELED : RQ_EINVAL;
+    Resource &res = view_.resource(r);
+    // Ends every path that does not keep the ticket. A cancel that arrived
+    // meanwhile loses to a grant and wins otherwise.
+    auto finish = [&](int result) {
+        if (result == RQ_ETIMEDOUT) res.counters.timeouts.fetch_add(1, boost::memory_order_relaxed);
+        if (result == RQ_E2BIG) res.counters.too_big.fetch_add(1, boost::memory_order_relaxed);
+        if (!cas_tstate(t, kWaiting, result == RQ_ECANCELED ? kCancelled : kDone)) {
+            if (result != RQ_OK) result = RQ_ECANCELED;
+            cas_tstate(t, kCancelRequested, result == RQ_OK ? kDone : kCancelled);
+        }
+        return result;
+    };
+    // The slot must still name this ticket as ours and queued or head:
+    // nothing but this process finishes a live process's ticket.
+    SlotWord sw = SlotWord::unpack(view_.slot(r, ticket).word.load(boost::memory_order_seq_cst));
+    if (sw.ticket != (ticket & kTicketMask) || sw.owner != me_ || sw.state == SlotState::kAbandoned ||
+        sw.state == SlotState::kDone) {
+        cas_tstate(t, kWaiting, kDone);
+        return RQ_EINVAL;
+    }
+    const bool poll = timeout_ns == 0;
+    const int64_t deadline = poll ? 0 : timeout_ns < 0 ? INT64_MAX : deadline_after(now_ns(), timeout_ns);
+    struct Publish {  // this thread's cancel word, for the length of the wait
+        explicit Publish(rq_ticket *tk) { tl_cancel = CancelWord{&tk->opaque[3], kWaiting}; }
+        ~Publish() { tl_cancel = CancelWord{}; }
+        Publish(const Publish &) = delete;
+        Publish &operator=(const Publish &) = delete;
+    } publish(t);
+    // A poll that found no capacity keeps the ticket, unless a cancel came.
+    auto keep = [&]() -> int {
+        if (cas_tstate(t, kWaiting, kIdle)) return RQ_EAGAIN;
+        abandon(r, ticket);
+        return finish(RQ_ECANCELED);
+    };
+    rc = wait_turn(r, ticket, deadline);
+    if (rc != RQ_OK) {
+        if (poll && rc == RQ_ETIMEDOUT) return keep();
+        abandon(r, ticket);
+        return finish(rc);
+    }
+    promote_behind(r, ticket);
+    Limits scratch;
+    const Limits *lim;
+    rc = limits_of(r, scratch, lim);
+    if (rc == RQ_OK) {
+        rc = never_fits_any(*lim, load) ? RQ_E2BIG : serve(r, ticket, load, deadline, poll, lim, out);
+    }
+    if (poll && rc == RQ_EAGAIN) return keep();
+    pass_head(r, ticket);
+    return finish(rc);
+}
+
+int Engine::cancel_ticket(rq_ticket *t) {
+    if (t == nullptr) return RQ_EINVAL;
+    if (t->opaque[0] == 0 && t->opaque[1] == 0 && t->opaque[2] == 0 && t->opaque[3] == 0) return RQ_OK;
+    uint32_t r, ticket;
+    uint64_t load;
+    int rc = decode_ticket(t, r, ticket, load);
+    if (rc != RQ_OK) return rc;
+    for (;;) {
+        const uint32_t s = tstate(t);
+        if (s == kIdle) {
+            if (!cas_tstate(t, kIdle, kCancelled)) continue;
+            abandon(r, ticket);  // the ticket is ours alone now
+            return RQ_OK;
+        }
+        if (s == kWaiting) {
+            if (!cas_tstate(t, kWaiting, kCancelRequested)) continue;
+            // The waiter sleeps on this word too (futex_wait2), and it has
+            // changed, so this wake cannot be lost.
+            futex_wake(&t->opaque[3], INT32_MAX);
+            return RQ_OK;
+        }
+        return RQ_OK;  // finished, or a cancel is already on its way
+    }
+}
+
 // As head: take from every limit at one instant, or wait until they allow it.
 int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, bool is_try,
                   const Limits *limp, rq_permit *out) {
@@ -176,6 +334,7 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
         if (ready_at != 0) {
             if (is_try) return RQ_EAGAIN;
             if (now >= deadline) return RQ_ETIMEDOUT;
+            if (cancel_requested()) return RQ_ECANCELED;
             crash_point(CrashPoint::kWhileHeadSleeping);
             // Re-checked after publishing the sleep state: a redefine or reset
             // changes the config word or a TAT before it wakes us.
@@ -203,6 +362,7 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
                 unlock(res.lock);
                 if (is_try) return RQ_EAGAIN;
                 if (now >= deadline) return RQ_ETIMEDOUT;
+                if (cancel_requested()) return RQ_ECANCELED;
                 // Woken by a release; bounded so that we notice dead holders.
                 auto still_full = [&] { return !conc_fits(res, lim, load); };
                 rc = head_sleep(r, ticket, SlotState::kHeadConcSleep, std::min(deadline, now + kWatchNs),

@@ -114,6 +114,21 @@ enum class CrashPoint : int {
 // Test builds (RQ_TEST_HOOKS) SIGKILL themselves at the chosen point, so tests
 // can kill a process at each step of a protocol. Other builds compile it away.
 void set_crash_point(CrashPoint p);
+
+// ---- Cancellation of a waiting thread (rq_wait) -----------------------------------
+
+// While a thread runs rq_wait, its ticket's state word (process-local memory
+// owned by the caller) is published here; wait_turn and serve return
+// RQ_ECANCELED once it leaves `waiting`, and their sleeps (Engine::sleep_on)
+// also wake when it changes. rq_cancel changes it, then futex_wakes it.
+// (The word is rq_ticket::opaque[3]: the state in its low 32 bits, which
+// the kernel's 32-bit futex reads on this little-endian target.)
+struct CancelWord {
+    uint64_t *word = nullptr;
+    uint32_t waiting = 0;
+};
+extern thread_local CancelWord tl_cancel;
+bool cancel_requested() noexcept;
 #ifdef RQ_TEST_HOOKS
 void crash_point(CrashPoint p);
 #else
@@ -134,6 +149,9 @@ public:
     int describe(const char *name, rq_limit *limits, size_t cap, size_t *n);
     int acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_permit *out);
     int release(rq_permit *p);
+    int enqueue_ticket(const char *name, uint64_t load, rq_ticket *t);
+    int wait_ticket(rq_ticket *t, int64_t timeout_ns, rq_permit *out);
+    int cancel_ticket(rq_ticket *t);
 
     // Reclaims process slot p if its owner is dead. Returns 1 when this call
     // reclaimed it, 0 when there was nothing to do, or an error.
@@ -171,6 +189,9 @@ private:
     int conc_update(uint32_t r, uint32_t p, int64_t d_req, int64_t d_load, CrashPoint cp);
     void undo_resource(uint32_t r);
     void undo_define();
+    // client.cpp
+    int resolve(const char *name, uint64_t load, uint32_t &r, Limits &scratch, const Limits *&lim);
+    int decode_ticket(const rq_ticket *t, uint32_t &r, uint32_t &ticket, uint64_t &load);
     // queue.cpp
     int enqueue(uint32_t r, uint32_t &ticket, bool &at_head);
     int wait_turn(uint32_t r, uint32_t ticket, int64_t deadline);

@@ -4,6 +4,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <climits>
 #include <ctime>
@@ -29,6 +30,48 @@ FutexResult futex_wait(const void *word, uint32_t expected, int64_t deadline_ns)
         case EINTR: return FutexResult::kInterrupted;
         default: return FutexResult::kWoken;  // EFAULT/EINVAL cannot happen on a mapped word
     }
+}
+
+namespace {
+// Whether futex_waitv exists: 1 yes, 0 not known yet, -1 no (ENOSYS).
+std::atomic<int> g_have_waitv{0};
+}  // namespace
+
+FutexResult futex_wait2(const void *word, uint32_t expected, const void *local, uint32_t local_expected,
+                        int64_t deadline_ns) noexcept {
+    if (g_have_waitv.load(std::memory_order_relaxed) >= 0) {
+        // Both words shared (no FUTEX_PRIVATE_FLAG), so plain FUTEX_WAKE on
+        // either one matches.
+        futex_waitv w[2] = {};
+        w[0].val = expected;
+        w[0].uaddr = reinterpret_cast<uintptr_t>(word);
+        w[0].flags = FUTEX_32;
+        w[1].val = local_expected;
+        w[1].uaddr = reinterpret_cast<uintptr_t>(local);
+        w[1].flags = FUTEX_32;
+        timespec ts{};
+        timespec *tsp = nullptr;
+        if (deadline_ns != INT64_MAX) {
+            if (deadline_ns < 0) deadline_ns = 0;
+            ts.tv_sec = deadline_ns / 1'000'000'000;
+            ts.tv_nsec = deadline_ns % 1'000'000'000;
+            tsp = &ts;
+        }
+        long rc = syscall(SYS_futex_waitv, w, 2, 0, tsp, CLOCK_MONOTONIC);
+        if (rc >= 0) return FutexResult::kWoken;
+        switch (errno) {
+            case EAGAIN: return FutexResult::kValueChanged;
+            case ETIMEDOUT: return FutexResult::kTimedOut;
+            case EINTR: return FutexResult::kInterrupted;
+            case ENOSYS: g_have_waitv.store(-1, std::memory_order_relaxed); break;
+            default: return FutexResult::kWoken;
+        }
+    }
+    // Old kernel: sleep on `word` in bounded steps; the caller re-checks *local.
+    timespec now{};
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    const int64_t cap = now.tv_sec * 1'000'000'000 + now.tv_nsec + kFallbackNs;
+    return futex_wait(word, expected, deadline_ns < cap ? deadline_ns : cap);
 }
 
 void futex_wake(const void *word, int count) noexcept {

@@ -20,6 +20,15 @@ enum class FutexResult {
 // (INT64_MAX: no deadline). Thread-safe. Cost: one system call.
 FutexResult futex_wait(const void *word, uint32_t expected, int64_t deadline_ns) noexcept;
 
+// Sleeps like futex_wait on `word`, but also returns as soon as the
+// process-local word *local differs from local_expected (a cancellation flag
+// that another thread changes before it calls futex_wake(local, ...)). One
+// futex_waitv system call (Linux 5.16 and later); on older kernels it sleeps
+// at most kFallbackNs per call so that the caller re-checks *local.
+FutexResult futex_wait2(const void *word, uint32_t expected, const void *local, uint32_t local_expected,
+                        int64_t deadline_ns) noexcept;
+inline constexpr int64_t kFallbackNs = 5'000'000;
+
 // Wakes up to `count` sleepers on word. Thread-safe. Cost: one system call
 // (about 240 ns with nobody waiting): callers only call it when a state word
 // says somebody sleeps.

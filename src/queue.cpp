@@ -27,6 +27,7 @@
 #include "futex.hpp"
 
 #include <algorithm>
+#include <atomic>
 
 namespace rq::detail {
 namespace {
@@ -46,6 +47,25 @@ uint64_t with_state(SlotWord w, SlotState s) {
 }
 
 }  // namespace
+
+thread_local CancelWord tl_cancel;
+
+bool cancel_requested() noexcept {
+    if (tl_cancel.word == nullptr) return false;
+    // acquire: pairs with rq_cancel's CAS (client.cpp, cancel_ticket).
+    return static_cast<uint32_t>(std::atomic_ref<uint64_t>(*tl_cancel.word).load(std::memory_order_acquire)) !=
+           tl_cancel.waiting;
+}
+
+// Every sleep of a waiter: on its slot word, and also on its ticket's cancel
+// word while it runs rq_wait.
+static void sleep_on(const Shared<uint64_t> &word, uint32_t expected, int64_t until) {
+    if (tl_cancel.word == nullptr) {
+        futex_wait(&word, expected, until);
+    } else {
+        futex_wait2(&word, expected, tl_cancel.word, tl_cancel.waiting, until);
+    }
+}
 
 // Takes the next ticket. at_head: the queue was empty when we claimed it, so
 // the head word already names our ticket (nothing can pass a ticket that has
@@ -131,6 +151,7 @@ int Engine::wait_turn(uint32_t r, uint32_t t, int64_t deadline) {
             continue;
         }
         if (sw.state != SlotState::kWaiting) return RQ_EINTERNAL;
+        if (cancel_requested()) return RQ_ECANCELED;
         int64_t now = now_ns();
         Front f;
         if (now >= deadline) {
@@ -180,7 +201,7 @@ int Engine::wait_turn(uint32_t r, uint32_t t, int64_t deadline) {
             continue;
         }
         int64_t until = std::min(deadline, now + (timed ? kWatchNs : kBackstopNs));
-        futex_wait(&s.word, static_cast<uint32_t>(sv), until);
+        sleep_on(s.word, static_cast<uint32_t>(sv), until);
         uint64_t e = sv;
         // Fails when we were granted or promoted meanwhile; the loop reads why.
         s.word.compare_exchange_strong(e, with_state(sw, SlotState::kWaiting), kSeqCst);
@@ -345,7 +366,7 @@ int Engine::head_sleep(uint32_t r, uint32_t t, SlotState how, int64_t until, con
     if (!s.word.compare_exchange_strong(v, sv, kSeqCst)) return RQ_OK;
     // Dekker with wake_head(): we published the sleep state; re-check the
     // condition that a waker changes before it looks at our slot.
-    if (still()) futex_wait(&s.word, static_cast<uint32_t>(sv), until);
+    if (still() && !cancel_requested()) sleep_on(s.word, static_cast<uint32_t>(sv), until);
     uint64_t e = sv;
     s.word.compare_exchange_strong(e, with_state(sw, SlotState::kHead), kSeqCst);
     return RQ_OK;

@@ -181,6 +181,50 @@ RQ_API int rq_acquire(rq_client *c, const char *resource, uint64_t load, int64_t
  * RQ_ECORRUPT. */
 RQ_API int rq_release(rq_client *c, rq_permit *p);
 
+/* ---- Waiting without a thread per waiter -------------------------------- */
+
+/* A place in a resource's line, owned by the caller (an event loop, a thread
+ * pool), so that many waiters of one process need not each block a thread.
+ * Keep the rq_ticket at one address from rq_enqueue until the ticket is
+ * finished (served, timed out or cancelled): rq_wait and rq_cancel share a
+ * word inside it. A ticket belongs to the process that took it.
+ *
+ * The line is FIFO: a ticket becomes head only after every earlier one was
+ * served or left, so a process only ever needs to wait on its earliest
+ * ticket of each resource; later ones keep their places without a thread. A
+ * ticket that reaches the head holds up the line behind it until someone
+ * calls rq_wait on it or cancels it; waiting in ticket order does that by
+ * itself. rq_close cancels every ticket the client still has. */
+typedef struct rq_ticket {
+    uint64_t opaque[4];
+} rq_ticket;
+
+/* Takes a place in the line of resource for `load`, without waiting. The same
+ * checks as rq_acquire run first.
+ * Errors: RQ_ENOENT, RQ_EINVAL, RQ_E2BIG, RQ_ENOSPC (queue full), RQ_ECORRUPT. */
+RQ_API int rq_enqueue(rq_client *c, const char *resource, uint64_t load, rq_ticket *t);
+
+/* Waits until the ticket is head and every limit allows its load, then takes
+ * them as rq_acquire does and fills *out; the ticket is then finished.
+ *   timeout_ns < 0: as long as it takes.
+ *   timeout_ns = 0: poll: RQ_EAGAIN if it cannot be served right now; the
+ *                   ticket keeps its place (and, at the head, holds the line).
+ *   timeout_ns > 0: RQ_ETIMEDOUT after that long; the ticket leaves the line.
+ * RQ_ECANCELED when rq_cancel was called on it, before or during this wait;
+ * the ticket has left the line. A cancel that races with the grant may lose:
+ * then this returns 0 and the permit is yours to release.
+ * One thread at a time may wait on a ticket (another gets RQ_EINVAL).
+ * Errors: RQ_EINVAL (finished, forged, or another process's ticket),
+ * RQ_E2BIG (a redefine made the load impossible), RQ_EAGAIN, RQ_ETIMEDOUT,
+ * RQ_ECANCELED, RQ_ECORRUPT. */
+RQ_API int rq_wait(rq_client *c, rq_ticket *t, int64_t timeout_ns, rq_permit *out);
+
+/* Leaves the line, from any thread, without blocking: a ticket nobody waits
+ * on leaves at once; a thread in rq_wait on it wakes and returns
+ * RQ_ECANCELED. Harmless on a finished or zeroed ticket.
+ * Errors: RQ_EINVAL (forged, or another process's ticket). */
+RQ_API int rq_cancel(rq_client *c, rq_ticket *t);
+
 /* ---- Errors ------------------------------------------------------------- */
 
 /* Text for any code (unknown codes get a generic text). Never NULL. */
