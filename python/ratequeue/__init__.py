@@ -9,8 +9,7 @@ Module-level functions use a default Client on $RATEQUEUE_SEGMENT (else
 "ratequeue"), opened on first use. Errors raise RateQueueError subclasses that
 carry the RQ_E* code and the library's text.
 
-This module is the synchronous API. (asyncio support, ratequeue.aio, is not
-written yet.)
+This module is the synchronous API; ratequeue.aio is the asyncio one.
 """
 import ctypes
 import functools
@@ -23,7 +22,7 @@ from ._native import lib
 __all__ = [
     "Client", "Permit", "Rate", "Concurrency", "define", "describe", "acquire", "try_acquire", "limited",
     "RateQueueError", "Timeout", "WouldBlock", "LoadTooLarge", "NotDefined", "Conflict", "Incompatible",
-    "Corrupt", "PermissionDenied", "InvalidArgument", "NoSpace", "VERSION",
+    "Corrupt", "PermissionDenied", "InvalidArgument", "NoSpace", "Cancelled", "VERSION",
 ]
 
 VERSION = _native.VERSION
@@ -81,8 +80,12 @@ class NoSpace(RateQueueError):
     """RQ_ENOSPC: the process table, resource table or queue is full."""
 
 
+class Cancelled(RateQueueError):
+    """RQ_ECANCELED: the wait was cancelled (asyncio raises CancelledError instead)."""
+
+
 _ERRORS = {-1: Timeout, -2: WouldBlock, -3: NotDefined, -4: InvalidArgument, -5: Conflict, -6: LoadTooLarge,
-           -7: NoSpace, -8: Incompatible, -9: Corrupt, -10: PermissionDenied}
+           -7: NoSpace, -8: Incompatible, -9: Corrupt, -10: PermissionDenied, -11: Cancelled}
 
 
 def _error(rc, context=""):
@@ -240,6 +243,8 @@ class Client:
         _check(lib.rq_open_ex(self.segment.encode(), ctypes.byref(opts), ctypes.byref(handle)),
                "open segment " + self.segment)
         self._c = handle
+        self._lanes = {}  # ratequeue.aio: resource name -> its waiting lane
+        self._lanes_lock = threading.Lock()
 
     def _handle(self):
         if self._c is None:

@@ -42,6 +42,10 @@ class PermitStruct(ctypes.Structure):
     _fields_ = [("opaque", ctypes.c_uint64 * 4)]
 
 
+class TicketStruct(ctypes.Structure):
+    _fields_ = [("opaque", ctypes.c_uint64 * 4)]
+
+
 class OpenOptions(ctypes.Structure):
     _fields_ = [("size", ctypes.c_uint32), ("flags", ctypes.c_uint32), ("max_resources", ctypes.c_uint32),
                 ("queue_slots", ctypes.c_uint32), ("max_processes", ctypes.c_uint32)]
@@ -72,6 +76,12 @@ lib.rq_acquire.argtypes = [_c_client_p, ctypes.c_char_p, ctypes.c_uint64, ctypes
 lib.rq_acquire.restype = ctypes.c_int
 lib.rq_release.argtypes = [_c_client_p, ctypes.POINTER(PermitStruct)]
 lib.rq_release.restype = ctypes.c_int
+lib.rq_enqueue.argtypes = [_c_client_p, ctypes.c_char_p, ctypes.c_uint64, ctypes.POINTER(TicketStruct)]
+lib.rq_enqueue.restype = ctypes.c_int
+lib.rq_wait.argtypes = [_c_client_p, ctypes.POINTER(TicketStruct), ctypes.c_int64, ctypes.POINTER(PermitStruct)]
+lib.rq_wait.restype = ctypes.c_int
+lib.rq_cancel.argtypes = [_c_client_p, ctypes.POINTER(TicketStruct)]
+lib.rq_cancel.restype = ctypes.c_int
 lib.rq_strerror.argtypes = [ctypes.c_int]
 lib.rq_strerror.restype = ctypes.c_char_p
 lib.rq_errname.argtypes = [ctypes.c_int]

@@ -1,0 +1,235 @@
+"""asyncio API: waiting never blocks the event loop.
+
+    import ratequeue.aio as rq
+    rq.define("openai", rpm=1000, tpm=200_000, concurrency=10)
+    async with rq.acquire("openai", load=prompt_tokens):
+        await call_the_api()
+
+    permit = await rq.acquire("openai", load=n, timeout=5)   # or hold it yourself
+    permit.release()
+
+How it waits. An acquire first tries once on the event loop (no thread, no
+system call when there is capacity). Otherwise it takes a ticket, a place in
+the resource's line (rq_enqueue), and a helper thread waits on it (rq_wait).
+Tickets are served in order, so one client needs one helper thread per
+resource, however many tasks wait: the thread waits on the earliest ticket
+while the later ones keep their places without a thread. Helper threads exit
+after a few idle seconds.
+
+Cancelling a waiting task (task.cancel(), asyncio.timeout, wait_for) calls
+rq_cancel: the ticket leaves the line at once, whether it is at the head or in
+the middle, and the tasks behind it move up. A timeout does the same and
+raises ratequeue.Timeout. If a cancel loses the race with a grant, the permit
+is released for you.
+"""
+import asyncio
+import collections
+import ctypes
+import functools
+import os
+import threading
+import time
+
+from . import (  # noqa: F401  (re-exported for `import ratequeue.aio as rq`)
+    Cancelled, Client, Concurrency, Conflict, Corrupt, Incompatible, InvalidArgument, LoadTooLarge, NoSpace,
+    NotDefined, PermissionDenied, Permit, Rate, RateQueueError, Timeout, WouldBlock, _error, _load, _native,
+    default_client, define, describe)
+from ._native import lib
+
+__all__ = ["acquire", "try_acquire", "limited", "define", "describe", "Client", "Permit", "Rate", "Concurrency",
+           "RateQueueError", "Timeout", "WouldBlock", "LoadTooLarge", "NotDefined", "Conflict", "Incompatible",
+           "Corrupt", "PermissionDenied", "InvalidArgument", "NoSpace", "Cancelled"]
+
+_IDLE_EXIT_S = 5.0  # a helper thread with nothing to wait on exits after this long
+_EAGAIN = -2
+_byref = ctypes.byref
+
+
+class _Waiter:
+    """One task's ticket: created on the event loop, waited on by the lane thread."""
+
+    __slots__ = ("lane", "loop", "future", "ticket", "load", "deadline", "timer", "gave_up")
+
+    def __init__(self, lane, loop, load, deadline):
+        self.lane = lane
+        self.loop = loop
+        self.future = loop.create_future()
+        self.ticket = _native.TicketStruct()
+        self.load = load
+        self.deadline = deadline  # time.monotonic() seconds, or None
+        self.timer = None
+        self.gave_up = False      # set on the loop before rq_cancel
+
+    # -- on the lane thread --
+    def wait(self):
+        if self.gave_up:
+            return  # rq_cancel already took the ticket out of the line
+        if self.deadline is None:
+            timeout_ns = -1
+        else:
+            timeout_ns = max(1, int((self.deadline - time.monotonic()) * 1e9))
+        permit = _native.PermitStruct()
+        rc = lib.rq_wait(self.lane.client._handle(), _byref(self.ticket), timeout_ns, _byref(permit))
+        try:
+            self.loop.call_soon_threadsafe(self._deliver, rc, permit)
+        except RuntimeError:  # the loop is closed: nobody will take the permit
+            if rc == 0:
+                lib.rq_release(self.lane.client._handle(), _byref(permit))
+
+    # -- on the event loop --
+    def _deliver(self, rc, permit):
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.future.done():  # the task gave up first; a grant that raced it goes back
+            if rc == 0:
+                lib.rq_release(self.lane.client._handle(), _byref(permit))
+            return
+        if rc == 0:
+            self.future.set_result(Permit(self.lane.client, permit, self.lane.name, self.load))
+        else:
+            self.future.set_exception(_error(rc, "acquire " + self.lane.name))
+
+    def give_up(self):
+        """Leaves the line (cancellation or timeout); idempotent."""
+        if self.gave_up:
+            return
+        self.gave_up = True
+        if self.timer is not None:
+            self.timer.cancel()
+        rc = lib.rq_cancel(self.lane.client._handle(), _byref(self.ticket))
+        if rc:
+            raise _error(rc, "cancel " + self.lane.name)
+
+    def expire(self):
+        if not self.future.done():
+            self.give_up()
+            self.future.set_exception(Timeout(-1, "acquire " + self.lane.name))
+
+
+class _Lane:
+    """A client's tickets in one resource's line, in ticket order, and the one
+    thread that waits on the earliest of them."""
+
+    def __init__(self, client, name):
+        self.client = client
+        self.name = name
+        self.encoded = name.encode()
+        self.pid = os.getpid()
+        self.cond = threading.Condition()
+        self.pending = collections.deque()
+        self.thread = None
+
+    def enqueue(self, waiter):
+        # Under the lane lock, so the deque stays in ticket order.
+        with self.cond:
+            rc = lib.rq_enqueue(self.client._handle(), self.encoded, waiter.load, _byref(waiter.ticket))
+            if rc:
+                raise _error(rc, "acquire " + self.name)
+            self.pending.append(waiter)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="ratequeue-aio:" + self.name, daemon=True)
+                self.thread.start()
+            else:
+                self.cond.notify()
+
+    def _run(self):
+        while True:
+            with self.cond:
+                while not self.pending:
+                    if not self.cond.wait(_IDLE_EXIT_S) and not self.pending:
+                        self.thread = None
+                        return
+                waiter = self.pending.popleft()
+            waiter.wait()
+
+
+def _lane(client, name):
+    lanes = client._lanes
+    lane = lanes.get(name)
+    if lane is None or lane.pid != os.getpid():  # a forked child gets fresh lanes (no threads came along)
+        with client._lanes_lock:
+            lane = lanes.get(name)
+            if lane is None or lane.pid != os.getpid():
+                lane = lanes[name] = _Lane(client, name)
+    return lane
+
+
+async def _acquire(client, name, load, timeout):
+    # Try once on the loop: the common, uncontended case costs no thread hop.
+    permit = _native.PermitStruct()
+    rc = lib.rq_acquire(client._handle(), _lane(client, name).encoded, load, 0, _byref(permit))
+    if rc == 0:
+        return Permit(client, permit, name, load)
+    if rc != _EAGAIN:
+        raise _error(rc, "acquire " + name)
+    if timeout == 0:
+        raise _error(rc, "acquire " + name)
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    lane = _lane(client, name)
+    waiter = _Waiter(lane, loop, load, deadline)
+    lane.enqueue(waiter)
+    if deadline is not None:
+        waiter.timer = loop.call_later(timeout, waiter.expire)
+    try:
+        return await waiter.future
+    except asyncio.CancelledError:
+        fut = waiter.future
+        if fut.done() and not fut.cancelled() and fut.exception() is None:
+            fut.result().release()  # granted, but the task was cancelled before it resumed
+        else:
+            waiter.give_up()
+        raise
+
+
+class _Acquire:
+    """`await acquire(...)` gives a Permit; `async with acquire(...)` releases it on exit."""
+
+    __slots__ = ("_client", "_name", "_load", "_timeout", "_permit")
+
+    def __init__(self, client, name, load, timeout):
+        if type(load) is not int or load <= 0:
+            load = _load(load)
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+            raise ValueError("timeout must be None or a number of seconds >= 0, not %r" % (timeout,))
+        self._client = client
+        self._name = name
+        self._load = load
+        self._timeout = timeout
+        self._permit = None
+
+    def __await__(self):
+        return _acquire(self._client, self._name, self._load, self._timeout).__await__()
+
+    async def __aenter__(self):
+        self._permit = await _acquire(self._client, self._name, self._load, self._timeout)
+        return self._permit
+
+    async def __aexit__(self, *exc):
+        permit, self._permit = self._permit, None
+        if permit is not None:
+            permit.release()
+        return False
+
+
+def acquire(name, load=1, timeout=None, *, client=None):
+    """Waits (without blocking the loop) in FIFO order until every limit of
+    `name` allows `load`. Use `async with`, or `await` it for a Permit.
+    timeout=None waits as long as it takes; Timeout when it passes first."""
+    return _Acquire(client or default_client(), name, load, timeout)
+
+
+async def try_acquire(name, load=1, *, client=None):
+    """A Permit if every limit allows `load` right now and nobody waits, else None."""
+    return (client or default_client()).try_acquire(name, load)
+
+
+def limited(name, load=1, timeout=None, *, client=None):
+    """Decorator for coroutine functions: each call holds a permit of `name`."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        async def call(*args, **kwargs):
+            async with acquire(name, load, timeout, client=client):
+                return await fn(*args, **kwargs)
+        return call
+    return wrap
