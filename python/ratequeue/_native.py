@@ -1,7 +1,8 @@
 """ctypes declarations for libratequeue: every function gets argtypes and restype.
 
-The library is found, in order, from $RATEQUEUE_LIBRARY, next to this package
-(an installed copy), and in the meson build tree of a source checkout.
+The library is found, in order, from $RATEQUEUE_LIBRARY, next to this package,
+in the meson build tree of a source checkout, and through the dynamic
+linker's search path (where `meson install` puts it: libratequeue.so.0).
 """
 import ctypes
 import os
@@ -28,6 +29,11 @@ def _load():
         tried.append(str(path))
         if path.exists():
             return ctypes.CDLL(str(path))
+    tried.append("libratequeue.so.%d (ld.so search path)" % EXPECTED_MAJOR)
+    try:
+        return ctypes.CDLL("libratequeue.so.%d" % EXPECTED_MAJOR)
+    except OSError:
+        pass
     raise OSError(
         "libratequeue.so not found (tried: %s); build it with 'bash scripts/test' "
         "or set RATEQUEUE_LIBRARY" % ", ".join(tried))
