@@ -87,6 +87,16 @@ RQ_API int rq_cancel(rq_client *c, rq_ticket *t) {
     return guarded([&]() -> int { return c->engine->cancel_ticket(t); });
 }
 
+RQ_API int rq_reset(rq_client *c, const char *resource, uint32_t flags) {
+    if (c == nullptr) return RQ_EINVAL;
+    return guarded([&]() -> int { return c->engine->reset(resource, flags); });
+}
+
+RQ_API int rq_reap(rq_client *c, rq_reap_report *out) {
+    if (c == nullptr) return RQ_EINVAL;
+    return guarded([&]() -> int { return c->engine->reap(out); });
+}
+
 RQ_API const char *rq_strerror(int code) {
     switch (code) {
 #define RQ_STRERROR_CASE_(name, value, text) \

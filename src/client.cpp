@@ -23,13 +23,14 @@ struct PermitFields {
     uint32_t proc;
     uint64_t load;
     uint32_t proc_gen;
+    uint32_t epoch;  // the resource's hard_epoch when granted
 };
 
 void encode(const PermitFields &f, rq_permit *out) {
     out->opaque[0] = kPermitMagic | f.flags;
     out->opaque[1] = (uint64_t{f.resource} << 32) | f.proc;
     out->opaque[2] = f.load;
-    out->opaque[3] = f.proc_gen;
+    out->opaque[3] = (uint64_t{f.epoch} << 32) | f.proc_gen;
 }
 
 uint64_t cost_of(const Limit &l, uint64_t load) { return l.cost == RQ_COST_LOAD ? load : 1; }
@@ -133,6 +134,11 @@ int Engine::acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_perm
     if (rc != RQ_OK) return rc;
     crash_point(CrashPoint::kAfterEnqueue);
     // The uncontended path: the queue was empty, so we are head already.
+    int64_t since = 0;  // when we started waiting; 0 while we have not
+    if (!at_head) {
+        since = now_ns();
+        note_wait(r, ticket, load, since);
+    }
     rc = at_head ? RQ_OK : wait_turn(r, ticket, deadline);
     if (rc != RQ_OK) {
         abandon(r, ticket);
@@ -145,7 +151,7 @@ int Engine::acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_perm
     // Whoever was behind us when we became head by ourselves (not through a
     // grant, whose passer promotes) may need promoting to watcher.
     if (!at_head) promote_behind(r, ticket);
-    rc = serve(r, ticket, load, deadline, is_try, lim, out);
+    rc = serve(r, ticket, load, deadline, is_try, lim, out, since);
     crash_point(CrashPoint::kBeforePass);
     if (rc == RQ_ETIMEDOUT) res.counters.timeouts.fetch_add(1, boost::memory_order_relaxed);
     if (rc == RQ_E2BIG) res.counters.too_big.fetch_add(1, boost::memory_order_relaxed);
@@ -193,6 +199,7 @@ int Engine::enqueue_ticket(const char *name, uint64_t load, rq_ticket *t) {
     bool at_head;
     rc = enqueue(r, ticket, at_head);
     if (rc != RQ_OK) return rc;
+    note_wait(r, ticket, load, now_ns());
     t->opaque[0] = kTicketMagic | r;
     t->opaque[1] = (uint64_t{ticket} << 32) | me_;
     t->opaque[2] = load;
@@ -269,7 +276,8 @@ int Engine::wait_ticket(rq_ticket *t, int64_t timeout_ns, rq_permit *out) {
     const Limits *lim;
     rc = limits_of(r, scratch, lim);
     if (rc == RQ_OK) {
-        rc = never_fits_any(*lim, load) ? RQ_E2BIG : serve(r, ticket, load, deadline, poll, lim, out);
+        rc = never_fits_any(*lim, load) ? RQ_E2BIG
+                                         : serve(r, ticket, load, deadline, poll, lim, out, noted_since(r, ticket));
     }
     if (poll && rc == RQ_EAGAIN) return keep();
     pass_head(r, ticket);
@@ -302,8 +310,9 @@ int Engine::cancel_ticket(rq_ticket *t) {
 }
 
 // As head: take from every limit at one instant, or wait until they allow it.
+// since: when this acquire started waiting (0: it has not waited yet).
 int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, bool is_try,
-                  const Limits *limp, rq_permit *out) {
+                  const Limits *limp, rq_permit *out, int64_t since) {
     Resource &res = view_.resource(r);
     crash_point(CrashPoint::kHeadBeforeServe);
     Limits scratch;
@@ -336,6 +345,7 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
             if (now >= deadline) return RQ_ETIMEDOUT;
             if (cancel_requested()) return RQ_ECANCELED;
             crash_point(CrashPoint::kWhileHeadSleeping);
+            if (since == 0) note_wait(r, ticket, load, since = now);
             // Re-checked after publishing the sleep state: a redefine or reset
             // changes the config word or a TAT before it wakes us.
             auto unchanged = [&] {
@@ -363,6 +373,7 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
                 if (is_try) return RQ_EAGAIN;
                 if (now >= deadline) return RQ_ETIMEDOUT;
                 if (cancel_requested()) return RQ_ECANCELED;
+                if (since == 0) note_wait(r, ticket, load, since = now);
                 // Woken by a release; bounded so that we notice dead holders.
                 auto still_full = [&] { return !conc_fits(res, lim, load); };
                 rc = head_sleep(r, ticket, SlotState::kHeadConcSleep, std::min(deadline, now + kWatchNs),
@@ -389,17 +400,38 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
             continue;
         }
         uint64_t flags = 0;
+        uint32_t epoch = 0;
         if (lim.has_conc) {
-            int rc = conc_update(r, me_, 1, static_cast<int64_t>(load), CrashPoint::kInConcJournal);
+            epoch = res.hard_epoch.load(boost::memory_order_relaxed);  // under the lock
+            int rc = conc_update(r, me_, 1, static_cast<int64_t>(load), CrashPoint::kInConcJournal, now);
             unlock(res.lock);
             if (rc != RQ_OK) return rc;
             flags |= kPermitConc;
         }
         bump(res.counters.admitted, 1);
         bump(res.counters.admitted_load, load);
-        encode(PermitFields{flags, r, me_, load, me_gen_}, out);
+        if (since != 0) {
+            const uint64_t waited = now > since ? static_cast<uint64_t>(now - since) : 0;
+            bump(res.counters.wait_ns_total, waited);
+            bump(res.waits.bucket[wait_bucket(waited)], 1);
+        }
+        encode(PermitFields{flags, r, me_, load, me_gen_, epoch}, out);
         return RQ_OK;
     }
+}
+
+void Engine::note_wait(uint32_t r, uint32_t ticket, uint64_t load, int64_t since) {
+    Slot &s = view_.slot(r, ticket);
+    s.load.store(load, boost::memory_order_relaxed);
+    s.since_ns.store(since, boost::memory_order_relaxed);
+    // release: pairs with the reader's acquire load of tag (layout.hpp, Slot).
+    s.tag.store(kInfoValid | ticket, boost::memory_order_release);
+}
+
+int64_t Engine::noted_since(uint32_t r, uint32_t ticket) const {
+    const Slot &s = view_.slot(r, ticket);
+    if (s.tag.load(boost::memory_order_acquire) != (kInfoValid | ticket)) return 0;
+    return s.since_ns.load(boost::memory_order_relaxed);
 }
 
 int Engine::reap_dead_holders(uint32_t r) {
@@ -430,14 +462,17 @@ int Engine::release(rq_permit *p) {
     const uint32_t r = static_cast<uint32_t>(p->opaque[1] >> 32);
     const uint32_t proc = static_cast<uint32_t>(p->opaque[1]);
     const uint64_t load = p->opaque[2];
-    if (r >= view_.geo.max_resources || proc != me_ || p->opaque[3] != me_gen_ || load == 0 ||
-        load > RQ_MAX_AMOUNT) {
+    if (r >= view_.geo.max_resources || proc != me_ || static_cast<uint32_t>(p->opaque[3]) != me_gen_ ||
+        load == 0 || load > RQ_MAX_AMOUNT) {
         return RQ_EINVAL;  // forged, or held by another client or process
     }
     Resource &res = view_.resource(r);
     rc = lock(res.lock, false, r);
     if (rc != RQ_OK) return rc;
-    rc = conc_update(r, me_, -1, -static_cast<int64_t>(load), CrashPoint::kInReleaseJournal);
+    // A hard reset since the grant forgot this permit: nothing to give back.
+    if (static_cast<uint32_t>(p->opaque[3] >> 32) == res.hard_epoch.load(boost::memory_order_relaxed)) {
+        rc = conc_update(r, me_, -1, -static_cast<int64_t>(load), CrashPoint::kInReleaseJournal);
+    }
     unlock(res.lock);
     if (rc != RQ_OK) return rc;
     p->opaque[0] = w0 | kPermitReleased;

@@ -7,6 +7,8 @@
 #include "layout.hpp"
 #include "ratequeue/ratequeue.h"
 
+#include <sys/stat.h>
+
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -152,6 +154,10 @@ public:
     int enqueue_ticket(const char *name, uint64_t load, rq_ticket *t);
     int wait_ticket(rq_ticket *t, int64_t timeout_ns, rq_permit *out);
     int cancel_ticket(rq_ticket *t);
+    // rq_reset: name NULL for every resource.
+    int reset(const char *name, uint32_t flags);
+    // rq_reap: reclaims every dead process now; counts what came back.
+    int reap(rq_reap_report *out);
 
     // Reclaims process slot p if its owner is dead. Returns 1 when this call
     // reclaimed it, 0 when there was nothing to do, or an error.
@@ -186,7 +192,7 @@ private:
     int break_dead_lock(Shared<uint32_t> &word, uint32_t owner, bool define_lock, uint32_t r);
     void unlock(Shared<uint32_t> &word);
     void return_holdings(uint32_t r, uint32_t p);
-    int conc_update(uint32_t r, uint32_t p, int64_t d_req, int64_t d_load, CrashPoint cp);
+    int conc_update(uint32_t r, uint32_t p, int64_t d_req, int64_t d_load, CrashPoint cp, int64_t now = 0);
     void undo_resource(uint32_t r);
     void undo_define();
     // client.cpp
@@ -206,9 +212,13 @@ private:
     int reclaim_dead_behind(uint32_t r, uint32_t head);
     // client.cpp
     int serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, bool is_try, const Limits *lim,
-              rq_permit *out);
+              rq_permit *out, int64_t since);
+    void note_wait(uint32_t r, uint32_t ticket, uint64_t load, int64_t since);
+    int64_t noted_since(uint32_t r, uint32_t ticket) const;
     [[gnu::cold]] int refresh_limits(uint32_t r, Limits &scratch, const Limits *&out);
     int reap_dead_holders(uint32_t r);
+    // admin.cpp
+    int reset_one(uint32_t r, bool hard);
     int write_limits(uint32_t r, const Limits &lim);
     void carry_rate_debt(uint32_t r, const Limits &old_lim, const Limits &new_lim);
 
@@ -240,6 +250,16 @@ inline constexpr int64_t kProcLockBase = int64_t{1} << 40;
 int ofd_try_lock(int fd, uint32_t p);
 void ofd_unlock(int fd, uint32_t p);
 bool ofd_locked_by_other(int fd, uint32_t p);
+
+// Read-side functions on any view, also a read-only one (resource.cpp): what
+// Engine::lookup and Engine::read_limits do, for the inspector.
+int lookup_in(const View &view, std::string_view name, uint32_t &r);
+int read_limits_in(const View &view, uint32_t r, Limits &out, uint64_t *word = nullptr);
+
+// Segment checks shared by Engine and the inspector (segment.cpp).
+int validate_header(const Header &h, uint64_t file_size, Geometry &geo);
+int check_owner_and_mode(const struct stat &st, bool group);
+bool valid_segment_name(std::string_view n);
 
 // Names and hashing (resource.cpp).
 bool valid_resource_name(std::string_view name);

@@ -7,9 +7,9 @@
 //   offset                      size                         what
 //   0                           4096                         Header
 //   proc_table_off              max_processes * 64           Process[]
-//   resource_table_off          max_resources * 1472         Resource[]
-//   holdings_off                max_processes*max_resources*16  Holding[p][r]
-//   rings_off                   max_resources*queue_slots*8  Slot[r][ticket % queue_slots]
+//   resource_table_off          max_resources * 1728         Resource[]
+//   holdings_off                max_processes*max_resources*24  Holding[p][r]
+//   rings_off                   max_resources*queue_slots*32 Slot[r][ticket % queue_slots]
 //   total_size (page aligned)
 //
 // Header (4096 bytes, the first 128 shown; the rest is reserved, zero):
@@ -51,7 +51,9 @@ static_assert(std::endian::native == std::endian::little,
               "slot futex words are the low half of a 64-bit word");
 
 inline constexpr uint64_t kMagic = 0x544e4d4745535152ull;  // "RQSEGMNT" little endian
-inline constexpr uint32_t kLayoutMajor = 1;
+// 2: wait histogram and hard-reset epoch per resource, held-since per
+// holding, load and enqueue time per queue slot (for rqctl).
+inline constexpr uint32_t kLayoutMajor = 2;
 inline constexpr uint32_t kLayoutMinor = 0;
 inline constexpr uint32_t kHeaderSize = 4096;
 inline constexpr uint32_t kMaxLimits = 8;
@@ -234,18 +236,40 @@ struct ConcJournal {
 };
 static_assert(sizeof(ConcJournal) == 40);
 
-// Per-resource counters: relaxed increments, read by rqctl.
+// Per-resource counters, read by rqctl without any lock (each value on its
+// own; relaxed). admitted, admitted_load, wait_ns_total and the histogram
+// are written only by the queue head (a plain relaxed load + store: there is
+// one head at a time); the others with relaxed fetch_add.
 struct Counters {
     Shared<uint64_t> admitted;
     Shared<uint64_t> admitted_load;
     Shared<uint64_t> timeouts;
     Shared<uint64_t> too_big;
-    Shared<uint64_t> reclaims;
-    Shared<uint64_t> resets;
-    Shared<uint64_t> wait_ns_total;
+    Shared<uint64_t> reclaims;       // holdings of dead processes returned
+    Shared<uint64_t> resets;         // rq_reset (rqctl reset) calls
+    Shared<uint64_t> wait_ns_total;  // summed over admissions that waited
     Shared<uint64_t> reserved;
 };
 static_assert(sizeof(Counters) == 64);
+
+// Admissions that waited, by how long: bucket i (1..31) counts waits in
+// [2^i, 2^(i+1)) microseconds, bucket 0 those under 2 us, bucket 31 also
+// everything longer. Admissions that did not wait at all are not counted
+// here (that would cost the fast path a store): they are admitted minus the
+// sum of the buckets.
+inline constexpr uint32_t kWaitBuckets = 32;
+struct WaitHistogram {
+    Shared<uint64_t> bucket[kWaitBuckets];
+};
+static_assert(sizeof(WaitHistogram) == 256);
+constexpr uint32_t wait_bucket(uint64_t wait_ns) {
+    uint64_t us = wait_ns / 1000;
+    if (us < 2) return 0;
+    uint32_t b = static_cast<uint32_t>(std::bit_width(us)) - 1;
+    return b < kWaitBuckets ? b : kWaitBuckets - 1;
+}
+static_assert(wait_bucket(0) == 0 && wait_bucket(1999) == 0 && wait_bucket(2000) == 1 &&
+              wait_bucket(4000) == 2 && wait_bucket(~0ull) == kWaitBuckets - 1);
 
 struct alignas(kCacheLine) Resource {
     // -- identity (line 0..1) --
@@ -266,7 +290,8 @@ struct alignas(kCacheLine) Resource {
     uint8_t reserved3[56];
     // -- concurrency (own cache line) --
     Shared<uint32_t> lock;          // like Header::define_lock, guards in_use_* and holdings
-    uint32_t reserved4;
+    Shared<uint32_t> hard_epoch;    // under lock: bumped by a hard reset; permits of an
+                                    // older epoch were forgotten and release as no-ops
     Shared<uint64_t> in_use_req;    // sum over holders of requests held (under lock)
     Shared<uint64_t> in_use_load;   // sum over holders of load held (under lock)
     uint8_t reserved5[40];
@@ -274,6 +299,7 @@ struct alignas(kCacheLine) Resource {
     uint8_t reserved6[24];
     Counters counters;
     uint8_t reserved7[64];
+    WaitHistogram waits;            // head only (see Counters)
 };
 static_assert(offsetof(Resource, state) == 0);
 static_assert(offsetof(Resource, name_len) == 4);
@@ -287,8 +313,10 @@ static_assert(offsetof(Resource, lock) == 1216);
 static_assert(offsetof(Resource, in_use_req) == 1224);
 static_assert(offsetof(Resource, in_use_load) == 1232);
 static_assert(offsetof(Resource, journal) == 1280);
+static_assert(offsetof(Resource, hard_epoch) == 1220);
 static_assert(offsetof(Resource, counters) == 1344);
-static_assert(sizeof(Resource) == 1472);
+static_assert(offsetof(Resource, waits) == 1472);
+static_assert(sizeof(Resource) == 1728);
 
 // Concurrency held by one process on one resource. Written only under the
 // resource's lock (relaxed inside it); read by reclaimers under the same lock
@@ -296,8 +324,9 @@ static_assert(sizeof(Resource) == 1472);
 struct Holding {
     Shared<uint64_t> req;
     Shared<uint64_t> load;
+    Shared<int64_t> since_ns;       // CLOCK_MONOTONIC when req last rose from 0 (display only)
 };
-static_assert(sizeof(Holding) == 16);
+static_assert(sizeof(Holding) == 24);
 
 // ---- Queue slots ----------------------------------------------------------------
 //
@@ -351,10 +380,20 @@ struct SlotWord {
     constexpr uint32_t futex_value() const { return static_cast<uint32_t>(pack()); }
 };
 
+// Besides the word, a waiting ticket's owner notes its load and when it
+// started waiting, for rqctl (display only, never trusted by the protocol):
+// it stores load and since_ns, then tag = t | kInfoValid (release). A reader
+// loads tag (acquire), the fields, then the word and tag again, and believes
+// the fields only if both tags are t | kInfoValid and the word names t.
+// Tickets served at once (the fast path) write none of this.
+inline constexpr uint64_t kInfoValid = uint64_t{1} << 32;
 struct Slot {
     Shared<uint64_t> word;
+    Shared<uint64_t> tag;
+    Shared<uint64_t> load;
+    Shared<int64_t> since_ns;
 };
-static_assert(sizeof(Slot) == 8);
+static_assert(sizeof(Slot) == 32);
 
 // ---- Geometry -------------------------------------------------------------------
 

@@ -155,7 +155,7 @@ void Engine::undo_define() {
 // Under the resource lock: adds d_req/d_load (negative to give back) to the
 // in-use counters and to holding row p, through the undo journal.
 // RQ_EINVAL when row p holds less than it gives back.
-int Engine::conc_update(uint32_t r, uint32_t p, int64_t d_req, int64_t d_load, CrashPoint cp) {
+int Engine::conc_update(uint32_t r, uint32_t p, int64_t d_req, int64_t d_load, CrashPoint cp, int64_t now) {
     Resource &res = view_.resource(r);
     Holding &h = view_.holding(p, r);
     uint64_t in_req = res.in_use_req.load(boost::memory_order_relaxed);
@@ -185,6 +185,7 @@ int Engine::conc_update(uint32_t r, uint32_t p, int64_t d_req, int64_t d_load, C
     crash_point(cp);
     h.req.store(add(held_req, d_req), boost::memory_order_relaxed);
     h.load.store(add(held_load, d_load), boost::memory_order_relaxed);
+    if (held_req == 0 && d_req > 0) h.since_ns.store(now, boost::memory_order_relaxed);  // display only
     j.valid.store(0, boost::memory_order_release);
     return RQ_OK;
 }

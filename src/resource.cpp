@@ -72,7 +72,9 @@ bool same_limits(const Limits &a, const Limits &b) {
     return true;
 }
 
-int Engine::lookup(std::string_view name, uint32_t &r) const {
+int Engine::lookup(std::string_view name, uint32_t &r) const { return lookup_in(view_, name, r); }
+
+int lookup_in(const View &view_, std::string_view name, uint32_t &r) {
     const uint32_t cap = view_.geo.max_resources;
     const uint64_t h = name_hash(name);
     for (uint32_t i = 0, idx = home_index(h, cap); i < cap; ++i, idx = idx + 1 == cap ? 0 : idx + 1) {
@@ -118,6 +120,10 @@ bool sane(const Limit &l) {
 }  // namespace
 
 int Engine::read_limits(uint32_t r, Limits &out, uint64_t *word) const {
+    return read_limits_in(view_, r, out, word);
+}
+
+int read_limits_in(const View &view_, uint32_t r, Limits &out, uint64_t *word) {
     Resource &res = view_.resource(r);
     for (int attempt = 0; attempt < 64; ++attempt) {
         // acquire: pairs with write_limits()'s release store of the word.

@@ -41,6 +41,8 @@ constexpr size_t kMaxSegmentName = 200;
 // of the file, which OFD locks allow.
 constexpr off_t kInitLockByte = kProcLockBase - 1;
 
+}  // namespace
+
 bool valid_segment_name(std::string_view n) {
     if (n.empty() || n.size() > kMaxSegmentName || n[0] == '.') return false;
     for (char ch : n) {
@@ -50,6 +52,8 @@ bool valid_segment_name(std::string_view n) {
     }
     return true;
 }
+
+namespace {
 
 void read_boot_id(uint8_t out[16]) {
     std::memset(out, 0, 16);
@@ -68,6 +72,8 @@ void read_boot_id(uint8_t out[16]) {
     }
 }
 
+}  // namespace
+
 // Ownership and mode rules: ours (or our group's when group-shared), and no
 // permission bits beyond what we create with.
 int check_owner_and_mode(const struct stat &st, bool group) {
@@ -78,10 +84,14 @@ int check_owner_and_mode(const struct stat &st, bool group) {
     return RQ_EACCES;
 }
 
+namespace {
+
 struct Mapping {
     std::unique_ptr<bip::mapped_region> region;
     int shm_fd = -1;  // kept open for the life of the mapping (fstat, diagnostics)
 };
+
+}  // namespace
 
 // Validates a mapped header against the file size. The header is hostile:
 // every field is read once and checked before it is used.
@@ -104,6 +114,8 @@ int validate_header(const Header &h, uint64_t file_size, Geometry &geo) {
     geo = g;
     return RQ_OK;
 }
+
+namespace {
 
 int open_existing(const std::string &name, bool group, Mapping &m, Geometry &geo) {
     std::string path = kShmDir + name;

@@ -225,6 +225,31 @@ RQ_API int rq_wait(rq_client *c, rq_ticket *t, int64_t timeout_ns, rq_permit *ou
  * Errors: RQ_EINVAL (forged, or another process's ticket). */
 RQ_API int rq_cancel(rq_client *c, rq_ticket *t);
 
+/* ---- Operator repairs (what rqctl reset and rqctl reap call) ------------- */
+
+#define RQ_RESET_HARD 1u
+
+/* Refills every rate limit of resource (NULL: of every resource), returns the
+ * concurrency held by dead processes, and wakes the head of the line so that
+ * waiters proceed. Live holders keep their permits. With RQ_RESET_HARD, live
+ * holders' concurrency is forgotten as well: the limit counts from zero, and
+ * releasing a permit granted before the reset does nothing.
+ * Errors: RQ_ENOENT, RQ_EINVAL, RQ_ECORRUPT. */
+RQ_API int rq_reset(rq_client *c, const char *resource, uint32_t flags);
+
+/* What rq_reap reclaimed. Set size = sizeof(rq_reap_report) before the call. */
+typedef struct rq_reap_report {
+    uint32_t size;
+    uint32_t processes; /* dead processes whose slots were reclaimed */
+    uint64_t permits;   /* concurrency permits they held, given back */
+    uint64_t load;      /* the load those permits held */
+} rq_reap_report;
+
+/* Reclaims now every process slot whose owner is dead (instead of when a
+ * waiter next notices): returns its permits and takes its tickets out of every
+ * line. Errors: RQ_EINVAL (report NULL or size too small), RQ_ECORRUPT. */
+RQ_API int rq_reap(rq_client *c, rq_reap_report *out);
+
 /* ---- Errors ------------------------------------------------------------- */
 
 /* Text for any code (unknown codes get a generic text). Never NULL. */
