@@ -299,3 +299,76 @@ TEST_CASE("C++ API: RAII permits, chrono timeouts, exceptions") {
     CHECK_THROWS_AS(client.define("cpp", {rq::rate(3, std::chrono::hours(1))}), rq::Error);
     CHECK(client.describe("cpp").size() == 2);
 }
+
+TEST_CASE("rq_reset refills buckets and wakes a head waiting for tokens") {
+    Segment seg;
+    Client c(seg.name);
+    rq_limit l[] = {rate(1, kHour, 1)};
+    REQUIRE(rq_define(c, "r", l, 1, 0) == RQ_OK);
+    rq_permit p;
+    REQUIRE(rq_acquire(c, "r", 1, 0, &p) == RQ_OK);
+    CHECK(rq_acquire(c, "r", 1, 0, &p) == RQ_EAGAIN);
+    std::atomic<int> rc{1};
+    std::thread waiter([&] {
+        rq_permit q;
+        rc = rq_acquire(c, "r", 1, int64_t{10} * int64_t{kSec}, &q);
+    });
+    sleep_ms(50);
+    CHECK(rc.load() == 1);  // asleep until the next token, an hour away
+    int64_t at = now_ns();
+    REQUIRE(rq_reset(c, "r", 0) == RQ_OK);
+    waiter.join();
+    CHECK(rc.load() == RQ_OK);
+    CHECK(now_ns() - at < int64_t{kSec});
+    CHECK(rq_reset(c, nullptr, 0) == RQ_OK);  // every resource
+    CHECK(rq_acquire(c, "r", 1, 0, &p) == RQ_OK);
+    CHECK(rq_reset(c, "nope", 0) == RQ_ENOENT);
+    CHECK(rq_reset(c, "bad name", 0) == RQ_EINVAL);
+    CHECK(rq_reset(c, "r", 4) == RQ_EINVAL);
+    CHECK(rq_reset(nullptr, "r", 0) == RQ_EINVAL);
+}
+
+TEST_CASE("a hard reset forgets live permits; their release is a no-op") {
+    Segment seg;
+    Client c(seg.name);
+    rq_limit l[] = {conc(1)};
+    REQUIRE(rq_define(c, "c", l, 1, 0) == RQ_OK);
+    rq_permit old, fresh, p;
+    REQUIRE(rq_acquire(c, "c", 1, 0, &old) == RQ_OK);
+    CHECK(rq_reset(c, "c", 0) == RQ_OK);  // soft: live holders keep theirs
+    CHECK(rq_acquire(c, "c", 1, 0, &p) == RQ_EAGAIN);
+    REQUIRE(rq_reset(c, "c", RQ_RESET_HARD) == RQ_OK);
+    REQUIRE(rq_acquire(c, "c", 1, 0, &fresh) == RQ_OK);
+    CHECK(rq_release(c, &old) == RQ_OK);              // forgotten: gives nothing back
+    CHECK(rq_acquire(c, "c", 1, 0, &p) == RQ_EAGAIN);  // `fresh` still counts
+    CHECK(rq_release(c, &fresh) == RQ_OK);
+    CHECK(rq_acquire(c, "c", 1, 0, &p) == RQ_OK);
+    CHECK(rq_release(c, &p) == RQ_OK);
+}
+
+TEST_CASE("rq_reap reclaims a dead holder at once and reports it") {
+    Segment seg;
+    Client c(seg.name);
+    rq_limit l[] = {conc(2, RQ_COST_LOAD)};
+    REQUIRE(rq_define(c, "c", l, 1, 0) == RQ_OK);
+    rq_reap_report rep{};
+    CHECK(rq_reap(c, &rep) == RQ_EINVAL);  // size not set
+    rep.size = sizeof rep;
+    REQUIRE(rq_reap(c, &rep) == RQ_OK);
+    CHECK(rep.processes == 0);
+    pid_t child = spawn([&] {
+        rq_client *cc;
+        rq_permit p;
+        if (rq_open(seg.c_str(), &cc) != RQ_OK || rq_acquire(cc, "c", 2, 0, &p) != RQ_OK) return 1;
+        _exit(0);  // dies holding load 2, without rq_close
+    });
+    REQUIRE(reap(child) == 0);
+    rq_permit p;
+    CHECK(rq_acquire(c, "c", 1, 0, &p) == RQ_EAGAIN);  // a try does not reclaim holders
+    REQUIRE(rq_reap(c, &rep) == RQ_OK);
+    CHECK(rep.processes == 1);
+    CHECK(rep.permits == 1);
+    CHECK(rep.load == 2);
+    CHECK(rq_acquire(c, "c", 2, 0, &p) == RQ_OK);
+    CHECK(rq_release(c, &p) == RQ_OK);
+}
