@@ -67,6 +67,38 @@ RQ_API int rq_acquire(rq_client *c, const char *resource, uint64_t load, int64_t
     return guarded([&]() -> int { return c->engine->acquire(resource, load, timeout_ns, out); });
 }
 
+RQ_API int rq_acquire_ex(rq_client *c, const char *resource, uint64_t load, int64_t timeout_ns, rq_permit *out,
+                         rq_wait_info *info) {
+    if (c == nullptr || (info != nullptr && info->size < sizeof(rq_wait_info))) return RQ_EINVAL;
+    int64_t *predicted = nullptr;
+    if (info != nullptr) {
+        info->predicted_wait_ns = -1;
+        predicted = &info->predicted_wait_ns;
+    }
+    return guarded([&]() -> int { return c->engine->acquire(resource, load, timeout_ns, out, predicted); });
+}
+
+RQ_API int rq_predict_wait(rq_client *c, const char *resource, uint64_t load, int64_t *wait_ns) {
+    if (c == nullptr) return RQ_EINVAL;
+    return guarded([&]() -> int { return c->engine->predict_wait(resource, load, wait_ns); });
+}
+
+RQ_API int rq_settle(rq_client *c, rq_permit *p, uint64_t actual) {
+    if (c == nullptr) return RQ_EINVAL;
+    return guarded([&]() -> int { return c->engine->settle(p, actual); });
+}
+
+RQ_API int rq_penalize(rq_client *c, const char *resource, int64_t pause_ns) {
+    if (c == nullptr) return RQ_EINVAL;
+    return guarded([&]() -> int { return c->engine->penalize(resource, pause_ns); });
+}
+
+RQ_API int rq_observe(rq_client *c, const char *resource, uint32_t limit_index, uint64_t remaining,
+                      int64_t reset_ns) {
+    if (c == nullptr) return RQ_EINVAL;
+    return guarded([&]() -> int { return c->engine->observe(resource, limit_index, remaining, reset_ns); });
+}
+
 RQ_API int rq_release(rq_client *c, rq_permit *p) {
     if (c == nullptr) return RQ_EINVAL;
     return guarded([&]() -> int { return c->engine->release(p); });

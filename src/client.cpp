@@ -14,8 +14,6 @@ namespace rq::detail {
 namespace {
 
 constexpr uint64_t kPermitMagic = 0x52515054ull << 32;  // "RQPT"
-constexpr uint64_t kPermitConc = 1;                     // holds concurrency
-constexpr uint64_t kPermitReleased = 2;
 
 struct PermitFields {
     uint64_t flags;
@@ -105,7 +103,7 @@ void set_crash_point(CrashPoint) {}
     return RQ_OK;
 }
 
-int Engine::acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_permit *out) {
+int Engine::acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_permit *out, int64_t *predicted) {
     if (out == nullptr) return RQ_EINVAL;
     std::memset(out, 0, sizeof *out);
     uint32_t r;
@@ -127,6 +125,19 @@ int Engine::acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_perm
             if (rc != RQ_OK) return rc;
             q = QueueWord::unpack(res.queue.load(boost::memory_order_seq_cst));
             if (q.head != q.tail) return RQ_EAGAIN;
+        }
+    } else if (deadline != INT64_MAX) {
+        // Fail fast: if the buckets cannot hold us and everyone ahead before
+        // the deadline, say so now instead of sleeping until it passes.
+        QueueWord q = QueueWord::unpack(res.queue.load(boost::memory_order_seq_cst));
+        if (q.head != q.tail || res.paused_until.load(boost::memory_order_seq_cst) != 0) {
+            const int64_t now = now_ns();
+            const int64_t start = predict_start(r, load, *lim, now);
+            if (start > deadline) {
+                if (predicted != nullptr) *predicted = start - now;
+                res.counters.timeouts.fetch_add(1, boost::memory_order_relaxed);
+                return RQ_ETIMEDOUT;
+            }
         }
     }
     uint32_t ticket;
@@ -152,7 +163,7 @@ int Engine::acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_perm
     // Whoever was behind us when we became head by ourselves (not through a
     // grant, whose passer promotes) may need promoting to watcher.
     if (!at_head) promote_behind(r, ticket);
-    rc = serve(r, ticket, load, deadline, is_try, lim, out, since);
+    rc = serve(r, ticket, load, deadline, is_try, lim, out, since, predicted);
     crash_point(CrashPoint::kBeforePass);
     if (rc == RQ_ETIMEDOUT) res.counters.timeouts.fetch_add(1, boost::memory_order_relaxed);
     if (rc == RQ_E2BIG) res.counters.too_big.fetch_add(1, boost::memory_order_relaxed);
@@ -278,7 +289,7 @@ int Engine::wait_ticket(rq_ticket *t, int64_t timeout_ns, rq_permit *out) {
     rc = limits_of(r, scratch, lim);
     if (rc == RQ_OK) {
         rc = never_fits_any(*lim, load) ? RQ_E2BIG
-                                         : serve(r, ticket, load, deadline, poll, lim, out, noted_since(r, ticket));
+                                         : serve(r, ticket, load, deadline, poll, lim, out, noted_since(r, ticket), nullptr);
     }
     if (poll && rc == RQ_EAGAIN) return keep();
     pass_head(r, ticket);
@@ -313,7 +324,7 @@ int Engine::cancel_ticket(rq_ticket *t) {
 // As head: take from every limit at one instant, or wait until they allow it.
 // since: when this acquire started waiting (0: it has not waited yet).
 int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, bool is_try,
-                  const Limits *limp, rq_permit *out, int64_t since) {
+                  const Limits *limp, rq_permit *out, int64_t since, int64_t *predicted) {
     Resource &res = view_.resource(r);
     crash_point(CrashPoint::kHeadBeforeServe);
     Limits scratch;
@@ -327,7 +338,10 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
         const Limits &lim = *limp;
         const int64_t now = now_ns();
         int64_t tat[kMaxLimits], new_tat[kMaxLimits];
-        int64_t ready_at = 0;
+        // A penalty pause blocks like a rate limit. seq_cst: pairs with
+        // penalize()'s CAS (same cache line as config_word: no extra miss).
+        const int64_t paused = res.paused_until.load(boost::memory_order_seq_cst);
+        int64_t ready_at = paused > now ? paused : 0;
         for (uint32_t i = 0; i < lim.count; ++i) {
             const Limit &l = lim.limit[i];
             if (l.kind != RQ_LIMIT_RATE) continue;
@@ -343,7 +357,11 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
         }
         if (ready_at != 0) {
             if (is_try) return RQ_EAGAIN;
-            if (now >= deadline) return RQ_ETIMEDOUT;
+            if (ready_at > deadline) {
+                // Fail fast: the buckets (or a pause) alone keep us past it.
+                if (predicted != nullptr) *predicted = ready_at - now;
+                return RQ_ETIMEDOUT;
+            }
             if (cancel_requested()) return RQ_ECANCELED;
             crash_point(CrashPoint::kWhileHeadSleeping);
             if (since == 0) note_wait(r, ticket, load, since = now);
@@ -351,6 +369,7 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
             // changes the config word or a TAT before it wakes us.
             auto unchanged = [&] {
                 if (res.config_word.load(boost::memory_order_seq_cst) != cfg_word) return false;
+                if (res.paused_until.load(boost::memory_order_seq_cst) != paused) return false;
                 for (uint32_t i = 0; i < lim.count; ++i) {
                     if (lim.limit[i].kind == RQ_LIMIT_RATE &&
                         res.tat[i].load(boost::memory_order_seq_cst) != tat[i]) {
@@ -446,11 +465,33 @@ int Engine::reap_dead_holders(uint32_t r) {
     return RQ_OK;
 }
 
+int Engine::check_permit(const rq_permit *p, PermitView &out) {
+    const uint64_t w0 = p->opaque[0];
+    if ((w0 & ~uint64_t{0xffffffff}) != kPermitMagic ||
+        (w0 & 0xffffffff & ~(kPermitConc | kPermitReleased | kPermitSettled)) != 0) {
+        return RQ_EINVAL;
+    }
+    int rc = ensure_registered();
+    if (rc != RQ_OK) return rc;
+    out.resource = static_cast<uint32_t>(p->opaque[1] >> 32);
+    out.load = p->opaque[2];
+    out.epoch = static_cast<uint32_t>(p->opaque[3] >> 32);
+    const uint32_t proc = static_cast<uint32_t>(p->opaque[1]);
+    // A settled permit may hold load 0 (the request used nothing).
+    const bool load_ok = (w0 & kPermitSettled) != 0 ? out.load <= RQ_MAX_AMOUNT : out.load >= 1 && out.load <= RQ_MAX_AMOUNT;
+    if (out.resource >= view_.geo.max_resources || proc != me_ || static_cast<uint32_t>(p->opaque[3]) != me_gen_ ||
+        !load_ok) {
+        return RQ_EINVAL;  // forged, or held by another client or process
+    }
+    return RQ_OK;
+}
+
 int Engine::release(rq_permit *p) {
     if (p == nullptr) return RQ_EINVAL;
     const uint64_t w0 = p->opaque[0];
     if (w0 == 0 && p->opaque[1] == 0 && p->opaque[2] == 0 && p->opaque[3] == 0) return RQ_OK;
-    if ((w0 & ~uint64_t{0xffffffff}) != kPermitMagic || (w0 & 0xffffffff & ~(kPermitConc | kPermitReleased)) != 0) {
+    if ((w0 & ~uint64_t{0xffffffff}) != kPermitMagic ||
+        (w0 & 0xffffffff & ~(kPermitConc | kPermitReleased | kPermitSettled)) != 0) {
         return RQ_EINVAL;
     }
     if ((w0 & kPermitReleased) != 0) return RQ_OK;
@@ -458,21 +499,16 @@ int Engine::release(rq_permit *p) {
         p->opaque[0] = w0 | kPermitReleased;
         return RQ_OK;
     }
-    int rc = ensure_registered();
+    PermitView pv;
+    int rc = check_permit(p, pv);
     if (rc != RQ_OK) return rc;
-    const uint32_t r = static_cast<uint32_t>(p->opaque[1] >> 32);
-    const uint32_t proc = static_cast<uint32_t>(p->opaque[1]);
-    const uint64_t load = p->opaque[2];
-    if (r >= view_.geo.max_resources || proc != me_ || static_cast<uint32_t>(p->opaque[3]) != me_gen_ ||
-        load == 0 || load > RQ_MAX_AMOUNT) {
-        return RQ_EINVAL;  // forged, or held by another client or process
-    }
+    const uint32_t r = pv.resource;
     Resource &res = view_.resource(r);
     rc = lock(res.lock, false, r);
     if (rc != RQ_OK) return rc;
     // A hard reset since the grant forgot this permit: nothing to give back.
-    if (static_cast<uint32_t>(p->opaque[3] >> 32) == res.hard_epoch.load(boost::memory_order_relaxed)) {
-        rc = conc_update(r, me_, -1, -static_cast<int64_t>(load), CrashPoint::kInReleaseJournal);
+    if (pv.epoch == res.hard_epoch.load(boost::memory_order_relaxed)) {
+        rc = conc_update(r, me_, -1, -static_cast<int64_t>(pv.load), CrashPoint::kInReleaseJournal);
     }
     unlock(res.lock);
     if (rc != RQ_OK) return rc;

@@ -98,6 +98,11 @@ private:
     bool (*call_)(const void *);
 };
 
+// Permit flags (low bits of rq_permit::opaque[0]; client.cpp encodes them).
+inline constexpr uint64_t kPermitConc = 1;      // holds concurrency
+inline constexpr uint64_t kPermitReleased = 2;
+inline constexpr uint64_t kPermitSettled = 4;
+
 // ---- Crash points (test builds only) ----------------------------------------------
 
 enum class CrashPoint : int {
@@ -149,11 +154,18 @@ public:
 
     int define(const char *name, const rq_limit *limits, size_t n, uint32_t flags);
     int describe(const char *name, rq_limit *limits, size_t cap, size_t *n);
-    int acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_permit *out);
+    // predicted (may be null): set when the acquire failed fast (RQ_ETIMEDOUT
+    // because the predicted start lies past the deadline) to the predicted wait.
+    int acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_permit *out, int64_t *predicted = nullptr);
     int release(rq_permit *p);
     int enqueue_ticket(const char *name, uint64_t load, rq_ticket *t);
     int wait_ticket(rq_ticket *t, int64_t timeout_ns, rq_permit *out);
     int cancel_ticket(rq_ticket *t);
+    // llm.cpp
+    int settle(rq_permit *p, uint64_t actual);
+    int penalize(const char *name, int64_t pause_ns);
+    int observe(const char *name, uint32_t index, uint64_t remaining, int64_t reset_ns);
+    int predict_wait(const char *name, uint64_t load, int64_t *wait_ns);
     // rq_reset: name NULL for every resource.
     int reset(const char *name, uint32_t flags);
     // rq_reap: reclaims every dead process now; counts what came back.
@@ -212,7 +224,18 @@ private:
     int reclaim_dead_behind(uint32_t r, uint32_t head);
     // client.cpp
     int serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, bool is_try, const Limits *lim,
-              rq_permit *out, int64_t since);
+              rq_permit *out, int64_t since, int64_t *predicted);
+    struct PermitView {
+        uint32_t resource;
+        uint64_t load;
+        uint32_t epoch;
+    };
+    // Checks a permit's fields against this process (not its released or
+    // settled flags): RQ_EINVAL when forged or another client's or process's.
+    int check_permit(const rq_permit *p, PermitView &out);
+    // llm.cpp
+    int resource_of(const char *name, uint32_t &r);
+    int64_t predict_start(uint32_t r, uint64_t load, const Limits &lim, int64_t now);
     void note_wait(uint32_t r, uint32_t ticket, uint64_t load, int64_t since);
     int64_t noted_since(uint32_t r, uint32_t ticket) const;
     [[gnu::cold]] int refresh_limits(uint32_t r, Limits &scratch, const Limits *&out);

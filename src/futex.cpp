@@ -63,8 +63,10 @@ FutexResult futex_wait2(const void *word, uint32_t expected, const void *local, 
             case EAGAIN: return FutexResult::kValueChanged;
             case ETIMEDOUT: return FutexResult::kTimedOut;
             case EINTR: return FutexResult::kInterrupted;
-            case ENOSYS: g_have_waitv.store(-1, std::memory_order_relaxed); break;
-            default: return FutexResult::kWoken;
+            // ENOSYS (kernel before 5.16), EPERM (a seccomp profile that
+            // denies it), anything else: never try again, or every sleep
+            // would return at once and the waiter would spin.
+            default: g_have_waitv.store(-1, std::memory_order_relaxed); break;
         }
     }
     // Old kernel: sleep on `word` in bounded steps; the caller re-checks *local.

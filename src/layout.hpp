@@ -54,7 +54,9 @@ inline constexpr uint64_t kMagic = 0x544e4d4745535152ull;  // "RQSEGMNT" little 
 // 2: wait histogram and hard-reset epoch per resource, held-since per
 // holding, load and enqueue time per queue slot (for rqctl).
 inline constexpr uint32_t kLayoutMajor = 2;
-inline constexpr uint32_t kLayoutMinor = 0;
+// 2.1: pause (rq_penalize) and settle/penalty/observe counters, in space that
+// was reserved (zero), so 2.0 segments read as 2.1 ones without a pause.
+inline constexpr uint32_t kLayoutMinor = 1;
 inline constexpr uint32_t kHeaderSize = 4096;
 inline constexpr uint32_t kMaxLimits = 8;
 inline constexpr uint32_t kMaxNameLen = 63;
@@ -248,9 +250,18 @@ struct Counters {
     Shared<uint64_t> reclaims;       // holdings of dead processes returned
     Shared<uint64_t> resets;         // rq_reset (rqctl reset) calls
     Shared<uint64_t> wait_ns_total;  // summed over admissions that waited
-    Shared<uint64_t> reserved;
+    Shared<uint64_t> penalties;      // rq_penalize calls
 };
 static_assert(sizeof(Counters) == 64);
+
+// LLM accounting counters (relaxed fetch_add, any process).
+struct UsageCounters {
+    Shared<uint64_t> settles;          // rq_settle calls
+    Shared<uint64_t> settle_refunded;  // load given back (actual below the estimate)
+    Shared<uint64_t> settle_charged;   // load charged on top (actual above the estimate)
+    Shared<uint64_t> observes;         // rq_observe calls that lowered a bucket
+};
+static_assert(sizeof(UsageCounters) == 32);
 
 // Admissions that waited, by how long: bucket i (1..31) counts waits in
 // [2^i, 2^(i+1)) microseconds, bucket 0 those under 2 us, bucket 31 also
@@ -279,7 +290,10 @@ struct alignas(kCacheLine) Resource {
     uint64_t name_hash;             // definer, before kReady
     char name[kMaxNameLen + 1];     // definer, before kReady; NUL padded
     Shared<uint64_t> config_word;   // ConfigWord
-    uint8_t reserved0[128 - 88];
+    // rq_penalize: nobody is admitted before this CLOCK_MONOTONIC instant.
+    // Only ever raised (CAS, seq_cst); read by the head in serve (seq_cst).
+    Shared<int64_t> paused_until;
+    uint8_t reserved0[128 - 96];
     // -- limits --
     Config config[2];               // 2 x 456
     uint8_t reserved1[1088 - 128 - 2 * sizeof(Config)];
@@ -298,7 +312,8 @@ struct alignas(kCacheLine) Resource {
     ConcJournal journal;            // under lock
     uint8_t reserved6[24];
     Counters counters;
-    uint8_t reserved7[64];
+    UsageCounters usage;
+    uint8_t reserved7[32];
     WaitHistogram waits;            // head only (see Counters)
 };
 static_assert(offsetof(Resource, state) == 0);
@@ -306,6 +321,7 @@ static_assert(offsetof(Resource, name_len) == 4);
 static_assert(offsetof(Resource, name_hash) == 8);
 static_assert(offsetof(Resource, name) == 16);
 static_assert(offsetof(Resource, config_word) == 80);
+static_assert(offsetof(Resource, paused_until) == 88);
 static_assert(offsetof(Resource, config) == 128);
 static_assert(offsetof(Resource, tat) == 1088);
 static_assert(offsetof(Resource, queue) == 1152);
@@ -315,6 +331,7 @@ static_assert(offsetof(Resource, in_use_load) == 1232);
 static_assert(offsetof(Resource, journal) == 1280);
 static_assert(offsetof(Resource, hard_epoch) == 1220);
 static_assert(offsetof(Resource, counters) == 1344);
+static_assert(offsetof(Resource, usage) == 1408);
 static_assert(offsetof(Resource, waits) == 1472);
 static_assert(sizeof(Resource) == 1728);
 

@@ -139,7 +139,7 @@ TEST_CASE("load that can never fit fails at once with RQ_E2BIG") {
     CHECK(rq_acquire(c, "rpm", 1'000'000, 0, &p) == RQ_OK);
 }
 
-TEST_CASE("try never waits, and the timeout leaves no trace") {
+TEST_CASE("try never waits, and a deadline the buckets cannot meet fails at once with the predicted wait") {
     Segment seg;
     Client c(seg.name);
     rq_limit l[] = {rate(2, kHour)};  // 2 now, then one every 30 minutes
@@ -150,7 +150,16 @@ TEST_CASE("try never waits, and the timeout leaves no trace") {
     CHECK(rq_acquire(c, "r", 1, 0, &p) == RQ_EAGAIN);
     int64_t t0 = now_ns();
     CHECK(rq_acquire(c, "r", 1, 50'000'000, &p) == RQ_ETIMEDOUT);
-    CHECK(now_ns() - t0 >= 50'000'000);
+    CHECK(now_ns() - t0 < 20'000'000);  // did not sleep until the deadline
+    rq_wait_info info{sizeof info, 0, 0};
+    CHECK(rq_acquire_ex(c, "r", 1, 5 * kSec, &p, &info) == RQ_ETIMEDOUT);
+    CHECK(info.predicted_wait_ns > int64_t{29 * 60} * int64_t{kSec});
+    CHECK(info.predicted_wait_ns <= int64_t{30 * 60} * int64_t{kSec});
+    int64_t w = 0;
+    CHECK(rq_predict_wait(c, "r", 1, &w) == RQ_OK);
+    CHECK(w > int64_t{29 * 60} * int64_t{kSec});
+    info.size = 4;
+    CHECK(rq_acquire_ex(c, "r", 1, 5 * kSec, &p, &info) == RQ_EINVAL);
 }
 
 TEST_CASE("a timed-out waiter leaves the line clean") {
@@ -311,7 +320,7 @@ TEST_CASE("rq_reset refills buckets and wakes a head waiting for tokens") {
     std::atomic<int> rc{1};
     std::thread waiter([&] {
         rq_permit q;
-        rc = rq_acquire(c, "r", 1, int64_t{10} * int64_t{kSec}, &q);
+        rc = rq_acquire(c, "r", 1, -1, &q);
     });
     sleep_ms(50);
     CHECK(rc.load() == 1);  // asleep until the next token, an hour away

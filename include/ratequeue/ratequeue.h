@@ -181,6 +181,62 @@ RQ_API int rq_acquire(rq_client *c, const char *resource, uint64_t load, int64_t
  * RQ_ECORRUPT. */
 RQ_API int rq_release(rq_client *c, rq_permit *p);
 
+/* ---- LLM quota semantics --------------------------------------------------- */
+
+/* What an acquire predicted. Set size = sizeof(rq_wait_info) before the call. */
+typedef struct rq_wait_info {
+    uint32_t size;
+    uint32_t reserved;
+    int64_t predicted_wait_ns; /* RQ_ETIMEDOUT: how long the acquire would have had
+                                  to wait at least (> 0) when it failed at once
+                                  because its deadline came before that; else -1 */
+} rq_wait_info;
+
+/* rq_acquire, failing fast: when the rate limits (and a penalty pause) alone
+ * show that the acquire cannot start before its deadline, it returns
+ * RQ_ETIMEDOUT at once, without taking a place in line, and
+ * info->predicted_wait_ns says how long it would have waited at least (a
+ * lower bound from the buckets and the loads queued ahead; a concurrency limit
+ * can only make it longer). A caller can route the work elsewhere at once.
+ * info may be NULL. Otherwise exactly rq_acquire. */
+RQ_API int rq_acquire_ex(rq_client *c, const char *resource, uint64_t load, int64_t timeout_ns,
+                         rq_permit *out, rq_wait_info *info);
+
+/* The least time an acquire of load on resource would wait if it queued now
+ * (0: it could be admitted at once as far as the rate limits and any pause
+ * go). Takes nothing. Errors: RQ_ENOENT, RQ_EINVAL, RQ_E2BIG, RQ_ECORRUPT. */
+RQ_API int rq_predict_wait(rq_client *c, const char *resource, uint64_t load, int64_t *wait_ns);
+
+/* Settles a permit acquired with an estimated load at the actual usage
+ * (0 <= actual <= RQ_MAX_AMOUNT). On every rate limit whose cost is the load,
+ * estimate - actual goes back to the bucket when positive (whoever waits for
+ * it is woken); when negative it is charged now, as debt that later acquirers
+ * wait out. On a concurrency limit whose cost is the load, the permit then
+ * holds `actual` (rq_release gives back what it holds). Request-cost limits
+ * are not touched. Each adjustment is one atomic step, exact in the same
+ * integer nanoseconds as the acquire; if the process dies half way, the
+ * limits not yet adjusted keep the estimate (the safe side).
+ * Errors: RQ_EINVAL (settled already, released, zeroed, forged, another
+ * process's permit, actual out of range), RQ_ECORRUPT. */
+RQ_API int rq_settle(rq_client *c, rq_permit *p, uint64_t actual);
+
+/* Shares a provider's back-off (a 429 with retry-after): nobody on this
+ * machine is admitted on resource before now + pause_ns. Waiters keep their
+ * FIFO places and the head sleeps until the pause ends. A second penalty
+ * extends the pause, never shortens it. 0 <= pause_ns <= RQ_MAX_PERIOD_NS.
+ * Errors: RQ_ENOENT, RQ_EINVAL. */
+RQ_API int rq_penalize(rq_client *c, const char *resource, int64_t pause_ns);
+
+/* Follows what the provider reports for rate limit limit_index (0-based, in
+ * definition order) of resource: `remaining` units left now, the window full
+ * again in reset_ns. The local bucket is lowered so that at no instant before
+ * the reset does it hold more than `remaining` (less what is used meanwhile);
+ * it is never raised, so capacity never goes above the configured limit.
+ * Errors: RQ_ENOENT, RQ_EINVAL (no such limit, not a rate limit, reset_ns < 0
+ * or above RQ_MAX_PERIOD_NS, remaining > RQ_MAX_AMOUNT). */
+RQ_API int rq_observe(rq_client *c, const char *resource, uint32_t limit_index, uint64_t remaining,
+                      int64_t reset_ns);
+
 /* ---- Waiting without a thread per waiter -------------------------------- */
 
 /* A place in a resource's line, owned by the caller (an event loop, a thread
@@ -221,7 +277,9 @@ RQ_API int rq_wait(rq_client *c, rq_ticket *t, int64_t timeout_ns, rq_permit *ou
 
 /* Leaves the line, from any thread, without blocking: a ticket nobody waits
  * on leaves at once; a thread in rq_wait on it wakes and returns
- * RQ_ECANCELED. Harmless on a finished or zeroed ticket.
+ * RQ_ECANCELED. Harmless on a finished or zeroed ticket. Keep the rq_ticket
+ * until both this call and any rq_wait on it have returned (it wakes the
+ * waiter through a word inside the ticket).
  * Errors: RQ_EINVAL (forged, or another process's ticket). */
 RQ_API int rq_cancel(rq_client *c, rq_ticket *t);
 

@@ -17,10 +17,12 @@ import os
 import threading
 
 from . import _native
+from . import headers as _headers
 from ._native import lib
 
 __all__ = [
     "Client", "Permit", "Rate", "Concurrency", "define", "describe", "acquire", "try_acquire", "limited",
+    "penalize", "observe_headers", "predict_wait",
     "RateQueueError", "Timeout", "WouldBlock", "LoadTooLarge", "NotDefined", "Conflict", "Incompatible",
     "Corrupt", "PermissionDenied", "InvalidArgument", "NoSpace", "Cancelled", "VERSION",
 ]
@@ -33,15 +35,21 @@ VERSION = _native.VERSION
 class RateQueueError(Exception):
     """A negative RQ_E* code from the library: .code, .name and the library's text."""
 
-    def __init__(self, code, context=""):
+    def __init__(self, code, context="", predicted_wait=None):
         self.code = code
+        # Timeout only: when the acquire failed at once because the buckets
+        # (or a penalty pause) could not admit it before its deadline, the
+        # least time it would have waited, in seconds; else None.
+        self.predicted_wait = predicted_wait
         self.name = lib.rq_errname(code).decode()
         text = lib.rq_strerror(code).decode()
         super().__init__("%s: %s (%s)" % (context, text, self.name) if context else "%s (%s)" % (text, self.name))
 
 
 class Timeout(RateQueueError):
-    """RQ_ETIMEDOUT: the timeout passed before every limit allowed the acquire."""
+    """RQ_ETIMEDOUT: the timeout passed before every limit allowed the acquire,
+    or (failing fast) could not be met: then .predicted_wait says how long the
+    acquire would have waited at least, so the caller can go elsewhere now."""
 
 
 class WouldBlock(RateQueueError):
@@ -166,12 +174,21 @@ class Concurrency:
         return "Concurrency(%d, cost=%r)" % (self.n, self.cost)
 
 
-def _limits(rpm, tpm, concurrency, limits):
+def _per_minute_burst(amount, burst_seconds):
+    if burst_seconds is None:
+        return None  # the exact per-minute bucket
+    if not (isinstance(burst_seconds, (int, float)) and 0 < burst_seconds <= 60):
+        raise ValueError("burst_seconds must be in (0, 60] or None, not %r" % (burst_seconds,))
+    return max(1, -(-int(amount * burst_seconds * 1000) // 60000))  # ceil(amount * burst_seconds / 60)
+
+
+def _limits(rpm, tpm, concurrency, limits, burst_seconds=1):
     out = list(limits or [])
     if rpm is not None:
-        out.append(Rate(rpm, per=60))
+        out.append(Rate(_positive_int("rpm", rpm), per=60, burst=_per_minute_burst(rpm, burst_seconds)))
     if tpm is not None:
-        out.append(Rate(tpm, per=60, cost="load"))
+        out.append(Rate(_positive_int("tpm", tpm), per=60, burst=_per_minute_burst(tpm, burst_seconds),
+                        cost="load"))
     if concurrency is not None:
         out.append(Concurrency(concurrency))
     if not out:
@@ -215,6 +232,19 @@ class Permit:
     def held(self):
         return self._client is not None
 
+    def settle(self, actual):
+        """Reports the load actually used (for example the tokens the response
+        says it used) after acquiring with an estimate. Unused estimate goes
+        back to the token buckets; usage above it becomes debt that later
+        acquirers wait out; a load-cost concurrency limit then counts
+        `actual`. Once per permit, before release (InvalidArgument otherwise)."""
+        if isinstance(actual, bool) or not isinstance(actual, int) or actual < 0:
+            raise InvalidArgument(-4, "settle %s: actual must be an int >= 0, not %r" % (self.resource, actual))
+        if self._client is None:
+            raise InvalidArgument(-4, "settle %s: the permit is released" % self.resource)
+        _check(lib.rq_settle(self._client._handle(), _byref(self._permit), actual), "settle " + self.resource)
+        self.load = actual
+
     def release(self):
         client, self._client = self._client, None
         if client is not None:
@@ -245,6 +275,8 @@ class Client:
         self._c = handle
         self._lanes = {}  # ratequeue.aio: resource name -> its waiting lane
         self._lanes_lock = threading.Lock()
+        self._observe_map = {}  # observe_headers: resource -> its limits
+        self.malformed_headers = 0
 
     def _handle(self):
         if self._c is None:
@@ -252,9 +284,15 @@ class Client:
         return self._c
 
     def close(self):
+        """Detaches. asyncio waits still in flight fail with RateQueueError
+        and leave their lines first (rq_close may not overlap another call)."""
+        if self._c is None:
+            return
+        for lane in list(self._lanes.values()):
+            if lane.pid == os.getpid():
+                lane.close()
         handle, self._c = self._c, None
-        if handle is not None:
-            lib.rq_close(handle)
+        lib.rq_close(handle)
 
     def __enter__(self):
         return self
@@ -269,9 +307,17 @@ class Client:
         except Exception:  # interpreter shutdown
             pass
 
-    def define(self, name, *, rpm=None, tpm=None, concurrency=None, limits=None, replace=False):
-        """Define `name` (idempotent); Conflict if defined differently unless replace=True."""
-        items = _limits(rpm, tpm, concurrency, limits)
+    def define(self, name, *, rpm=None, tpm=None, concurrency=None, limits=None, replace=False, burst_seconds=1):
+        """Define `name` (idempotent); Conflict if defined differently unless replace=True.
+
+        rpm= and tpm= are enforced the way providers say they may enforce
+        them: over short windows. Their bucket holds burst_seconds' worth of
+        the per-minute amount (default 1 s: rpm=60 allows 1 at once, then 1
+        a second; tpm=90_000 allows 1,500 tokens at once). A load above that
+        can never fit (LoadTooLarge): raise burst_seconds (up to 60, or None
+        for the full minute) or give limits=[Rate(...)], which is exact."""
+        items = _limits(rpm, tpm, concurrency, limits, burst_seconds)
+        self._observe_map.pop(name, None)
         arr = (_native.Limit * len(items))(*[x._struct() for x in items])
         _check(lib.rq_define(self._handle(), name.encode(), arr, len(items),
                              _native.DEFINE_REPLACE if replace else 0), "define " + name)
@@ -296,11 +342,65 @@ class Client:
         permit = _native.PermitStruct()
         if type(load) is not int or load <= 0:
             load = _load(load)
-        rc = _rq_acquire(self._c or self._handle(), _encode(name), load,
-                         -1 if timeout is None else _timeout_ns(timeout), _byref(permit))
+        if timeout is None:
+            rc = _rq_acquire(self._c or self._handle(), _encode(name), load, -1, _byref(permit))
+        else:
+            info = _native.WaitInfo(ctypes.sizeof(_native.WaitInfo), 0, -1)
+            rc = lib.rq_acquire_ex(self._handle(), _encode(name), load, _timeout_ns(timeout), _byref(permit),
+                                   _byref(info))
+            if rc == -1 and info.predicted_wait_ns > 0:
+                raise Timeout(rc, "acquire %s: predicted wait %.3fs exceeds the timeout" % (
+                    name, info.predicted_wait_ns / 1e9), predicted_wait=info.predicted_wait_ns / 1e9)
         if rc:
             raise _error(rc, "acquire " + name)
         return Permit(self, permit, name, load)
+
+    def predict_wait(self, name, load=1):
+        """The least time, in seconds, an acquire of `load` would wait if it
+        queued now (0.0: the buckets would admit it at once)."""
+        out = ctypes.c_int64()
+        _check(lib.rq_predict_wait(self._handle(), _encode(name), _load(load), ctypes.byref(out)),
+               "predict " + name)
+        return out.value / 1e9
+
+    def penalize(self, name, retry_after):
+        """Shares a provider's 429 back-off: no process on this machine is
+        admitted on `name` for `retry_after` seconds (waiters keep their
+        places). A second penalty extends the pause, never shortens it."""
+        if not isinstance(retry_after, (int, float)) or isinstance(retry_after, bool) or retry_after < 0:
+            raise ValueError("retry_after must be a number of seconds >= 0, not %r" % (retry_after,))
+        _check(lib.rq_penalize(self._handle(), _encode(name), int(retry_after * 1e9)), "penalize " + name)
+
+    def observe(self, name, limit_index, remaining, reset=0.0):
+        """Lowers rate limit `limit_index` of `name` so that it holds at most
+        `remaining` units now and is not full again sooner than `reset`
+        seconds; never raises it. (observe_headers does this from a response.)"""
+        _check(lib.rq_observe(self._handle(), _encode(name), limit_index, remaining, int(max(0.0, reset) * 1e9)),
+               "observe " + name)
+
+    def observe_headers(self, name, headers):
+        """Follows a provider's rate-limit headers (OpenAI x-ratelimit-*,
+        Anthropic anthropic-ratelimit-*; see ratequeue.headers): the
+        "requests" reading clamps the first request-cost rate limit of `name`,
+        the "tokens" one the first load-cost rate limit. Malformed values are
+        ignored and counted in self.malformed_headers. Returns (applied
+        readings by kind, malformed header names)."""
+        readings, malformed = _headers.parse(headers)
+        self.malformed_headers += len(malformed)
+        if not readings:
+            return {}, malformed
+        limits = self._observe_map.get(name)
+        if limits is None:
+            limits = self._observe_map[name] = self.describe(name)
+        applied = {}
+        for kind, reading in readings.items():
+            want = "request" if kind == "requests" else "load"
+            for index, lim in enumerate(limits):
+                if isinstance(lim, Rate) and lim.cost == want:
+                    self.observe(name, index, min(reading.remaining, 1 << 48), _time_to_burst(lim, reading))
+                    applied[kind] = reading
+                    break
+        return applied, malformed
 
     def try_acquire(self, name, load=1):
         """A Permit if every limit allows `load` right now and nobody waits, else None."""
@@ -312,6 +412,19 @@ class Client:
     def limited(self, name, load=1, timeout=None):
         """Decorator: each call of the function holds a permit of `name`."""
         return _limited(lambda: self, name, load, timeout)
+
+
+def _time_to_burst(lim, reading):
+    """Seconds until the provider holds at least this limit's burst again,
+    from its reading: with the provider's limit known and both refilling
+    steadily, reset * (burst - remaining) / (limit - remaining); without it,
+    0 (the remaining count alone is then trusted, at this limit's rate)."""
+    burst = lim.burst or lim.amount
+    if reading.reset is None or reading.remaining >= burst:
+        return 0.0
+    if reading.limit is None or reading.limit <= reading.remaining:
+        return 0.0
+    return reading.reset * min(1.0, (burst - reading.remaining) / float(reading.limit - reading.remaining))
 
 
 def _limited(get_client, name, load, timeout):
@@ -355,6 +468,18 @@ def acquire(name, load=1, timeout=None):
 
 def try_acquire(name, load=1):
     return default_client().try_acquire(name, load)
+
+
+def penalize(name, retry_after):
+    return default_client().penalize(name, retry_after)
+
+
+def observe_headers(name, headers):
+    return default_client().observe_headers(name, headers)
+
+
+def predict_wait(name, load=1):
+    return default_client().predict_wait(name, load)
 
 
 def limited(name, load=1, timeout=None):

@@ -52,6 +52,10 @@ class TicketStruct(ctypes.Structure):
     _fields_ = [("opaque", ctypes.c_uint64 * 4)]
 
 
+class WaitInfo(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_uint32), ("reserved", ctypes.c_uint32), ("predicted_wait_ns", ctypes.c_int64)]
+
+
 class OpenOptions(ctypes.Structure):
     _fields_ = [("size", ctypes.c_uint32), ("flags", ctypes.c_uint32), ("max_resources", ctypes.c_uint32),
                 ("queue_slots", ctypes.c_uint32), ("max_processes", ctypes.c_uint32)]
@@ -88,6 +92,17 @@ lib.rq_wait.argtypes = [_c_client_p, ctypes.POINTER(TicketStruct), ctypes.c_int6
 lib.rq_wait.restype = ctypes.c_int
 lib.rq_cancel.argtypes = [_c_client_p, ctypes.POINTER(TicketStruct)]
 lib.rq_cancel.restype = ctypes.c_int
+lib.rq_acquire_ex.argtypes = [_c_client_p, ctypes.c_char_p, ctypes.c_uint64, ctypes.c_int64,
+                              ctypes.POINTER(PermitStruct), ctypes.POINTER(WaitInfo)]
+lib.rq_acquire_ex.restype = ctypes.c_int
+lib.rq_predict_wait.argtypes = [_c_client_p, ctypes.c_char_p, ctypes.c_uint64, ctypes.POINTER(ctypes.c_int64)]
+lib.rq_predict_wait.restype = ctypes.c_int
+lib.rq_settle.argtypes = [_c_client_p, ctypes.POINTER(PermitStruct), ctypes.c_uint64]
+lib.rq_settle.restype = ctypes.c_int
+lib.rq_penalize.argtypes = [_c_client_p, ctypes.c_char_p, ctypes.c_int64]
+lib.rq_penalize.restype = ctypes.c_int
+lib.rq_observe.argtypes = [_c_client_p, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint64, ctypes.c_int64]
+lib.rq_observe.restype = ctypes.c_int
 lib.rq_strerror.argtypes = [ctypes.c_int]
 lib.rq_strerror.restype = ctypes.c_char_p
 lib.rq_errname.argtypes = [ctypes.c_int]

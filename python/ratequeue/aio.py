@@ -33,10 +33,11 @@ import time
 from . import (  # noqa: F401  (re-exported for `import ratequeue.aio as rq`)
     Cancelled, Client, Concurrency, Conflict, Corrupt, Incompatible, InvalidArgument, LoadTooLarge, NoSpace,
     NotDefined, PermissionDenied, Permit, Rate, RateQueueError, Timeout, WouldBlock, _error, _load, _native,
-    default_client, define, describe)
+    default_client, define, describe, observe_headers, penalize, predict_wait)
 from ._native import lib
 
-__all__ = ["acquire", "try_acquire", "limited", "define", "describe", "Client", "Permit", "Rate", "Concurrency",
+__all__ = ["acquire", "try_acquire", "limited", "define", "describe", "penalize", "observe_headers",
+           "predict_wait", "Client", "Permit", "Rate", "Concurrency",
            "RateQueueError", "Timeout", "WouldBlock", "LoadTooLarge", "NotDefined", "Conflict", "Incompatible",
            "Corrupt", "PermissionDenied", "InvalidArgument", "NoSpace", "Cancelled"]
 
@@ -58,10 +59,10 @@ class _Waiter:
         self.load = load
         self.deadline = deadline  # time.monotonic() seconds, or None
         self.timer = None
-        self.gave_up = False      # set on the loop before rq_cancel
+        self.gave_up = False      # set before rq_cancel
 
     # -- on the lane thread --
-    def wait(self):
+    def wait(self, handle):
         if self.gave_up:
             return  # rq_cancel already took the ticket out of the line
         if self.deadline is None:
@@ -69,12 +70,15 @@ class _Waiter:
         else:
             timeout_ns = max(1, int((self.deadline - time.monotonic()) * 1e9))
         permit = _native.PermitStruct()
-        rc = lib.rq_wait(self.lane.client._handle(), _byref(self.ticket), timeout_ns, _byref(permit))
+        rc = lib.rq_wait(handle, _byref(self.ticket), timeout_ns, _byref(permit))
+        self.deliver(rc, permit, handle)
+
+    def deliver(self, rc, permit, handle):
         try:
             self.loop.call_soon_threadsafe(self._deliver, rc, permit)
         except RuntimeError:  # the loop is closed: nobody will take the permit
             if rc == 0:
-                lib.rq_release(self.lane.client._handle(), _byref(permit))
+                lib.rq_release(handle, _byref(permit))
 
     # -- on the event loop --
     def _deliver(self, rc, permit):
@@ -82,7 +86,7 @@ class _Waiter:
             self.timer.cancel()
         if self.future.done():  # the task gave up first; a grant that raced it goes back
             if rc == 0:
-                lib.rq_release(self.lane.client._handle(), _byref(permit))
+                lib.rq_release(self.lane.handle, _byref(permit))
             return
         if rc == 0:
             self.future.set_result(Permit(self.lane.client, permit, self.lane.name, self.load))
@@ -90,19 +94,22 @@ class _Waiter:
             self.future.set_exception(_error(rc, "acquire " + self.lane.name))
 
     def give_up(self):
-        """Leaves the line (cancellation or timeout); idempotent."""
+        """Leaves the line (cancellation or timeout); idempotent; any thread."""
         if self.gave_up:
             return
         self.gave_up = True
         if self.timer is not None:
             self.timer.cancel()
-        rc = lib.rq_cancel(self.lane.client._handle(), _byref(self.ticket))
+        rc = lib.rq_cancel(self.lane.handle, _byref(self.ticket))
         if rc:
             raise _error(rc, "cancel " + self.lane.name)
 
     def expire(self):
-        if not self.future.done():
+        if self.future.done():
+            return
+        try:
             self.give_up()
+        finally:
             self.future.set_exception(Timeout(-1, "acquire " + self.lane.name))
 
 
@@ -112,35 +119,82 @@ class _Lane:
 
     def __init__(self, client, name):
         self.client = client
+        self.handle = client._handle()
         self.name = name
         self.encoded = name.encode()
         self.pid = os.getpid()
         self.cond = threading.Condition()
         self.pending = collections.deque()
+        self.current = None
         self.thread = None
+        self.closed = False
 
     def enqueue(self, waiter):
         # Under the lane lock, so the deque stays in ticket order.
         with self.cond:
-            rc = lib.rq_enqueue(self.client._handle(), self.encoded, waiter.load, _byref(waiter.ticket))
+            if self.closed:
+                raise _error(-4, "acquire %s: the client is closed" % self.name)
+            rc = lib.rq_enqueue(self.handle, self.encoded, waiter.load, _byref(waiter.ticket))
             if rc:
                 raise _error(rc, "acquire " + self.name)
             self.pending.append(waiter)
             if self.thread is None:
-                self.thread = threading.Thread(target=self._run, name="ratequeue-aio:" + self.name, daemon=True)
-                self.thread.start()
+                thread = threading.Thread(target=self._run, name="ratequeue-aio:" + self.name, daemon=True)
+                try:
+                    thread.start()
+                except BaseException:
+                    self.pending.pop()
+                    waiter.give_up()  # never leave a place in line nobody serves
+                    raise
+                self.thread = thread
             else:
                 self.cond.notify()
 
     def _run(self):
-        while True:
+        try:
+            while True:
+                with self.cond:
+                    while not self.pending and not self.closed:
+                        if not self.cond.wait(_IDLE_EXIT_S) and not self.pending:
+                            return
+                    if not self.pending:
+                        return  # closed and drained
+                    waiter = self.current = self.pending.popleft()
+                try:
+                    waiter.wait(self.handle)
+                except BaseException as e:  # never leave the ticket holding the line
+                    try:
+                        waiter.give_up()
+                    finally:
+                        err = e if isinstance(e, Exception) else RateQueueError(-13, "acquire " + self.name)
+                        waiter.loop.call_soon_threadsafe(
+                            lambda w=waiter, err=err: w.future.done() or w.future.set_exception(err))
+                finally:
+                    self.current = None
+        finally:
             with self.cond:
-                while not self.pending:
-                    if not self.cond.wait(_IDLE_EXIT_S) and not self.pending:
-                        self.thread = None
-                        return
-                waiter = self.pending.popleft()
-            waiter.wait()
+                self.thread = None
+
+    def close(self):
+        """Cancels every ticket and joins the thread (Client.close calls this
+        before rq_close, which no other call may overlap)."""
+        with self.cond:
+            self.closed = True
+            waiters = list(self.pending) + ([self.current] if self.current else [])
+            self.cond.notify_all()
+            thread = self.thread
+        for w in waiters:
+            try:
+                w.give_up()
+            except RateQueueError:
+                pass
+            err = RateQueueError(-11, "acquire %s: the client was closed" % self.name)
+            try:
+                w.loop.call_soon_threadsafe(lambda w=w, err=err: w.future.done() or w.future.set_exception(err))
+            except RuntimeError:
+                pass
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(10)
 
 
 def _lane(client, name):
@@ -164,6 +218,12 @@ async def _acquire(client, name, load, timeout):
         raise _error(rc, "acquire " + name)
     if timeout == 0:
         raise _error(rc, "acquire " + name)
+    if timeout is not None:
+        # Fail fast when the buckets alone cannot admit us in time.
+        predicted = client.predict_wait(name, load)
+        if predicted > timeout:
+            raise Timeout(-1, "acquire %s: predicted wait %.3fs exceeds the timeout" % (name, predicted),
+                          predicted_wait=predicted)
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else time.monotonic() + timeout
     lane = _lane(client, name)

@@ -65,11 +65,23 @@ def test_timeout_and_would_block(segment):
         c.acquire("r", timeout=0).release()
         with pytest.raises(rq.WouldBlock):
             c.acquire("r", timeout=0)
+        # The next token is an hour away: a 50 ms deadline fails at once,
+        # saying how long the wait would have been.
         t0 = time.monotonic()
         with pytest.raises(rq.Timeout) as e:
             c.acquire("r", timeout=0.05)
-        assert time.monotonic() - t0 >= 0.05
-        assert "timed out" in str(e.value)
+        assert time.monotonic() - t0 < 0.04
+        assert 3500 < e.value.predicted_wait <= 3600
+        assert "timed out" in str(e.value) and "predicted wait" in str(e.value)
+        assert 3500 < c.predict_wait("r") <= 3600
+        # A wait that only concurrency blocks cannot be predicted: it times out.
+        c.define("c", concurrency=1)
+        with c.acquire("c"):
+            t0 = time.monotonic()
+            with pytest.raises(rq.Timeout) as e:
+                c.acquire("c", timeout=0.05)
+            assert time.monotonic() - t0 >= 0.05
+            assert e.value.predicted_wait is None
 
 
 def test_errors_for_bad_input(segment):

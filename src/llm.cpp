@@ -1,0 +1,226 @@
+// LLM quota semantics: settle actual usage, share a provider's back-off,
+// follow the provider's rate-limit headers, and predict waits so that
+// acquires can fail fast (rq_settle, rq_penalize, rq_observe,
+// rq_predict_wait; the fail-fast itself is in client.cpp).
+//
+// Every change to a TAT here is one CAS on that word, in the same exact
+// integer nanoseconds as the acquire path (gcra.hpp), so it composes with
+// concurrent acquires: a head that read the old TAT fails its CAS and
+// recomputes.
+#include "clock.hpp"
+#include "core.hpp"
+#include "gcra.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace rq::detail {
+namespace {
+
+RateParams params_of(const Limit &l) {
+    return RateParams{l.amount, l.period_ns, l.burst, l.burst_ns, l.request_ns, l.unit_ns};
+}
+
+// ceil(cost * period / amount) for any cost up to RQ_MAX_AMOUNT (not only up
+// to the burst), clamped to kMaxBurstNs.
+int64_t any_increment_ns(const Limit &l, uint64_t cost) {
+    u128 num = static_cast<u128>(cost) * l.period_ns;
+    u128 ns = (num + l.amount - 1) / l.amount;
+    return static_cast<int64_t>(std::min<u128>(ns, kMaxBurstNs));
+}
+
+uint64_t cost_of(const Limit &l, uint64_t load) { return l.cost == RQ_COST_LOAD ? load : 1; }
+
+int64_t saturating_add(int64_t a, int64_t b) {
+    int64_t r;
+    return __builtin_add_overflow(a, b, &r) ? (b > 0 ? INT64_MAX : INT64_MIN) : r;
+}
+
+}  // namespace
+
+int Engine::resource_of(const char *name, uint32_t &r) {
+    if (name == nullptr) return RQ_EINVAL;
+    int rc = ensure_registered();
+    if (rc != RQ_OK) return rc;
+    std::string_view nm(name, strnlen(name, kMaxNameLen + 1));
+    if (nm.size() > kMaxNameLen) return RQ_EINVAL;
+    rc = lookup(nm, r);
+    if (rc == RQ_ENOENT && !valid_resource_name(nm)) return RQ_EINVAL;
+    return rc;
+}
+
+// The earliest instant an acquire of `load` joining the line now could
+// start, as far as the rate limits and a pause tell: a lower bound. Each
+// ticket ahead costs what its owner noted (layout.hpp, Slot), or 1 when not
+// noted yet; the bucket must hold all of them and ours.
+int64_t Engine::predict_start(uint32_t r, uint64_t load, const Limits &lim, int64_t now) {
+    Resource &res = view_.resource(r);
+    int64_t start = now;
+    // seq_cst: pairs with penalize()'s CAS.
+    const int64_t paused = res.paused_until.load(boost::memory_order_seq_cst);
+    if (paused > start) start = paused;
+    const QueueWord q = QueueWord::unpack(res.queue.load(boost::memory_order_seq_cst));
+    uint32_t depth = q.tail - q.head;
+    if (depth > view_.geo.queue_slots) depth = 0;  // damaged: predict nothing
+    // Loads ahead, read once: (requests, load) summed over live tickets.
+    uint64_t ahead_req = 0, ahead_load = 0;
+    for (uint32_t t = q.head; t != q.head + depth; ++t) {
+        const Slot &s = view_.slot(r, t);
+        SlotWord sw = SlotWord::unpack(s.word.load(boost::memory_order_seq_cst));
+        if (sw.ticket != (t & kTicketMask) || sw.state == SlotState::kAbandoned || sw.state == SlotState::kDone) {
+            continue;
+        }
+        uint64_t ld = 1;
+        if (s.tag.load(boost::memory_order_acquire) == (kInfoValid | t)) {
+            ld = std::clamp<uint64_t>(s.load.load(boost::memory_order_relaxed), 1, RQ_MAX_AMOUNT);
+        }
+        ++ahead_req;
+        ahead_load += ld;
+    }
+    for (uint32_t i = 0; i < lim.count; ++i) {
+        const Limit &l = lim.limit[i];
+        if (l.kind != RQ_LIMIT_RATE) continue;
+        const uint64_t total =
+            std::min<uint64_t>(cost_of(l, load) + (l.cost == RQ_COST_LOAD ? ahead_load : ahead_req), RQ_MAX_AMOUNT);
+        // acquire: pairs with the head's acq_rel CAS.
+        const int64_t tat = res.tat[i].load(boost::memory_order_acquire);
+        const int64_t base = tat > now ? tat : now;
+        // Admitting `total` needs the TAT to reach base + inc(total) with at
+        // most burst_ns of it ahead of the clock (1 ns of slack for the
+        // full-bucket clause's rounding).
+        const int64_t ready = saturating_add(base, any_increment_ns(l, total) - static_cast<int64_t>(l.burst_ns) - 1);
+        if (ready > start) start = ready;
+    }
+    return start;
+}
+
+int Engine::predict_wait(const char *name, uint64_t load, int64_t *wait_ns) {
+    if (wait_ns == nullptr) return RQ_EINVAL;
+    *wait_ns = 0;
+    uint32_t r;
+    int rc = resource_of(name, r);
+    if (rc != RQ_OK) return rc;
+    if (load == 0 || load > RQ_MAX_AMOUNT) return RQ_EINVAL;
+    Limits scratch;
+    const Limits *lim;
+    rc = limits_of(r, scratch, lim);
+    if (rc != RQ_OK) return rc;
+    for (uint32_t i = 0; i < lim->count; ++i) {
+        const Limit &l = lim->limit[i];
+        const uint64_t c = cost_of(l, load);
+        if (l.kind == RQ_LIMIT_RATE ? never_fits(params_of(l), c) : c > l.amount) return RQ_E2BIG;
+    }
+    const int64_t now = now_ns();
+    *wait_ns = predict_start(r, load, *lim, now) - now;
+    return RQ_OK;
+}
+
+int Engine::penalize(const char *name, int64_t pause_ns) {
+    if (pause_ns < 0 || static_cast<uint64_t>(pause_ns) > RQ_MAX_PERIOD_NS) return RQ_EINVAL;
+    uint32_t r;
+    int rc = resource_of(name, r);
+    if (rc != RQ_OK) return rc;
+    Resource &res = view_.resource(r);
+    const int64_t until = now_ns() + pause_ns;
+    int64_t cur = res.paused_until.load(boost::memory_order_seq_cst);
+    // Only ever raised. seq_cst: a serve that starts after this returns reads it.
+    while (cur < until && !res.paused_until.compare_exchange_weak(cur, until, boost::memory_order_seq_cst)) {
+    }
+    res.counters.penalties.fetch_add(1, boost::memory_order_relaxed);
+    return RQ_OK;
+}
+
+int Engine::observe(const char *name, uint32_t index, uint64_t remaining, int64_t reset_ns) {
+    if (reset_ns < 0 || static_cast<uint64_t>(reset_ns) > RQ_MAX_PERIOD_NS || remaining > RQ_MAX_AMOUNT) {
+        return RQ_EINVAL;
+    }
+    uint32_t r;
+    int rc = resource_of(name, r);
+    if (rc != RQ_OK) return rc;
+    Limits scratch;
+    const Limits *lim;
+    rc = limits_of(r, scratch, lim);
+    if (rc != RQ_OK) return rc;
+    if (index >= lim->count || lim->limit[index].kind != RQ_LIMIT_RATE) return RQ_EINVAL;
+    const Limit &l = lim->limit[index];
+    Resource &res = view_.resource(r);
+    const int64_t now = now_ns();
+    // Hold at most `remaining` now (bucket lag >= burst_ns - floor(remaining
+    // * period / amount)), and do not be full again before the provider's
+    // reset (lag >= reset_ns): with both refilling steadily, the local bucket
+    // then never holds more than the provider's.
+    const u128 rem_ns = static_cast<u128>(remaining) * l.period_ns / l.amount;
+    const int64_t lag_for_remaining =
+        rem_ns >= l.burst_ns ? 0 : static_cast<int64_t>(l.burst_ns - static_cast<uint64_t>(rem_ns));
+    const int64_t target = now + std::max(lag_for_remaining, reset_ns);
+    bool lowered = false;
+    int64_t tat = res.tat[index].load(boost::memory_order_acquire);
+    // Never lowers the TAT: capacity never goes up. acq_rel: pairs with the
+    // head's CAS, which then recomputes.
+    while (tat < target) {
+        if (res.tat[index].compare_exchange_weak(tat, target, boost::memory_order_acq_rel)) {
+            lowered = true;
+            break;
+        }
+    }
+    if (lowered) res.usage.observes.fetch_add(1, boost::memory_order_relaxed);
+    return RQ_OK;
+}
+
+int Engine::settle(rq_permit *p, uint64_t actual) {
+    if (p == nullptr || actual > RQ_MAX_AMOUNT) return RQ_EINVAL;
+    const uint64_t w0 = p->opaque[0];
+    PermitView pv;
+    int rc = check_permit(p, pv);
+    if (rc != RQ_OK) return rc;
+    if ((w0 & (kPermitReleased | kPermitSettled)) != 0) return RQ_EINVAL;
+    const uint32_t r = pv.resource;
+    const uint64_t est = pv.load;
+    Limits scratch;
+    const Limits *lim;
+    rc = limits_of(r, scratch, lim);
+    if (rc != RQ_OK) return rc;
+    Resource &res = view_.resource(r);
+    bool refunded = false;
+    for (uint32_t i = 0; i < lim->count; ++i) {
+        const Limit &l = lim->limit[i];
+        if (l.kind != RQ_LIMIT_RATE || l.cost != RQ_COST_LOAD || actual == est) continue;
+        // What the acquire charged was inc(est); make it inc(actual).
+        const int64_t d = any_increment_ns(l, actual) - any_increment_ns(l, est);
+        int64_t tat = res.tat[i].load(boost::memory_order_acquire);
+        for (;;) {
+            int64_t moved;
+            if (d < 0) {
+                moved = std::max<int64_t>(saturating_add(tat, d), 0);  // at or before now: a full bucket
+            } else {
+                // Charged now: from the clock when the bucket is full.
+                const int64_t now = now_ns();
+                moved = std::min(saturating_add(tat > now ? tat : now, d), saturating_add(now, kMaxBurstNs));
+            }
+            // acq_rel: pairs with the head's CAS (it recomputes on failure).
+            if (res.tat[i].compare_exchange_weak(tat, moved, boost::memory_order_acq_rel)) break;
+        }
+        refunded |= d < 0;
+    }
+    if ((w0 & kPermitConc) != 0 && actual != est) {
+        rc = lock(res.lock, false, r);
+        if (rc != RQ_OK) return rc;
+        // A hard reset since the grant forgot the permit: nothing is held.
+        if (pv.epoch == res.hard_epoch.load(boost::memory_order_relaxed)) {
+            rc = conc_update(r, me_, 0, static_cast<int64_t>(actual) - static_cast<int64_t>(est), CrashPoint::kNone);
+        }
+        unlock(res.lock);
+        if (rc != RQ_OK) return rc;
+        refunded |= actual < est;
+    }
+    p->opaque[2] = actual;
+    p->opaque[0] = w0 | kPermitSettled;
+    res.usage.settles.fetch_add(1, boost::memory_order_relaxed);
+    if (actual < est) res.usage.settle_refunded.fetch_add(est - actual, boost::memory_order_relaxed);
+    if (actual > est) res.usage.settle_charged.fetch_add(actual - est, boost::memory_order_relaxed);
+    // Capacity came back: a head asleep for it recomputes now.
+    if (refunded) wake_head(r, false);
+    return RQ_OK;
+}
+
+}  // namespace rq::detail
