@@ -11,10 +11,16 @@ random token loads through http.client for a fixed time:
 
   1. no coordination: each worker sends as fast as it can and, on a 429,
      waits what retry-after-ms says, as the official SDKs do, and retries;
-  2. with ratequeue: each worker wraps its call in rq.acquire(load=tokens).
+  2. with ratequeue: each worker wraps its call in client.acquire(load=
+     estimate), settles the actual usage the response reports, follows the
+     x-ratelimit headers, and on a 429 (the provider also refuses a few
+     requests as overloaded) penalizes the resource for the retry-after so
+     that every worker backs off, keeping its place in line.
 
-The report compares the two: 429s, accepted requests and tokens, and the
-steady-state utilisation of the quota (tokens the provider accepted from one
+The provider counts tokens when an answer is done, at what it actually used,
+which differs from the client's estimate by up to +-50% (--spread). The
+report compares the two phases: 429s, requests and tokens used, waits, and
+the steady-state utilisation of the quota (actual tokens the provider counted from one
 second after the first request to the end of the phase, over what the limit
 allows in that time, so the initial burst and the workers' start-up do not
 count).
@@ -49,26 +55,34 @@ RESOURCE = "mock-llm"
 
 
 def _post(conn, tokens):
+    """(status, headers, tokens actually used) for a request estimated at `tokens`."""
     body = json.dumps({"tokens": tokens})
     conn.request("POST", "/v1/chat/completions", body=body, headers={"content-type": "application/json"})
     resp = conn.getresponse()
-    resp.read()
-    return resp.status, resp.getheader("retry-after-ms")
+    data = json.loads(resp.read() or b"{}")
+    used = data.get("usage", {}).get("total_tokens", 0) if resp.status == 200 else 0
+    return resp.status, resp.headers, used
 
 
 def worker(port, coordinated, segment, seconds, seed, lo, hi, results):
     """One worker process: sends requests until `seconds` pass, each one until
-    it is accepted; puts (429s seen, [seconds from first try to acceptance])
-    on `results`."""
+    it is accepted; puts (rate-limit 429s, overload 429s, [seconds from first
+    try to acceptance]) on `results`.
+
+    With ratequeue it acquires with the estimate, settles the actual usage the
+    response reports, follows the provider's x-ratelimit headers, and on a
+    429 settles 0 (nothing was used) and penalizes the resource for the
+    retry-after, so that every worker backs off, then tries again."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent cleans up on Ctrl-C
     rng = random.Random(seed)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     client = rq.Client(segment) if coordinated else None
     end = time.monotonic() + seconds
-    seen_429, waits = 0, []
+    rate_429 = overload_429 = 0
+    waits = []
     try:
         while time.monotonic() < end:
-            tokens = rng.randint(lo, hi)
+            tokens = rng.randint(lo, hi)  # the estimate (prompt + expected completion)
             asked = time.monotonic()
             while True:  # the same request until it goes through
                 left = end - time.monotonic()
@@ -80,16 +94,25 @@ def worker(port, coordinated, segment, seconds, seed, lo, hi, results):
                     except rq.Timeout:
                         break
                     with permit:
-                        status, retry_ms = _post(conn, tokens)
+                        status, headers, used = _post(conn, tokens)
+                        permit.settle(used)
+                        client.observe_headers(RESOURCE, headers)
                 else:
-                    status, retry_ms = _post(conn, tokens)
+                    status, headers, used = _post(conn, tokens)
                 if status != 429:
                     waits.append(time.monotonic() - asked)
                     break
-                seen_429 += 1
-                time.sleep(int(retry_ms or 1000) / 1000.0)
+                if headers.get("x-mock-reason") == "overload":
+                    overload_429 += 1
+                else:
+                    rate_429 += 1
+                retry = int(headers.get("retry-after-ms") or 1000) / 1000.0
+                if coordinated:
+                    client.penalize(RESOURCE, retry_after=retry)  # every worker backs off, in line
+                else:
+                    time.sleep(retry)
     finally:
-        results.put((seen_429, waits))
+        results.put((rate_429, overload_429, waits))
         conn.close()
         if client is not None:
             client.close()
@@ -124,15 +147,17 @@ def run_phase(title, provider, port, args, coordinated, segment, tty):
             s = provider.snapshot()
             line = "  %-16s %5.1f s  ok %5d  429s %5d  tokens %9s  peak in flight %d" % (
                 title, time.monotonic() - start, s["ok"], sum(s["rejected"].values()),
-                "{:,}".format(sum(t for _, t in s["accepted"])), s["peak"])
+                "{:,}".format(sum(t for _, t in s["used"])), s["peak"])
             if tty:
                 sys.stdout.write("\r" + line)
                 sys.stdout.flush()
         elapsed = time.monotonic() - start
-        worker_429, waits = 0, []
+        worker_429 = worker_overload = 0
+        waits = []
         for _ in procs:
-            n, w = results.get(timeout=30)
+            n, o, w = results.get(timeout=30)
             worker_429 += n
+            worker_overload += o
             waits += w
     finally:
         for p in procs:
@@ -146,16 +171,20 @@ def run_phase(title, provider, port, args, coordinated, segment, tty):
     # Steady state: from one second after the first request arrived (the
     # workers are up and the burst is spent) to the end of the phase.
     first = min((at for at, _ in s["accepted"]), default=start)
-    tpm_u, rpm_u = steady_state(s["accepted"], first + 1.0, start + args.seconds, args.tpm, args.rpm)
+    tpm_u, _ = steady_state(s["used"], first + 1.0, start + args.seconds, args.tpm, args.rpm)
+    _, rpm_u = steady_state(s["accepted"], first + 1.0, start + args.seconds, args.tpm, args.rpm)
     return {
         "ok": s["ok"],
         "rejected": s["rejected"],
         "http_429": sum(s["rejected"].values()),
+        "rate_limit_429": sum(v for k, v in s["rejected"].items() if k != "overload"),
+        "overload_429": s["rejected"]["overload"],
         "worker_429": worker_429,
-        "mean_tokens": sum(t for _, t in s["accepted"]) / max(1, s["ok"]),
+        "worker_overload_429": worker_overload,
+        "tokens_used": sum(t for _, t in s["used"]),
+        "mean_tokens": sum(t for _, t in s["used"]) / max(1, len(s["used"])),
         "wait_p50": waits[len(waits) // 2] if waits else 0.0,
         "wait_max": waits[-1] if waits else 0.0,
-        "tokens": sum(t for _, t in s["accepted"]),
         "peak_in_flight": s["peak"],
         "seconds": round(elapsed, 2),
         "tpm_utilisation": tpm_u,
@@ -173,6 +202,10 @@ def main(argv=None):
     ap.add_argument("--min-tokens", type=int, default=100)
     ap.add_argument("--max-tokens", type=int, default=700)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--spread", type=float, default=0.5,
+                    help="actual usage differs from the estimate by up to this fraction (default 0.5: +-50%%)")
+    ap.add_argument("--overload", type=float, default=0.01,
+                    help="fraction of requests the provider refuses as overloaded (default 0.01)")
     ap.add_argument("--short", action="store_true", help="a quick run for tests: 4 workers, 5 s phases")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = ap.parse_args(argv)
@@ -182,11 +215,13 @@ def main(argv=None):
         ap.error("--seconds must be at least 2 (the first second is the burst)")
     tty = sys.stdout.isatty()
     segment = "rq-demo-%d" % os.getpid()
-    provider = mock_provider.Provider(args.rpm, args.tpm, args.concurrency, seed=args.seed)
-    print("mock provider: %s requests/min, %s tokens/min, %d concurrent (enforced per second, 429 + retry-after)"
-          % ("{:,}".format(args.rpm), "{:,}".format(args.tpm), args.concurrency))
-    print("batch job: %d worker processes, requests of %d-%d tokens, %g s per phase\n"
-          % (args.workers, args.min_tokens, args.max_tokens, args.seconds))
+    provider = mock_provider.Provider(args.rpm, args.tpm, args.concurrency, seed=args.seed, spread=args.spread,
+                                      overload=args.overload)
+    print("mock provider: %s requests/min, %s tokens/min, %d concurrent (enforced per second, 429 + retry-after),"
+          " %g%% overload 429s" % ("{:,}".format(args.rpm), "{:,}".format(args.tpm), args.concurrency,
+                                   100 * args.overload))
+    print("batch job: %d worker processes, requests estimated at %d-%d tokens (actual usage +-%d%%), %g s per phase\n"
+          % (args.workers, args.min_tokens, args.max_tokens, round(100 * args.spread), args.seconds))
     results = {}
     try:
         with mock_provider.Server(provider) as server, rq.Client(segment) as client:
@@ -210,21 +245,22 @@ def main(argv=None):
     rows = [
         ("requests accepted", a["ok"], b["ok"]),
         ("429 responses", a["http_429"], b["http_429"]),
+        ("  simulated overload (retried)", a["overload_429"], b["overload_429"]),
         ("  over requests/min", a["rejected"]["requests"], b["rejected"]["requests"]),
         ("  over tokens/min", a["rejected"]["tokens"], b["rejected"]["tokens"]),
         ("  over concurrency", a["rejected"]["concurrency"], b["rejected"]["concurrency"]),
-        ("tokens accepted", "{:,}".format(a["tokens"]), "{:,}".format(b["tokens"])),
+        ("tokens used (actual)", "{:,}".format(a["tokens_used"]), "{:,}".format(b["tokens_used"])),
         ("mean tokens per request", "%.0f" % a["mean_tokens"], "%.0f" % b["mean_tokens"]),
         ("request wait, median", "%.2f s" % a["wait_p50"], "%.2f s" % b["wait_p50"]),
         ("request wait, longest", "%.2f s" % a["wait_max"], "%.2f s" % b["wait_max"]),
         ("peak in flight (limit %d)" % args.concurrency, a["peak_in_flight"], b["peak_in_flight"]),
-        ("tokens/min utilisation", "%.1f%%" % (100 * a["tpm_utilisation"]), "%.1f%%" % (100 * b["tpm_utilisation"])),
+        ("tokens/min utilisation (actual)", "%.1f%%" % (100 * a["tpm_utilisation"]), "%.1f%%" % (100 * b["tpm_utilisation"])),
         ("requests/min utilisation", "%.1f%%" % (100 * a["rpm_utilisation"]),
          "%.1f%%" % (100 * b["rpm_utilisation"])),
     ]
-    print("\n%-28s %16s %16s" % ("", "no coordination", "with ratequeue"))
+    print("\n%-32s %16s %16s" % ("", "no coordination", "with ratequeue"))
     for name, x, y in rows:
-        print("%-28s %16s %16s" % (name, x, y))
+        print("%-32s %16s %16s" % (name, x, y))
     print("\n(utilisation: steady state, from 1 s after the first request to the end of the phase;"
           " exact to about one request's tokens)")
     if args.json:

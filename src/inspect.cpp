@@ -195,6 +195,13 @@ void Inspector::read_resource(uint32_t r, bool details, int64_t now, ResourceInf
     out.reclaims = c.reclaims.load(boost::memory_order_relaxed);
     out.resets = c.resets.load(boost::memory_order_relaxed);
     out.wait_ns_total = c.wait_ns_total.load(boost::memory_order_relaxed);
+    out.penalties = c.penalties.load(boost::memory_order_relaxed);
+    out.settles = res.usage.settles.load(boost::memory_order_relaxed);
+    out.settle_refunded = res.usage.settle_refunded.load(boost::memory_order_relaxed);
+    out.settle_charged = res.usage.settle_charged.load(boost::memory_order_relaxed);
+    out.observes = res.usage.observes.load(boost::memory_order_relaxed);
+    const int64_t paused = res.paused_until.load(boost::memory_order_seq_cst);
+    out.paused_ns = paused > now ? paused - now : 0;
     for (uint32_t b = 0; b < kWaitBuckets; ++b) {
         out.waits[b] = res.waits.bucket[b].load(boost::memory_order_relaxed);
         out.waited += out.waits[b];

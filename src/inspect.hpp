@@ -81,6 +81,8 @@ struct ResourceInfo {
     uint64_t in_use_req = 0, in_use_load = 0;
     uint64_t admitted = 0, admitted_load = 0, timeouts = 0, too_big = 0, reclaims = 0, resets = 0;
     uint64_t wait_ns_total = 0;
+    uint64_t penalties = 0, settles = 0, settle_refunded = 0, settle_charged = 0, observes = 0;
+    int64_t paused_ns = 0;              // what is left of a penalty pause (rq_penalize)
     uint64_t waits[kWaitBuckets] = {};  // admissions that waited, by log2 microseconds
     uint64_t waited = 0;                // sum of waits[]
     bool consistent = true;             // false: kept changing under us (busy); best effort

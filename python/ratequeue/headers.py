@@ -17,6 +17,7 @@ parse(headers) returns {"requests"|"tokens": Reading} and a list of the
 headers it had to ignore because their values were malformed.
 """
 import datetime
+import math
 import re
 
 __all__ = ["Reading", "parse", "parse_duration", "parse_reset_time"]
@@ -33,8 +34,11 @@ class Reading:
         self.limit = limit          # the provider's limit (int), or None
 
     def __eq__(self, other):
-        return isinstance(other, Reading) and (self.remaining, self.reset, self.limit) == (
-            other.remaining, other.reset, other.limit)
+        if not isinstance(other, Reading) or (self.remaining, self.limit) != (other.remaining, other.limit):
+            return False
+        if self.reset is None or other.reset is None:
+            return self.reset is other.reset
+        return math.isclose(self.reset, other.reset, rel_tol=1e-9, abs_tol=1e-12)
 
     def __repr__(self):
         return "Reading(remaining=%r, reset=%r, limit=%r)" % (self.remaining, self.reset, self.limit)

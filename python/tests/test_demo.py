@@ -14,14 +14,19 @@ DEMO = ROOT / "demo" / "llm_batch.py"
 
 def test_short_demo_has_no_429s_with_ratequeue_and_uses_the_quota(tmp_path):
     out = tmp_path / "demo.json"
-    run = subprocess.run([sys.executable, str(DEMO), "--short", "--json", str(out)], capture_output=True,
+    run = subprocess.run([sys.executable, str(DEMO), "--short", "--overload", "0.05", "--json", str(out)],
+                         capture_output=True,
                          text=True, timeout=120)
     print(run.stdout)
     assert run.returncode == 0, run.stderr
     res = json.loads(out.read_text())["results"]
-    assert res["ratequeue"]["http_429"] == 0
+    # Actual usage differs from the estimates by up to +-50% (the default
+    # --spread): settling keeps the buckets true, so no 429 from a limit...
+    assert res["ratequeue"]["rate_limit_429"] == 0
     assert res["ratequeue"]["worker_429"] == 0
-    assert res["ratequeue"]["tpm_utilisation"] >= 0.90
+    # ...and the simulated-overload 429s were all seen, penalized and retried.
+    assert res["ratequeue"]["worker_overload_429"] == res["ratequeue"]["overload_429"]
+    assert res["ratequeue"]["tpm_utilisation"] >= 0.90  # of actual tokens
     assert res["ratequeue"]["peak_in_flight"] <= 6
     assert res["uncoordinated"]["http_429"] > 0  # the problem the demo shows is real
     assert "with ratequeue" in run.stdout and "429 responses" in run.stdout

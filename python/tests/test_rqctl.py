@@ -396,3 +396,20 @@ def test_bad_input_gets_a_clear_message_and_status(segment, tmp_path):
         if os.path.exists(path):
             os.unlink(path)
     assert "not a valid segment name" in rqctl("../etc", "ls", check=1).stderr
+
+
+def test_rqctl_shows_a_penalty_pause_and_the_llm_counters(segment):
+    with rq.Client(segment) as c:
+        c.define("llm", rpm=600, tpm=90_000)
+        p = c.acquire("llm", load=1000)
+        p.settle(700)
+        c.penalize("llm", retry_after=30)
+        show = rqjson(segment, "show", "llm")["resources"][0]
+        assert 25 < show["paused_seconds"] <= 30
+        assert show["counters"]["penalties"] == 1 and show["counters"]["settles"] == 1
+        assert show["counters"]["settle_refunded"] == 300
+        assert "paused" in rqctl(segment, "ls", check=0).stdout
+        assert "paused for" in rqctl(segment, "show", "llm", check=0).stdout
+        _, samples = check_exposition(rqctl(segment, "metrics", check=0).stdout)
+        paused = [v for name, labels, v in samples if name == "ratequeue_paused_seconds"]
+        assert len(paused) == 1 and 25 < paused[0] <= 30

@@ -245,6 +245,7 @@ void json_resource(Json &j, const rd::ResourceInfo &r, bool details) {
         .num("holders_dead", r.dead_holders)
         .num("in_use_requests", r.in_use_req)
         .num("in_use_load", r.in_use_load)
+        .real("paused_seconds", static_cast<double>(r.paused_ns) / 1e9)
         .boolean("consistent", r.consistent);
     j.begin_object("counters")
         .num("admitted", r.admitted)
@@ -254,7 +255,12 @@ void json_resource(Json &j, const rd::ResourceInfo &r, bool details) {
         .num("timeouts", r.timeouts)
         .num("too_big", r.too_big)
         .num("reclaims", r.reclaims)
-        .num("resets", r.resets);
+        .num("resets", r.resets)
+        .num("penalties", r.penalties)
+        .num("settles", r.settles)
+        .num("settle_refunded", r.settle_refunded)
+        .num("settle_charged", r.settle_charged)
+        .num("observes", r.observes);
     j.begin_array("wait_histogram");
     for (uint32_t b = 0; b < rd::kWaitBuckets; ++b) {
         if (r.waits[b] == 0) continue;
@@ -318,6 +324,7 @@ void cmd_ls(Ctx &ctx, const Args &) {
             lim.push_back(limit_text(li.lim));
             avail.push_back(available_text(li));
         }
+        if (r.paused_ns > 0) avail.insert(avail.begin(), ctx.style.yellow("paused " + human_duration(r.paused_ns)));
         if (r.error != RQ_OK) avail = {ctx.style.red(fmt::format("damaged ({})", rq_errname(r.error)))};
         t.add({ctx.style.bold(r.name), join(lim, ", "), join(avail, ", "), std::to_string(r.waiters.size()),
                std::to_string(r.live_holders),
@@ -340,6 +347,10 @@ void print_counters(const Ctx &ctx, const rd::ResourceInfo &r) {
     t.add({"too big (E2BIG)", grouped(r.too_big)});
     t.add({"reclaims", grouped(r.reclaims)});
     t.add({"resets", grouped(r.resets)});
+    t.add({"penalties", grouped(r.penalties)});
+    t.add({"settled", fmt::format("{} (load {} given back, {} charged on top)", grouped(r.settles),
+                                  grouped(r.settle_refunded), grouped(r.settle_charged))});
+    t.add({"observed", fmt::format("{} (buckets lowered to the provider's headers)", grouped(r.observes))});
     std::string body = t.render(Style{}, "  ");
     fmt::print("{}", body.substr(body.find('\n') + 1));  // no header row
     if (r.waited == 0) return;
@@ -378,6 +389,10 @@ void cmd_show(Ctx &ctx, const Args &a) {
                r.config_version);
     if (r.error != RQ_OK) fmt::print("{}\n", ctx.style.red(fmt::format("damaged: {}", rq_strerror(r.error))));
     if (!r.consistent) fmt::print("{}\n", ctx.style.yellow("(busy: the queue kept moving while read; best effort)"));
+    if (r.paused_ns > 0) {
+        fmt::print("{}\n", ctx.style.yellow(fmt::format("paused for {} more: a provider asked to back off (rq_penalize)",
+                                                        human_duration(r.paused_ns))));
+    }
     fmt::print("{}\n", ctx.style.bold("limits"));
     Table lt({"#", "KIND", "LIMIT", "COST", "NOW"});
     for (size_t i = 0; i < r.limits.size(); ++i) {
@@ -700,6 +715,7 @@ void cmd_watch(Ctx &ctx, const Args &a) {
                     mean = human_duration(static_cast<int64_t>((r.wait_ns_total - p->wait_ns_total) / (r.waited - p->waited)));
                 }
                 std::vector<std::string> avail;
+                if (r.paused_ns > 0) avail.push_back(ctx.style.yellow("paused " + human_duration(r.paused_ns)));
                 for (const auto &li : r.limits) avail.push_back(available_text(li));
                 t.add({ctx.style.bold(r.name), p ? fmt::format("{:.1f}", rate(r.admitted, p->admitted)) : "-",
                        p ? fmt::format("{:.1f}", rate(r.admitted_load, p->admitted_load)) : "-",
@@ -761,11 +777,21 @@ void cmd_metrics(Ctx &ctx, const Args &) {
         {"ratequeue_too_big_total", "Acquires refused because the load could never fit (E2BIG).", &rd::ResourceInfo::too_big},
         {"ratequeue_reclaims_total", "Holdings of dead processes returned.", &rd::ResourceInfo::reclaims},
         {"ratequeue_resets_total", "Operator resets (rqctl reset).", &rd::ResourceInfo::resets},
+        {"ratequeue_penalties_total", "Provider back-offs shared (rq_penalize).", &rd::ResourceInfo::penalties},
+        {"ratequeue_settles_total", "Permits settled at their actual load (rq_settle).", &rd::ResourceInfo::settles},
+        {"ratequeue_settle_refunded_total", "Load given back by settles below the estimate.",
+         &rd::ResourceInfo::settle_refunded},
+        {"ratequeue_settle_charged_total", "Load charged by settles above the estimate.",
+         &rd::ResourceInfo::settle_charged},
+        {"ratequeue_observes_total", "Buckets lowered to a provider's rate-limit headers (rq_observe).",
+         &rd::ResourceInfo::observes},
     };
     for (const auto &c : counters) {
         family(c.name, "counter", c.help);
         for (const auto &r : s.resources) sample(c.name, res_label(r), r.*c.field);
     }
+    family("ratequeue_paused_seconds", "gauge", "What is left of a penalty pause (0: not paused).");
+    for (const auto &r : s.resources) sample("ratequeue_paused_seconds", res_label(r), static_cast<double>(r.paused_ns) / 1e9);
     family("ratequeue_waiting", "gauge", "Acquires waiting in line.");
     for (const auto &r : s.resources) sample("ratequeue_waiting", res_label(r), r.waiters.size());
     family("ratequeue_holders", "gauge", "Processes holding concurrency permits, by liveness.");
