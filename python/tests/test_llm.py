@@ -47,14 +47,15 @@ def test_settle_refunds_and_charges(segment):
 
 # ---- penalize ----------------------------------------------------------------------------
 
-def _admit_loop(segment, name, stamps, n, stop):
+def _admit_loop(segment, name, starts, stamps, n, stop):
     c = rq.Client(segment)
     while not stop.is_set():
+        t = time.monotonic()
         try:
             with c.acquire(name, timeout=2):
                 i = n.value
                 if i < len(stamps):
-                    stamps[i] = time.monotonic()
+                    starts[i], stamps[i] = t, time.monotonic()
                     n.value = i + 1
         except rq.Timeout:
             pass
@@ -64,8 +65,9 @@ def _admit_loop(segment, name, stamps, n, stop):
 def test_penalize_pauses_every_process_and_only_extends(segment):
     with rq.Client(segment) as c:
         c.define("api", limits=[rq.Rate(100_000, per=1, burst=100)])
-        stamps, n, stop = ctx.Array("d", 20000, lock=False), ctx.Value("i", 0, lock=False), ctx.Event()
-        p = ctx.Process(target=_admit_loop, args=(segment, "api", stamps, n, stop))
+        starts, stamps = ctx.Array("d", 20000, lock=False), ctx.Array("d", 20000, lock=False)
+        n, stop = ctx.Value("i", 0, lock=False), ctx.Event()
+        p = ctx.Process(target=_admit_loop, args=(segment, "api", starts, stamps, n, stop))
         p.start()
         end = time.monotonic() + 10
         while n.value < 50:
@@ -77,10 +79,10 @@ def test_penalize_pauses_every_process_and_only_extends(segment):
         time.sleep(0.45)
         stop.set()
         p.join(10)
-        ts = stamps[:n.value]
-        during = [t for t in ts if called + 0.002 <= t < called + 0.29]
-        after = [t for t in ts if t >= called + 0.29]
-        assert during == []
+        ts = list(zip(starts[:n.value], stamps[:n.value]))
+        # No acquire that started 1 ms after the call was admitted in the pause.
+        assert [s for s, t in ts if s >= called + 0.001 and t < called + 0.3] == []
+        after = [t for s, t in ts if t >= called + 0.3]
         assert after and min(after) >= called + 0.3
         with pytest.raises(ValueError):
             c.penalize("api", retry_after=-1)
