@@ -13,7 +13,9 @@
 // and whether each system kept a rate limit in a short check (a semaphore and
 // flock cannot express a rate: they say so).
 //
-//   build/bench/compare [--iterations N] [--json FILE]
+//   build/bench/rq-compare [--iterations N] [--json FILE]
+// (not named plain "compare": in the build directory that name would shadow the
+// C++20 header <compare> for the other programs here)
 #include "ratequeue/ratequeue.h"
 
 #include <fcntl.h>

@@ -21,12 +21,25 @@ struct PermitFields {
     uint32_t proc;
     uint64_t load;
     uint32_t proc_gen;
-    uint32_t epoch;  // the resource's hard_epoch when granted
+    uint32_t epoch;      // the resource's hard_epoch when granted
+    int64_t grant_tat;   // with kPermitHasTat: the TAT written on the first load-cost rate limit
 };
 
+// rq_permit:
+//   opaque[0] = "RQPT" << 32 | tat_granules >> 32 << 4 | flags (4 bits)
+//   opaque[1] = resource << 48 | process slot << 32 | tat_granules & 0xffffffff
+//   opaque[2] = load;  opaque[3] = hard epoch << 32 | process generation
+// tat_granules = grant_tat >> 10 (60 bits; rounding down only makes a settle
+// refund less). Resources and process slots are below 2^16 (kMax*Cap).
+constexpr int kGranuleShift = 10;
+static_assert(kMaxResourcesCap <= (1u << 16) && kMaxProcessesCap <= (1u << 16));
+
 void encode(const PermitFields &f, rq_permit *out) {
-    out->opaque[0] = kPermitMagic | f.flags;
-    out->opaque[1] = (uint64_t{f.resource} << 32) | f.proc;
+    const uint64_t g = (f.flags & kPermitHasTat) != 0 && f.grant_tat > 0
+                           ? static_cast<uint64_t>(f.grant_tat) >> kGranuleShift
+                           : 0;
+    out->opaque[0] = kPermitMagic | ((g >> 32) & 0x0fffffff) << 4 | f.flags;
+    out->opaque[1] = (uint64_t{f.resource} << 48) | (uint64_t{f.proc} << 32) | (g & 0xffffffff);
     out->opaque[2] = f.load;
     out->opaque[3] = (uint64_t{f.epoch} << 32) | f.proc_gen;
 }
@@ -388,6 +401,11 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
         if (lim.has_conc) {
             int rc = lock(res.lock, false, r);
             if (rc != RQ_OK) return rc;
+            // A penalty that came while we waited for the lock holds too.
+            if (res.paused_until.load(boost::memory_order_seq_cst) > now_ns()) {
+                unlock(res.lock);
+                continue;
+            }
             if (!conc_fits(res, lim, load)) {
                 unlock(res.lock);
                 if (is_try) return RQ_EAGAIN;
@@ -408,18 +426,39 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
             }
         }
         bool raced = false;
-        for (uint32_t i = 0; i < lim.count && !raced; ++i) {
-            if (lim.limit[i].kind != RQ_LIMIT_RATE) continue;
-            int64_t expected = tat[i];
-            // acq_rel: only a reset or redefine races with the head here.
-            raced = !res.tat[i].compare_exchange_strong(expected, new_tat[i], boost::memory_order_acq_rel);
+        uint32_t taken = 0;
+        for (; taken < lim.count; ++taken) {
+            if (lim.limit[taken].kind != RQ_LIMIT_RATE) continue;
+            int64_t expected = tat[taken];
+            // acq_rel: a reset, redefine, settle or observe may race with the head here.
+            if (!res.tat[taken].compare_exchange_strong(expected, new_tat[taken], boost::memory_order_acq_rel)) {
+                raced = true;
+                break;
+            }
         }
         crash_point(CrashPoint::kAfterRateTaken);
         if (raced) {
+            // All or nothing: give back what the limits before it took, then
+            // start over (each is one CAS; what others did meanwhile stays).
+            for (uint32_t i = 0; i < taken; ++i) {
+                if (lim.limit[i].kind != RQ_LIMIT_RATE) continue;
+                const int64_t inc = new_tat[i] - std::max(tat[i], now);
+                int64_t cur = res.tat[i].load(boost::memory_order_acquire);
+                while (!res.tat[i].compare_exchange_weak(cur, cur - inc, boost::memory_order_acq_rel)) {
+                }
+            }
             if (lim.has_conc) unlock(res.lock);
             continue;
         }
         uint64_t flags = 0;
+        int64_t grant_tat = 0;
+        for (uint32_t i = 0; i < lim.count; ++i) {
+            if (lim.limit[i].kind == RQ_LIMIT_RATE && lim.limit[i].cost == RQ_COST_LOAD) {
+                grant_tat = new_tat[i];
+                flags |= kPermitHasTat;
+                break;
+            }
+        }
         uint32_t epoch = 0;
         if (lim.has_conc) {
             epoch = res.hard_epoch.load(boost::memory_order_relaxed);  // under the lock
@@ -435,7 +474,7 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
             bump(res.counters.wait_ns_total, waited);
             bump(res.waits.bucket[wait_bucket(waited)], 1);
         }
-        encode(PermitFields{flags, r, me_, load, me_gen_, epoch}, out);
+        encode(PermitFields{flags, r, me_, load, me_gen_, epoch, grant_tat}, out);
         return RQ_OK;
     }
 }
@@ -467,16 +506,16 @@ int Engine::reap_dead_holders(uint32_t r) {
 
 int Engine::check_permit(const rq_permit *p, PermitView &out) {
     const uint64_t w0 = p->opaque[0];
-    if ((w0 & ~uint64_t{0xffffffff}) != kPermitMagic ||
-        (w0 & 0xffffffff & ~(kPermitConc | kPermitReleased | kPermitSettled)) != 0) {
-        return RQ_EINVAL;
-    }
+    if ((w0 & ~uint64_t{0xffffffff}) != kPermitMagic) return RQ_EINVAL;
     int rc = ensure_registered();
     if (rc != RQ_OK) return rc;
-    out.resource = static_cast<uint32_t>(p->opaque[1] >> 32);
+    out.resource = static_cast<uint32_t>(p->opaque[1] >> 48);
     out.load = p->opaque[2];
     out.epoch = static_cast<uint32_t>(p->opaque[3] >> 32);
-    const uint32_t proc = static_cast<uint32_t>(p->opaque[1]);
+    out.has_tat = (w0 & kPermitHasTat) != 0;
+    const uint64_t g = ((w0 >> 4) & 0x0fffffff) << 32 | (p->opaque[1] & 0xffffffff);
+    out.grant_tat = static_cast<int64_t>(g << kGranuleShift);
+    const uint32_t proc = static_cast<uint32_t>(p->opaque[1] >> 32) & 0xffff;
     // A settled permit may hold load 0 (the request used nothing).
     const bool load_ok = (w0 & kPermitSettled) != 0 ? out.load <= RQ_MAX_AMOUNT : out.load >= 1 && out.load <= RQ_MAX_AMOUNT;
     if (out.resource >= view_.geo.max_resources || proc != me_ || static_cast<uint32_t>(p->opaque[3]) != me_gen_ ||
@@ -490,10 +529,7 @@ int Engine::release(rq_permit *p) {
     if (p == nullptr) return RQ_EINVAL;
     const uint64_t w0 = p->opaque[0];
     if (w0 == 0 && p->opaque[1] == 0 && p->opaque[2] == 0 && p->opaque[3] == 0) return RQ_OK;
-    if ((w0 & ~uint64_t{0xffffffff}) != kPermitMagic ||
-        (w0 & 0xffffffff & ~(kPermitConc | kPermitReleased | kPermitSettled)) != 0) {
-        return RQ_EINVAL;
-    }
+    if ((w0 & ~uint64_t{0xffffffff}) != kPermitMagic) return RQ_EINVAL;
     if ((w0 & kPermitReleased) != 0) return RQ_OK;
     if ((w0 & kPermitConc) == 0) {
         p->opaque[0] = w0 | kPermitReleased;

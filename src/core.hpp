@@ -102,6 +102,8 @@ private:
 inline constexpr uint64_t kPermitConc = 1;      // holds concurrency
 inline constexpr uint64_t kPermitReleased = 2;
 inline constexpr uint64_t kPermitSettled = 4;
+inline constexpr uint64_t kPermitHasTat = 8;    // carries the TAT its grant wrote (see client.cpp)
+inline constexpr uint64_t kPermitFlags = 15;
 
 // ---- Crash points (test builds only) ----------------------------------------------
 
@@ -229,6 +231,9 @@ private:
         uint32_t resource;
         uint64_t load;
         uint32_t epoch;
+        bool has_tat;
+        int64_t grant_tat;  // a lower bound (1024 ns granules) of the TAT the grant wrote on the
+                            // resource's first load-cost rate limit, when has_tat
     };
     // Checks a permit's fields against this process (not its released or
     // settled flags): RQ_EINVAL when forged or another client's or process's.

@@ -50,38 +50,20 @@ int Engine::resource_of(const char *name, uint32_t &r) {
 }
 
 // The earliest instant an acquire of `load` joining the line now could
-// start, as far as the rate limits and a pause tell: a lower bound. Each
-// ticket ahead costs what its owner noted (layout.hpp, Slot), or 1 when not
-// noted yet; the bucket must hold all of them and ours.
+// start, as far as the rate limits and a pause tell: a strict lower bound.
+// Only our own load counts: anyone queued ahead may still leave (time out,
+// fail fast, cancel), and the head may already be charged; the concurrency
+// limits and the queue can only make the real wait longer.
 int64_t Engine::predict_start(uint32_t r, uint64_t load, const Limits &lim, int64_t now) {
     Resource &res = view_.resource(r);
     int64_t start = now;
     // seq_cst: pairs with penalize()'s CAS.
     const int64_t paused = res.paused_until.load(boost::memory_order_seq_cst);
     if (paused > start) start = paused;
-    const QueueWord q = QueueWord::unpack(res.queue.load(boost::memory_order_seq_cst));
-    uint32_t depth = q.tail - q.head;
-    if (depth > view_.geo.queue_slots) depth = 0;  // damaged: predict nothing
-    // Loads ahead, read once: (requests, load) summed over live tickets.
-    uint64_t ahead_req = 0, ahead_load = 0;
-    for (uint32_t t = q.head; t != q.head + depth; ++t) {
-        const Slot &s = view_.slot(r, t);
-        SlotWord sw = SlotWord::unpack(s.word.load(boost::memory_order_seq_cst));
-        if (sw.ticket != (t & kTicketMask) || sw.state == SlotState::kAbandoned || sw.state == SlotState::kDone) {
-            continue;
-        }
-        uint64_t ld = 1;
-        if (s.tag.load(boost::memory_order_acquire) == (kInfoValid | t)) {
-            ld = std::clamp<uint64_t>(s.load.load(boost::memory_order_relaxed), 1, RQ_MAX_AMOUNT);
-        }
-        ++ahead_req;
-        ahead_load += ld;
-    }
     for (uint32_t i = 0; i < lim.count; ++i) {
         const Limit &l = lim.limit[i];
         if (l.kind != RQ_LIMIT_RATE) continue;
-        const uint64_t total =
-            std::min<uint64_t>(cost_of(l, load) + (l.cost == RQ_COST_LOAD ? ahead_load : ahead_req), RQ_MAX_AMOUNT);
+        const uint64_t total = cost_of(l, load);
         // acquire: pairs with the head's acq_rel CAS.
         const int64_t tat = res.tat[i].load(boost::memory_order_acquire);
         const int64_t base = tat > now ? tat : now;
@@ -182,25 +164,42 @@ int Engine::settle(rq_permit *p, uint64_t actual) {
     if (rc != RQ_OK) return rc;
     Resource &res = view_.resource(r);
     bool refunded = false;
+    bool first_load_rate = true;
     for (uint32_t i = 0; i < lim->count; ++i) {
         const Limit &l = lim->limit[i];
-        if (l.kind != RQ_LIMIT_RATE || l.cost != RQ_COST_LOAD || actual == est) continue;
+        if (l.kind != RQ_LIMIT_RATE || l.cost != RQ_COST_LOAD) continue;
+        const bool has_grant_tat = first_load_rate && pv.has_tat;
+        first_load_rate = false;
+        if (actual == est) continue;
         // What the acquire charged was inc(est); make it inc(actual).
         const int64_t d = any_increment_ns(l, actual) - any_increment_ns(l, est);
+        // A refund gives back only what of the grant's charge is still ahead
+        // of the clock: once the bucket has drained past it (and maybe filled
+        // and been charged again), giving it back would be capacity the rate
+        // never allowed. With G the TAT the grant wrote, the charges on top of
+        // it are at most tat - G, so the bucket may hold no more than it does
+        // with those alone from now: tat' >= now + (tat - G). Exact when
+        // nothing drained; nothing at all without G (a second load-cost rate
+        // limit: the permit carries G for the first only).
+        if (d < 0 && !has_grant_tat) continue;
         int64_t tat = res.tat[i].load(boost::memory_order_acquire);
         for (;;) {
+            const int64_t now = now_ns();
             int64_t moved;
             if (d < 0) {
-                moved = std::max<int64_t>(saturating_add(tat, d), 0);  // at or before now: a full bucket
+                const int64_t floor_after = saturating_add(now, tat - pv.grant_tat);
+                moved = std::min(tat, std::max(saturating_add(tat, d), floor_after));
+                if (moved == tat) break;  // nothing left to give back
             } else {
                 // Charged now: from the clock when the bucket is full.
-                const int64_t now = now_ns();
                 moved = std::min(saturating_add(tat > now ? tat : now, d), saturating_add(now, kMaxBurstNs));
             }
             // acq_rel: pairs with the head's CAS (it recomputes on failure).
-            if (res.tat[i].compare_exchange_weak(tat, moved, boost::memory_order_acq_rel)) break;
+            if (res.tat[i].compare_exchange_weak(tat, moved, boost::memory_order_acq_rel)) {
+                refunded |= d < 0;
+                break;
+            }
         }
-        refunded |= d < 0;
     }
     if ((w0 & kPermitConc) != 0 && actual != est) {
         rc = lock(res.lock, false, r);

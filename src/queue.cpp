@@ -26,6 +26,8 @@
 #include "core.hpp"
 #include "futex.hpp"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <atomic>
 
@@ -33,6 +35,19 @@ namespace rq::detail {
 namespace {
 
 constexpr auto kSeqCst = boost::memory_order_seq_cst;
+
+// Spinning before a sleep (wait_turn): only the ticket right behind the
+// head, for at most kSpinNs.
+constexpr uint32_t kSpinDistance = 1;
+constexpr int64_t kSpinNs = 20'000;
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#else
+    __asm__ __volatile__("" ::: "memory");
+#endif
+}
 
 uint32_t tbits(uint32_t t) { return t & kTicketMask; }
 bool queued_state(SlotState s) {
@@ -136,6 +151,8 @@ int Engine::wait_turn(uint32_t r, uint32_t t, int64_t deadline) {
     const uint32_t n = view_.geo.queue_slots;
     uint32_t watched_head = t;  // no head watched yet
     int64_t watched_since = 0;
+    int64_t spin_until = 0;
+    uint32_t spins = 0;
     const uint32_t first_head = QueueWord::unpack(res.queue.load(kSeqCst)).head;
     for (;;) {
         QueueWord q = QueueWord::unpack(res.queue.load(kSeqCst));
@@ -165,6 +182,19 @@ int Engine::wait_turn(uint32_t r, uint32_t t, int64_t deadline) {
                 }
             }
             return RQ_ETIMEDOUT;
+        }
+        // Next in line: spin a little before sleeping. A head serves and
+        // passes in well under a microsecond, a futex sleep and wake costs
+        // tens; sleeping at once would turn every handoff under contention
+        // into a context switch. Yield while spinning, so that a head on an
+        // oversubscribed CPU gets to run.
+        if (t - q.head <= kSpinDistance) {
+            if (spin_until == 0) spin_until = now + kSpinNs;
+            if (now < spin_until) {
+                for (int i = 0; i < 64; ++i) cpu_relax();
+                if ((++spins & 7) == 0) sched_yield();
+                continue;
+            }
         }
         // Are we a watcher: our process's first ticket, behind at most
         // kWatchDistance other processes?

@@ -114,7 +114,7 @@ TEST_CASE("bad acquires and releases get their codes") {
 
     REQUIRE(rq_acquire(c, "r", 1, -1, &p) == RQ_OK);
     rq_permit tampered = p;
-    tampered.opaque[1] ^= 1;  // another process slot
+    tampered.opaque[1] ^= uint64_t{1} << 32;  // another process slot
     CHECK(rq_release(c, &tampered) == RQ_EINVAL);
     CHECK(rq_release(c, &p) == RQ_OK);
     CHECK(rq_release(c, &p) == RQ_OK);  // harmless twice

@@ -66,6 +66,22 @@ TEST_CASE("settle refunds unused estimate and charges overuse as debt, exactly")
     CHECK(drain(c, "t") == 90);
 }
 
+TEST_CASE("a settle after the bucket drained past the grant gives back nothing the rate did not allow") {
+    Segment seg;
+    Client c(seg.name);
+    rq_limit l[] = {rate(1000, kSec, 100, RQ_COST_LOAD)};  // 1 token per ms, 100 at once
+    REQUIRE(rq_define(c, "d", l, 1, 0) == RQ_OK);
+    rq_permit a, b, p;
+    REQUIRE(rq_acquire(c, "d", 100, 0, &a) == RQ_OK);  // empties the bucket for 100 ms
+    sleep_ms(150);                                    // drained: full again
+    REQUIRE(rq_acquire(c, "d", 100, 0, &b) == RQ_OK);  // empty again
+    REQUIRE(rq_settle(c, &a, 0) == RQ_OK);            // a's charge is long gone
+    CHECK(rq_acquire(c, "d", 20, 0, &p) == RQ_EAGAIN);  // so nothing came back
+    // b settles at once: all of its unused estimate comes back.
+    REQUIRE(rq_settle(c, &b, 10) == RQ_OK);
+    CHECK(rq_acquire(c, "d", 85, 0, &p) == RQ_OK);
+}
+
 TEST_CASE("settle on a request-cost limit changes nothing; on a load-cost concurrency limit it adjusts what is held") {
     Segment seg;
     Client c(seg.name);

@@ -196,8 +196,9 @@ typedef struct rq_wait_info {
  * show that the acquire cannot start before its deadline, it returns
  * RQ_ETIMEDOUT at once, without taking a place in line, and
  * info->predicted_wait_ns says how long it would have waited at least (a
- * lower bound from the buckets and the loads queued ahead; a concurrency limit
- * can only make it longer). A caller can route the work elsewhere at once.
+ * strict lower bound from the buckets and any pause, for this load alone:
+ * those queued ahead, which may still leave, and a concurrency limit can only
+ * make the real wait longer). A caller can route the work elsewhere at once.
  * info may be NULL. Otherwise exactly rq_acquire. */
 RQ_API int rq_acquire_ex(rq_client *c, const char *resource, uint64_t load, int64_t timeout_ns,
                          rq_permit *out, rq_wait_info *info);
@@ -209,9 +210,12 @@ RQ_API int rq_predict_wait(rq_client *c, const char *resource, uint64_t load, in
 
 /* Settles a permit acquired with an estimated load at the actual usage
  * (0 <= actual <= RQ_MAX_AMOUNT). On every rate limit whose cost is the load,
- * estimate - actual goes back to the bucket when positive (whoever waits for
- * it is woken); when negative it is charged now, as debt that later acquirers
- * wait out. On a concurrency limit whose cost is the load, the permit then
+ * usage above the estimate is charged now, as debt that later acquirers wait
+ * out. Unused estimate goes back to the bucket (whoever waits for it is
+ * woken) as far as the grant's charge is still ahead of the clock: a settle
+ * after the bucket has drained past it gives back less, never capacity the
+ * rate did not allow (on the first load-cost rate limit; other load-cost
+ * rate limits keep the estimate). On a concurrency limit whose cost is the load, the permit then
  * holds `actual` (rq_release gives back what it holds). Request-cost limits
  * are not touched. Each adjustment is one atomic step, exact in the same
  * integer nanoseconds as the acquire; if the process dies half way, the

@@ -367,8 +367,9 @@ class Client:
         """Shares a provider's 429 back-off: no process on this machine is
         admitted on `name` for `retry_after` seconds (waiters keep their
         places). A second penalty extends the pause, never shortens it."""
-        if not isinstance(retry_after, (int, float)) or isinstance(retry_after, bool) or retry_after < 0:
-            raise ValueError("retry_after must be a number of seconds >= 0, not %r" % (retry_after,))
+        if (not isinstance(retry_after, (int, float)) or isinstance(retry_after, bool) or
+                not 0 <= retry_after <= 366 * 24 * 3600):  # also refuses nan and inf
+            raise ValueError("retry_after must be a number of seconds in [0, a year], not %r" % (retry_after,))
         _check(lib.rq_penalize(self._handle(), _encode(name), int(retry_after * 1e9)), "penalize " + name)
 
     def observe(self, name, limit_index, remaining, reset=0.0):
@@ -378,7 +379,7 @@ class Client:
         _check(lib.rq_observe(self._handle(), _encode(name), limit_index, remaining, int(max(0.0, reset) * 1e9)),
                "observe " + name)
 
-    def observe_headers(self, name, headers):
+    def observe_headers(self, name, headers, _retry=True):
         """Follows a provider's rate-limit headers (OpenAI x-ratelimit-*,
         Anthropic anthropic-ratelimit-*; see ratequeue.headers): the
         "requests" reading clamps the first request-cost rate limit of `name`,
@@ -386,7 +387,8 @@ class Client:
         ignored and counted in self.malformed_headers. Returns (applied
         readings by kind, malformed header names)."""
         readings, malformed = _headers.parse(headers)
-        self.malformed_headers += len(malformed)
+        if _retry:
+            self.malformed_headers += len(malformed)
         if not readings:
             return {}, malformed
         limits = self._observe_map.get(name)
@@ -397,7 +399,14 @@ class Client:
             want = "request" if kind == "requests" else "load"
             for index, lim in enumerate(limits):
                 if isinstance(lim, Rate) and lim.cost == want:
-                    self.observe(name, index, min(reading.remaining, 1 << 48), _time_to_burst(lim, reading))
+                    try:
+                        self.observe(name, index, min(reading.remaining, 1 << 48), _time_to_burst(lim, reading))
+                    except InvalidArgument:
+                        if not _retry:
+                            raise
+                        # Redefined by another process since we cached its limits: once more, fresh.
+                        self._observe_map.pop(name, None)
+                        return self.observe_headers(name, headers, _retry=False)
                     applied[kind] = reading
                     break
         return applied, malformed

@@ -45,16 +45,26 @@ class Reading:
 
 
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "\u00b5s": 1e-6, "ns": 1e-9}
-_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|\u00b5s|ns)")
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(h|ms|m|s|us|\u00b5s|ns)")
+
+
+_MAX_RESET = 366 * 24 * 3600.0  # a reset further away than about a year is not believed
+
+
+def _finite(seconds, text):
+    if not math.isfinite(seconds) or seconds > _MAX_RESET:
+        raise ValueError("reset out of range: %r" % text)
+    return seconds
 
 
 def parse_duration(text):
-    """'6m0s' -> 360.0, '12ms' -> 0.012, '1h2m3.5s' -> 3723.5; ValueError when malformed."""
+    """'6m0s' -> 360.0, '12ms' -> 0.012, '1h2m3.5s' -> 3723.5; ValueError when
+    malformed or beyond a year."""
     s = text.strip()
     if not s:
         raise ValueError("empty duration")
-    if re.fullmatch(r"\d+(\.\d+)?", s):  # a bare number: seconds
-        return float(s)
+    if re.fullmatch(r"[0-9]+(\.[0-9]+)?", s):  # a bare number: seconds
+        return _finite(float(s), text)
     pos, total = 0, 0.0
     for m in _PART.finditer(s):
         if m.start() != pos:
@@ -63,7 +73,7 @@ def parse_duration(text):
         pos = m.end()
     if pos != len(s):
         raise ValueError("malformed duration %r" % text)
-    return total
+    return _finite(total, text)
 
 
 def parse_reset_time(text, now=None):
@@ -76,12 +86,12 @@ def parse_reset_time(text, now=None):
     if when.tzinfo is None:
         raise ValueError("RFC 3339 time without a UTC offset: %r" % text)
     now = now or datetime.datetime.now(datetime.timezone.utc)
-    return max(0.0, (when - now).total_seconds())
+    return _finite(max(0.0, (when - now).total_seconds()), text)
 
 
 def _int(text):
     s = text.strip()
-    if not re.fullmatch(r"\d+", s):
+    if not re.fullmatch(r"[0-9]{1,15}", s):  # ASCII digits, at most 2^48 or so
         raise ValueError("not a non-negative integer: %r" % text)
     return int(s)
 
@@ -97,8 +107,18 @@ def parse(headers, now=None):
     any mapping or an object with .items() (http.client, requests, httpx,
     aiohttp). Header names are matched case-insensitively."""
     lower = {}
-    for k, v in (headers.items() if hasattr(headers, "items") else headers):
-        lower[str(k).lower()] = str(v)
+    try:
+        pairs = list(headers.items() if hasattr(headers, "items") else headers)
+    except (TypeError, ValueError):
+        return {}, ["<not a headers mapping>"]
+    for pair in pairs:
+        try:
+            k, v = pair
+        except (TypeError, ValueError):
+            continue
+        k = k.decode("latin-1") if isinstance(k, (bytes, bytearray)) else str(k)
+        v = v.decode("latin-1") if isinstance(v, (bytes, bytearray)) else str(v)
+        lower[k.lower()] = v
     found, malformed = {}, []
     for table, reset_parser in ((_OPENAI, parse_duration), (_ANTHROPIC, lambda t: parse_reset_time(t, now))):
         for kind, (rem_h, reset_h, limit_h) in table.items():
@@ -113,7 +133,7 @@ def parse(headers, now=None):
             if reset_h in lower:
                 try:
                     reset = reset_parser(lower[reset_h])
-                except (ValueError, OverflowError):
+                except (ValueError, OverflowError, TypeError):
                     malformed.append(reset_h)
             if limit_h in lower:
                 try:

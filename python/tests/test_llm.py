@@ -84,8 +84,9 @@ def test_penalize_pauses_every_process_and_only_extends(segment):
         assert [s for s, t in ts if s >= called + 0.001 and t < called + 0.3] == []
         after = [t for s, t in ts if t >= called + 0.3]
         assert after and min(after) >= called + 0.3
-        with pytest.raises(ValueError):
-            c.penalize("api", retry_after=-1)
+        for bad in (-1, float("nan"), float("inf")):
+            with pytest.raises(ValueError):
+                c.penalize("api", retry_after=bad)
         with pytest.raises(rq.NotDefined):
             c.penalize("nope", retry_after=1)
 
@@ -176,6 +177,12 @@ SAMPLES = [
      {"tokens": H.Reading(10, None, None), "requests": H.Reading(3, None, None)},
      ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"]),
     ("no rate-limit headers", {"content-type": "application/json", "date": "Fri, 14 Mar 2025 12:00:00 GMT"}, {}, []),
+    ("absurd values", {"x-ratelimit-remaining-tokens": "9" * 40, "x-ratelimit-remaining-requests": "4",
+                       "x-ratelimit-reset-requests": "9" * 400 + "s",
+                       "anthropic-ratelimit-tokens-remaining": "1", "anthropic-ratelimit-tokens-reset": "9999-12-31T23:59:59Z"},
+     {"requests": H.Reading(4, None, None), "tokens": H.Reading(1, None, None)},
+     ["x-ratelimit-remaining-tokens", "x-ratelimit-reset-requests", "anthropic-ratelimit-tokens-reset"]),
+    ("bytes keys and values", [(b"x-ratelimit-remaining-requests", b"7")], {"requests": H.Reading(7, None, None)}, []),
 ]
 
 
@@ -192,7 +199,8 @@ def test_durations(text, seconds):
     assert H.parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "s", "5 m", "1m-3s", "abc", "5x", "1.2.3s"])
+@pytest.mark.parametrize("text", ["", "s", "5 m", "1m-3s", "abc", "5x", "1.2.3s", "9" * 400 + "s", "9000h",
+                                  "\u0665s", "nan", "inf"])
 def test_bad_durations(text):
     with pytest.raises(ValueError):
         H.parse_duration(text)
@@ -212,3 +220,8 @@ def test_observe_headers_clamps_the_buckets_and_counts_malformed(segment):
         assert c.try_acquire("oa") is None
         applied, bad = c.observe_headers("oa", {"x-ratelimit-remaining-requests": "x"})
         assert applied == {} and c.malformed_headers == 2
+        # Redefined elsewhere (the token limit moves to index 0): the cached mapping is refreshed.
+        with rq.Client(segment) as other:
+            other.define("oa", limits=[rq.Rate(10_000, per=3600, cost="load")], replace=True)
+        applied, _ = c.observe_headers("oa", {"x-ratelimit-remaining-tokens": "50"})
+        assert set(applied) == {"tokens"}
