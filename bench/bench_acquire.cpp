@@ -156,6 +156,18 @@ void bm_bare_gcra(benchmark::State &state, Word &tat) {
     if (admitted != static_cast<int64_t>(state.iterations())) state.SkipWithError("bare GCRA rejected");
 }
 
+// The floor under contention: every thread retries its CAS until it lands.
+void bm_bare_gcra_contended(benchmark::State &state, Word &tat) {
+    for (auto _ : state) {
+        for (;;) {
+            const int64_t now = now_ns();
+            int64_t old = tat.load(std::memory_order_acquire);  // pairs with the CAS below
+            if (tat.compare_exchange_weak(old, std::max(old, now) + 1, std::memory_order_acq_rel)) break;
+        }
+    }
+    state.SetItemsProcessed(state.iterations());
+}
+
 void bm_acquire_release(benchmark::State &state, rq_client *c, const char *resource, uint64_t load) {
     rq_permit p;
     for (auto _ : state) {
@@ -237,6 +249,21 @@ int main(int argc, char **argv) {
         benchmark::RegisterBenchmark("BM_AcquireRelease4Limits",
                                      [=](benchmark::State &s) { bm_acquire_release(s, c, "four", kLoad); });
         benchmark::RegisterBenchmark("BM_TryAcquireEmpty", [=](benchmark::State &s) { bm_try_acquire_empty(s, c); });
+        // Threads of one process contending on one resource, next to the same
+        // number of threads doing bare GCRA consumes on one shared word
+        // (processes: build/bench/scaling, with its own floor in the same run).
+        Word &shared_tat = shm.word(2);
+        benchmark::RegisterBenchmark("BM_ContendBareGcra",
+                                     [&](benchmark::State &s) { bm_bare_gcra_contended(s, shared_tat); })
+            ->ThreadRange(2, 64)
+            ->UseRealTime();
+        benchmark::RegisterBenchmark("BM_ContendRate",
+                                     [=](benchmark::State &s) {
+                                         bm_acquire_release(s, c, "rate", 1);
+                                         s.SetItemsProcessed(s.iterations());
+                                     })
+            ->ThreadRange(2, 64)
+            ->UseRealTime();
         RatioReporter rep;
         benchmark::RunSpecifiedBenchmarks(&rep);
         print_ratio(rep, "acquire+release(rate)", "BM_AcquireReleaseRate", 2.5);
