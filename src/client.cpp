@@ -76,6 +76,20 @@ void bump(Shared<uint64_t> &c, uint64_t by) {
     c.store(c.load(boost::memory_order_relaxed) + by, boost::memory_order_relaxed);
 }
 
+// Undoes the charges of the first `taken` limits (each one CAS; what others
+// did to the TATs meanwhile stays).
+void give_back_rate(Resource &res, const Limits &lim, uint32_t taken, const int64_t *tat, const int64_t *new_tat,
+                    int64_t now) {
+    for (uint32_t i = 0; i < taken; ++i) {
+        if (lim.limit[i].kind != RQ_LIMIT_RATE) continue;
+        const int64_t inc = new_tat[i] - std::max(tat[i], now);
+        int64_t cur = res.tat[i].load(boost::memory_order_acquire);
+        // acq_rel: pairs with the head's CAS.
+        while (!res.tat[i].compare_exchange_weak(cur, cur - inc, boost::memory_order_acq_rel)) {
+        }
+    }
+}
+
 }  // namespace
 
 #ifdef RQ_TEST_HOOKS
@@ -165,6 +179,10 @@ int Engine::acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_perm
         note_wait(r, ticket, load, since);
     }
     rc = at_head ? RQ_OK : wait_turn(r, ticket, deadline);
+    if (rc == kServed) {
+        served_permit(r, ticket, load, *lim, out);
+        return RQ_OK;
+    }
     if (rc != RQ_OK) {
         abandon(r, ticket);
         if (rc == RQ_ETIMEDOUT) {
@@ -180,6 +198,9 @@ int Engine::acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_perm
     crash_point(CrashPoint::kBeforePass);
     if (rc == RQ_ETIMEDOUT) res.counters.timeouts.fetch_add(1, boost::memory_order_relaxed);
     if (rc == RQ_E2BIG) res.counters.too_big.fetch_add(1, boost::memory_order_relaxed);
+    // Anyone queued behind us: serve them now rather than hand the line to a
+    // sleeper one wake-up at a time (serve_behind).
+    if (QueueWord::unpack(res.queue.load(boost::memory_order_seq_cst)).tail - ticket > 1) serve_behind(r, ticket);
     // Once served, the permit stands: a damaged queue shows on the next call.
     pass_head(r, ticket);
     return rc;
@@ -271,8 +292,9 @@ int Engine::wait_ticket(rq_ticket *t, int64_t timeout_ns, rq_permit *out) {
     // The slot must still name this ticket as ours and queued or head:
     // nothing but this process finishes a live process's ticket.
     SlotWord sw = SlotWord::unpack(view_.slot(r, ticket).word.load(boost::memory_order_seq_cst));
-    if (sw.ticket != (ticket & kTicketMask) || sw.owner != me_ || sw.state == SlotState::kAbandoned ||
-        sw.state == SlotState::kDone) {
+    const bool mine = sw.ticket == (ticket & kTicketMask) && sw.owner == me_;
+    if ((!mine || sw.state == SlotState::kAbandoned) &&
+        passed_over(r, ticket, QueueWord::unpack(res.queue.load(boost::memory_order_seq_cst)).head) != kServed) {
         cas_tstate(t, kWaiting, kDone);
         return RQ_EINVAL;
     }
@@ -291,6 +313,12 @@ int Engine::wait_ticket(rq_ticket *t, int64_t timeout_ns, rq_permit *out) {
         return finish(RQ_ECANCELED);
     };
     rc = wait_turn(r, ticket, deadline);
+    if (rc == kServed) {
+        Limits sl;
+        const Limits *slp;
+        if (limits_of(r, sl, slp) == RQ_OK) served_permit(r, ticket, load, *slp, out);
+        return finish(RQ_OK);
+    }
     if (rc != RQ_OK) {
         if (poll && rc == RQ_ETIMEDOUT) return keep();
         abandon(r, ticket);
@@ -305,6 +333,7 @@ int Engine::wait_ticket(rq_ticket *t, int64_t timeout_ns, rq_permit *out) {
                                          : serve(r, ticket, load, deadline, poll, lim, out, noted_since(r, ticket), nullptr);
     }
     if (poll && rc == RQ_EAGAIN) return keep();
+    if (QueueWord::unpack(res.queue.load(boost::memory_order_seq_cst)).tail - ticket > 1) serve_behind(r, ticket);
     pass_head(r, ticket);
     return finish(rc);
 }
@@ -439,14 +468,8 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
         crash_point(CrashPoint::kAfterRateTaken);
         if (raced) {
             // All or nothing: give back what the limits before it took, then
-            // start over (each is one CAS; what others did meanwhile stays).
-            for (uint32_t i = 0; i < taken; ++i) {
-                if (lim.limit[i].kind != RQ_LIMIT_RATE) continue;
-                const int64_t inc = new_tat[i] - std::max(tat[i], now);
-                int64_t cur = res.tat[i].load(boost::memory_order_acquire);
-                while (!res.tat[i].compare_exchange_weak(cur, cur - inc, boost::memory_order_acq_rel)) {
-                }
-            }
+            // start over.
+            give_back_rate(res, lim, taken, tat, new_tat, now);
             if (lim.has_conc) unlock(res.lock);
             continue;
         }
@@ -477,6 +500,120 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
         encode(PermitFields{flags, r, me_, load, me_gen_, epoch, grant_tat}, out);
         return RQ_OK;
     }
+}
+
+// The head, served, serves the tickets right behind it whose turn would come
+// at once, in ticket order, taking from the limits for them as it did for
+// itself; it stops at the first that cannot be admitted now (which then
+// serves itself as head). Without this, under contention each acquire is a
+// handoff to a sleeping process, one wake-up (tens of microseconds) at a
+// time, and a line of processes crawls at the speed of the scheduler.
+//
+// Rate limits only: concurrency is held per process, so a waiter on a
+// resource with a concurrency limit serves itself. A ticket is handed over by
+// one CAS from its queued state to kDone, after its tokens are taken; a
+// timeout or a reclaimer that gets there first wins and the tokens go back.
+// Killed between the two, the head loses those tokens (the safe side) and the
+// ticket serves itself later.
+void Engine::serve_behind(uint32_t r, uint32_t head) {
+    Resource &res = view_.resource(r);
+    Limits scratch;
+    const Limits *limp;
+    if (limits_of(r, scratch, limp) != RQ_OK || limp->has_conc) return;
+    const Limits &lim = *limp;
+    for (uint32_t k = 1; k <= kMaxServedBehind; ++k) {
+        const uint32_t t = head + k;
+        const QueueWord q = QueueWord::unpack(res.queue.load(boost::memory_order_seq_cst));
+        if (q.head != head || t - head >= q.tail - head) return;
+        Slot &s = view_.slot(r, t);
+        uint64_t v = s.word.load(boost::memory_order_seq_cst);
+        SlotWord sw = SlotWord::unpack(v);
+        if (sw.ticket != (t & kTicketMask)) return;
+        if (sw.state == SlotState::kAbandoned || sw.state == SlotState::kDone) continue;
+        auto queued = [](SlotState st) {
+            return st == SlotState::kWaiting || st == SlotState::kSleeping || st == SlotState::kWatching;
+        };
+        if (!queued(sw.state)) return;
+        // Its load as its owner noted it; not noted yet: it serves itself.
+        // acquire: pairs with note_wait's release store of the tag.
+        if (s.tag.load(boost::memory_order_acquire) != (kInfoValid | t)) return;
+        const uint64_t load = s.load.load(boost::memory_order_relaxed);
+        const int64_t since = s.since_ns.load(boost::memory_order_relaxed);
+        if (load == 0 || load > RQ_MAX_AMOUNT || never_fits_any(lim, load)) return;
+        const int64_t now = now_ns();
+        if (res.paused_until.load(boost::memory_order_seq_cst) > now) return;
+        int64_t tat[kMaxLimits], new_tat[kMaxLimits];
+        for (uint32_t i = 0; i < lim.count; ++i) {
+            const Limit &l = lim.limit[i];
+            if (l.kind != RQ_LIMIT_RATE) continue;
+            // acquire: pairs with the acq_rel CASes on the TAT.
+            tat[i] = res.tat[i].load(boost::memory_order_acquire);
+            const RateParams rp = params(l);
+            GcraStep st = gcra_step(tat[i], now, increment_ns(rp, cost_of(l, load)), rp);
+            if (!st.admit) return;
+            new_tat[i] = st.new_tat;
+        }
+        uint32_t taken = 0;
+        for (; taken < lim.count; ++taken) {
+            if (lim.limit[taken].kind != RQ_LIMIT_RATE) continue;
+            int64_t expected = tat[taken];
+            if (!res.tat[taken].compare_exchange_strong(expected, new_tat[taken], boost::memory_order_acq_rel)) break;
+        }
+        if (taken < lim.count) {
+            give_back_rate(res, lim, taken, tat, new_tat, now);
+            return;
+        }
+        int64_t grant_tat = 0;
+        for (uint32_t i = 0; i < lim.count; ++i) {
+            if (lim.limit[i].kind == RQ_LIMIT_RATE && lim.limit[i].cost == RQ_COST_LOAD) {
+                grant_tat = new_tat[i];
+                break;
+            }
+        }
+        crash_point(CrashPoint::kInServeBehind);
+        // For its permit (served_permit); published by the CAS below.
+        s.since_ns.store(grant_tat, boost::memory_order_relaxed);
+        bool handed = false;
+        for (;;) {
+            // seq_cst: Dekker with the owner's sleep-state CAS (as pass_head).
+            if (s.word.compare_exchange_strong(v, SlotWord{sw.ticket, SlotState::kDone, sw.owner}.pack(),
+                                               boost::memory_order_seq_cst)) {
+                handed = true;
+                break;
+            }
+            const SlotState prev = sw.state;
+            sw = SlotWord::unpack(v);
+            (void)prev;
+            if (sw.ticket != (t & kTicketMask) || !queued(sw.state)) break;
+        }
+        if (!handed) {
+            give_back_rate(res, lim, lim.count, tat, new_tat, now);
+            return;
+        }
+        bump(res.counters.admitted, 1);
+        bump(res.counters.admitted_load, load);
+        if (since > 0) {
+            const uint64_t waited = now > since ? static_cast<uint64_t>(now - since) : 0;
+            bump(res.counters.wait_ns_total, waited);
+            bump(res.waits.bucket[wait_bucket(waited)], 1);
+        }
+        if (sw.state != SlotState::kWaiting) futex_wake(&s.word, 1);
+    }
+}
+
+// The permit of a ticket the head served (serve_behind).
+void Engine::served_permit(uint32_t r, uint32_t ticket, uint64_t load, const Limits &lim, rq_permit *out) {
+    const Slot &s = view_.slot(r, ticket);
+    const int64_t g = s.since_ns.load(boost::memory_order_relaxed);
+    // Still this ticket, served: g is what the head stored before its CAS
+    // (the slot cannot be reused before this process's next claim on it).
+    const SlotWord sw = SlotWord::unpack(s.word.load(boost::memory_order_seq_cst));
+    bool load_rate = false;
+    for (uint32_t i = 0; i < lim.count; ++i) {
+        load_rate |= lim.limit[i].kind == RQ_LIMIT_RATE && lim.limit[i].cost == RQ_COST_LOAD;
+    }
+    const bool has = load_rate && g > 0 && sw.ticket == (ticket & kTicketMask) && sw.state == SlotState::kDone;
+    encode(PermitFields{has ? kPermitHasTat : 0, r, me_, load, me_gen_, 0, g}, out);
 }
 
 void Engine::note_wait(uint32_t r, uint32_t ticket, uint64_t load, int64_t since) {

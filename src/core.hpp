@@ -70,6 +70,12 @@ struct Limits {
 int normalize_limits(const rq_limit *in, size_t n, Limits &out);
 bool same_limits(const Limits &a, const Limits &b);
 
+// wait_turn's result when the head served the ticket on its owner's behalf
+// (serve_behind): its tokens are taken; the owner builds its permit.
+inline constexpr int kServed = 1;
+// How many tickets behind it a head serves before passing on.
+inline constexpr uint32_t kMaxServedBehind = 32;
+
 // The watchers at the front of a queue (queue.cpp, scan_front).
 inline constexpr uint32_t kNoOwner = UINT32_MAX;
 struct Front {
@@ -119,6 +125,7 @@ enum class CrashPoint : int {
     kInDefine,            // new resource half built under the define lock
     kInReclaim,           // reclaimer half way through a dead slot
     kWhileHeadSleeping,   // head about to sleep for tokens
+    kInServeBehind,       // tokens taken for the ticket behind, not handed over yet
 };
 // Test builds (RQ_TEST_HOOKS) SIGKILL themselves at the chosen point, so tests
 // can kill a process at each step of a protocol. Other builds compile it away.
@@ -215,6 +222,7 @@ private:
     // queue.cpp
     int enqueue(uint32_t r, uint32_t &ticket, bool &at_head);
     int wait_turn(uint32_t r, uint32_t ticket, int64_t deadline);
+    int passed_over(uint32_t r, uint32_t t, uint32_t head);
     void scan_front(uint32_t r, uint32_t head, uint32_t stop, Front &f);
     int pass_head(uint32_t r, uint32_t ticket);
     void abandon(uint32_t r, uint32_t ticket);
@@ -242,6 +250,8 @@ private:
     int resource_of(const char *name, uint32_t &r);
     int64_t predict_start(uint32_t r, uint64_t load, const Limits &lim, int64_t now);
     void note_wait(uint32_t r, uint32_t ticket, uint64_t load, int64_t since);
+    void serve_behind(uint32_t r, uint32_t head);
+    void served_permit(uint32_t r, uint32_t ticket, uint64_t load, const Limits &lim, rq_permit *out);
     int64_t noted_since(uint32_t r, uint32_t ticket) const;
     [[gnu::cold]] int refresh_limits(uint32_t r, Limits &scratch, const Limits *&out);
     int reap_dead_holders(uint32_t r);

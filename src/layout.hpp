@@ -356,7 +356,10 @@ static_assert(sizeof(Holding) == 24);
 // owner of every ticket in [head, tail) is always known.
 //
 //   state            who sets it                       wakes owner?
-//   kDone            initial; never set afterwards     -
+//   kDone            initial; or the head, which served  the head, if it slept
+//                    this ticket on its owner's behalf
+//                    (queue.cpp, serve_behind): passers
+//                    skip it, its owner takes its permit
 //   kWaiting         owner (claim, or back from sleep) -
 //   kSleeping        owner, not a watcher: futex wait   passer wakes for grant;
 //                    bounded by kBackstopNs             promoter sets kWatching

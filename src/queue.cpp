@@ -137,7 +137,9 @@ void Engine::scan_front(uint32_t r, uint32_t head, uint32_t stop, Front &f) {
     for (uint32_t x = head; x != stop && !f.full(); ++x) {
         SlotWord sw = SlotWord::unpack(view_.slot(r, x).word.load(kSeqCst));
         uint32_t owner = sw.ticket == tbits(x) ? sw.owner : kNoOwner;
-        if (x != head && owner != kNoOwner && sw.state == SlotState::kAbandoned) continue;
+        if (x != head && owner != kNoOwner && (sw.state == SlotState::kAbandoned || sw.state == SlotState::kDone)) {
+            continue;  // left the line, or already served
+        }
         if (f.has(owner)) continue;
         f.ticket[f.n] = x;
         f.owner[f.n] = owner;
@@ -157,10 +159,14 @@ int Engine::wait_turn(uint32_t r, uint32_t t, int64_t deadline) {
     for (;;) {
         QueueWord q = QueueWord::unpack(res.queue.load(kSeqCst));
         if (q.head == t) return RQ_OK;
-        if (t - q.head > n) return RQ_ECORRUPT;
+        if (t - q.head > n) return passed_over(r, t, q.head);
         uint64_t v = s.word.load(kSeqCst);
         SlotWord sw = SlotWord::unpack(v);
-        if (sw.ticket != tbits(t) || sw.owner != me_) return RQ_EINTERNAL;
+        if (sw.ticket != tbits(t) || sw.owner != me_) {
+            // Served, passed, and the slot reused since we read the queue word?
+            return passed_over(r, t, QueueWord::unpack(res.queue.load(kSeqCst)).head);
+        }
+        if (sw.state == SlotState::kDone) return kServed;  // the head served us (serve_behind)
         if (head_state(sw.state)) return RQ_OK;
         if (sw.state == SlotState::kSleeping || sw.state == SlotState::kWatching) {
             // A promoter changed our sleep state while we were awake: take it back.
@@ -238,6 +244,17 @@ int Engine::wait_turn(uint32_t r, uint32_t t, int64_t deadline) {
     }
 }
 
+// Our ticket t, not abandoned by us, lies behind the head: only a ticket the
+// head served on our behalf is passed over while its owner lives (a passer
+// abandons only the tickets of dead owners), so kServed, even when the slot
+// was claimed again since. Anything else is damage.
+int Engine::passed_over(uint32_t r, uint32_t t, uint32_t head) {
+    if (static_cast<int32_t>(head - t) <= 0) return RQ_ECORRUPT;
+    const SlotWord sw = SlotWord::unpack(view_.slot(r, t).word.load(kSeqCst));
+    if (sw.ticket != tbits(t) || sw.state == SlotState::kDone) return kServed;
+    return RQ_ECORRUPT;
+}
+
 // Reclaims the owner of ticket x if it is dead. An owner no live process can
 // be (an index out of range, a free slot, a dead one whose reclaim left the
 // ticket behind) gets its ticket abandoned directly.
@@ -252,9 +269,9 @@ int Engine::reclaim_ticket_owner(uint32_t r, uint32_t x) {
         // another ticket can only come from a damaged segment.
         return is_head ? RQ_ECORRUPT : RQ_OK;
     }
-    if (sw.state == SlotState::kAbandoned) {
-        // An abandoned head nobody moved past: its passer died between moving
-        // the head word and skipping it.
+    if (sw.state == SlotState::kAbandoned || sw.state == SlotState::kDone) {
+        // An abandoned or served head nobody moved past: its passer died
+        // between moving the head word and skipping it.
         return is_head ? pass_head(r, x) : RQ_OK;
     }
     if (sw.owner == me_) return RQ_OK;
@@ -294,7 +311,9 @@ void Engine::abandon(uint32_t r, uint32_t t) {
         uint64_t v = s.word.load(kSeqCst);
         SlotWord sw = SlotWord::unpack(v);
         if (sw.ticket != tbits(t) || sw.owner != me_) return;
-        if (sw.state == SlotState::kAbandoned) break;
+        // Served by the head meanwhile: its tokens are spent, and the head
+        // moves past it; leaving now only wastes them.
+        if (sw.state == SlotState::kAbandoned || sw.state == SlotState::kDone) break;
         if (s.word.compare_exchange_strong(v, with_state(sw, SlotState::kAbandoned), kSeqCst)) break;
     }
     // Those behind us are now closer to the head: the first of them may have
@@ -329,7 +348,7 @@ int Engine::pass_head(uint32_t r, uint32_t t) {
                 if (QueueWord::unpack(res.queue.load(kSeqCst)).head != next) return RQ_OK;
                 return RQ_ECORRUPT;
             }
-            if (sw.state == SlotState::kAbandoned) break;
+            if (sw.state == SlotState::kAbandoned || sw.state == SlotState::kDone) break;  // skip it
             if (head_state(sw.state)) return RQ_OK;
             if (!queued_state(sw.state)) return RQ_ECORRUPT;
             // A sleeper that died can never take its turn: skip it here, so a

@@ -242,7 +242,9 @@ TEST_CASE("a penalty stops admission in another process within 1 ms, and only ex
 TEST_CASE("waiters keep their FIFO order through a pause; a deadline inside it fails at once") {
     Segment seg;
     Client c(seg.name);
-    rq_limit l[] = {rate(1000, kSec, 100)};
+    // One every 20 ms: each waiter is admitted on its own, so the order in
+    // which they return is the order of admission.
+    rq_limit l[] = {rate(50, kSec, 1)};
     REQUIRE(rq_define(c, "f", l, 1, 0) == RQ_OK);
     REQUIRE(rq_penalize(c, "f", 200 * int64_t{kMs}) == RQ_OK);
     rq_permit p;

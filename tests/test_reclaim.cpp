@@ -445,3 +445,37 @@ TEST_CASE("a lock breaker that saw the owner dead does not take the lock of a li
     delete w;
     munmap(sh, 2 * sizeof(std::atomic<int>));
 }
+
+TEST_CASE("a head killed while serving the ticket behind it: that ticket still gets served") {
+    Segment seg;
+    Client c(seg.name);
+    rq_limit l[] = {rate(1000, static_cast<uint64_t>(kSec), 1000)};
+    REQUIRE(rq_define(c, "r", l, 1, 0) == RQ_OK);
+    auto *ready = shared_block<std::atomic<int>>();
+    auto *go = shared_block<std::atomic<int>>();
+    // The child takes the head with a ticket and waits; we queue behind it;
+    // then the child serves itself, takes our tokens, and dies before handing
+    // them over.
+    pid_t child = spawn([&] {
+        rq_client *cc;
+        if (rq_open(seg.c_str(), &cc) != RQ_OK) return 1;
+        rq_ticket t;
+        if (rq_enqueue(cc, "r", 1, &t) != RQ_OK) return 2;
+        ready->store(1);
+        while (go->load() == 0) usleep(100);
+        rd::set_crash_point(CrashPoint::kInServeBehind);
+        rq_permit p;
+        rq_wait(cc, &t, 0, &p);
+        return 3;  // not reached: killed in serve_behind
+    });
+    REQUIRE(eventually([&] { return ready->load() == 1; }));
+    rq_ticket mine;
+    REQUIRE(rq_enqueue(c, "r", 1, &mine) == RQ_OK);
+    go->store(1);
+    CHECK(reap(child) == -SIGKILL);
+    const int64_t t0 = now_ns();
+    rq_permit p;
+    REQUIRE(rq_wait(c, &mine, 5 * kSec, &p) == RQ_OK);
+    MESSAGE("served " << (now_ns() - t0) / 1'000'000 << " ms after the head died in serve_behind");
+    CHECK(now_ns() - t0 < kSec);
+}

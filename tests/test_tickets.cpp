@@ -309,3 +309,33 @@ TEST_CASE("rq_close cancels the tickets a client still has") {
     CHECK(rq_acquire(keep, "r", 1, 0, &p) == RQ_OK);
     CHECK(rq_release(keep, &p) == RQ_OK);
 }
+
+TEST_CASE("the head serves the tickets behind it; they return their permits without being head") {
+    Segment seg;
+    rq_open_options o{sizeof o, 0, 8, 4, 8};  // 4 slots: reuse comes quickly
+    rq_client *c;
+    REQUIRE(rq_open_ex(seg.c_str(), &o, &c) == RQ_OK);
+    rq_limit l[] = {rate(1000, kSec * 3600, 1000, RQ_COST_LOAD)};  // no refill during the test
+    REQUIRE(rq_define(c, "r", l, 1, 0) == RQ_OK);
+    rq_ticket t[4];
+    for (int i = 0; i < 4; ++i) REQUIRE(rq_enqueue(c, "r", 10 * (i + 1), &t[i]) == RQ_OK);
+    rq_permit p[4];
+    REQUIRE(rq_wait(c, &t[0], 0, &p[0]) == RQ_OK);  // head: serves itself and the three behind
+    CHECK(rq_cancel(c, &t[3]) == RQ_OK);            // served already: its tokens stay spent
+    CHECK(rq_wait(c, &t[3], 0, &p[3]) == RQ_ECANCELED);
+    REQUIRE(rq_wait(c, &t[1], 0, &p[1]) == RQ_OK);  // served, never head
+    CHECK(rq_settle(c, &p[1], 0) == RQ_OK);         // its unused load comes back: 20
+    // The slot of t[2] is claimed again before its owner looks.
+    rq_ticket u[3];
+    for (auto &x : u) REQUIRE(rq_enqueue(c, "r", 1, &x) == RQ_OK);
+    CHECK(rq_wait(c, &t[2], 0, &p[2]) == RQ_OK);
+    for (auto &x : u) {
+        rq_permit q;
+        CHECK(rq_wait(c, &x, 0, &q) == RQ_OK);
+    }
+    // 10 + 20 + 30 + 40 + 3 taken, 20 given back: 917 left, exactly.
+    rq_permit q;
+    CHECK(rq_acquire(c, "r", 917, 0, &q) == RQ_OK);
+    CHECK(rq_acquire(c, "r", 1, 0, &q) == RQ_EAGAIN);
+    rq_close(c);
+}
