@@ -431,7 +431,8 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
             int rc = lock(res.lock, false, r);
             if (rc != RQ_OK) return rc;
             // A penalty that came while we waited for the lock holds too.
-            if (res.paused_until.load(boost::memory_order_seq_cst) > now_ns()) {
+            const int64_t pu = res.paused_until.load(boost::memory_order_seq_cst);
+            if (pu != 0 && pu > now_ns()) {
                 unlock(res.lock);
                 continue;
             }
@@ -456,13 +457,20 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
         }
         bool raced = false;
         uint32_t taken = 0;
+        uint64_t flags = 0;
+        int64_t grant_tat = 0;
         for (; taken < lim.count; ++taken) {
-            if (lim.limit[taken].kind != RQ_LIMIT_RATE) continue;
+            const Limit &l = lim.limit[taken];
+            if (l.kind != RQ_LIMIT_RATE) continue;
             int64_t expected = tat[taken];
             // acq_rel: a reset, redefine, settle or observe may race with the head here.
             if (!res.tat[taken].compare_exchange_strong(expected, new_tat[taken], boost::memory_order_acq_rel)) {
                 raced = true;
                 break;
+            }
+            if (l.cost == RQ_COST_LOAD && (flags & kPermitHasTat) == 0) {
+                grant_tat = new_tat[taken];  // for settle: the first load-cost rate limit's
+                flags |= kPermitHasTat;
             }
         }
         crash_point(CrashPoint::kAfterRateTaken);
@@ -472,15 +480,6 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
             give_back_rate(res, lim, taken, tat, new_tat, now);
             if (lim.has_conc) unlock(res.lock);
             continue;
-        }
-        uint64_t flags = 0;
-        int64_t grant_tat = 0;
-        for (uint32_t i = 0; i < lim.count; ++i) {
-            if (lim.limit[i].kind == RQ_LIMIT_RATE && lim.limit[i].cost == RQ_COST_LOAD) {
-                grant_tat = new_tat[i];
-                flags |= kPermitHasTat;
-                break;
-            }
         }
         uint32_t epoch = 0;
         if (lim.has_conc) {
