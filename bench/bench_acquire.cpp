@@ -251,18 +251,21 @@ int main(int argc, char **argv) {
         benchmark::RegisterBenchmark("BM_TryAcquireEmpty", [=](benchmark::State &s) { bm_try_acquire_empty(s, c); });
         // Threads of one process contending on one resource, next to the same
         // number of threads doing bare GCRA consumes on one shared word
-        // (processes: build/bench/scaling, with its own floor in the same run).
+        // (processes, up to 64: build/bench/scaling, with its own floor in the
+        // same run). Up to 32 threads: at 64 threads on 2 vCPUs Google
+        // Benchmark's per-thread timing of a few iterations is meaningless
+        // (cv above 100%).
         Word &shared_tat = shm.word(2);
         benchmark::RegisterBenchmark("BM_ContendBareGcra",
                                      [&](benchmark::State &s) { bm_bare_gcra_contended(s, shared_tat); })
-            ->ThreadRange(2, 64)
+            ->ThreadRange(2, 32)
             ->UseRealTime();
         benchmark::RegisterBenchmark("BM_ContendRate",
                                      [=](benchmark::State &s) {
                                          bm_acquire_release(s, c, "rate", 1);
                                          s.SetItemsProcessed(s.iterations());
                                      })
-            ->ThreadRange(2, 64)
+            ->ThreadRange(2, 32)
             ->UseRealTime();
         RatioReporter rep;
         benchmark::RunSpecifiedBenchmarks(&rep);

@@ -61,7 +61,7 @@ out.append("")
 out.append("## Threads of one process on one resource\n")
 out.append("| threads | ratequeue ops/s | bare GCRA ops/s | ratio |")
 out.append("|---|---|---|---|")
-for n in (2, 4, 8, 16, 32, 64):
+for n in (2, 4, 8, 16, 32):
     a = med.get("BM_ContendRate/real_time/threads:%d" % n)
     g = med.get("BM_ContendBareGcra/real_time/threads:%d" % n)
     if a and g:

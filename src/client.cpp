@@ -184,7 +184,10 @@ int Engine::acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_perm
         return RQ_OK;
     }
     if (rc != RQ_OK) {
-        abandon(r, ticket);
+        if (abandon(r, ticket)) {
+            served_permit(r, ticket, load, *lim, out);
+            return RQ_OK;
+        }
         if (rc == RQ_ETIMEDOUT) {
             if (is_try) return RQ_EAGAIN;
             res.counters.timeouts.fetch_add(1, boost::memory_order_relaxed);
@@ -306,11 +309,18 @@ int Engine::wait_ticket(rq_ticket *t, int64_t timeout_ns, rq_permit *out) {
         Publish(const Publish &) = delete;
         Publish &operator=(const Publish &) = delete;
     } publish(t);
+    // Leaves the line, unless the head served us meanwhile: then the permit.
+    auto leave = [&](int result) -> int {
+        if (!abandon(r, ticket)) return finish(result);
+        Limits sl;
+        const Limits *slp;
+        if (limits_of(r, sl, slp) == RQ_OK) served_permit(r, ticket, load, *slp, out);
+        return finish(RQ_OK);
+    };
     // A poll that found no capacity keeps the ticket, unless a cancel came.
     auto keep = [&]() -> int {
         if (cas_tstate(t, kWaiting, kIdle)) return RQ_EAGAIN;
-        abandon(r, ticket);
-        return finish(RQ_ECANCELED);
+        return leave(RQ_ECANCELED);
     };
     rc = wait_turn(r, ticket, deadline);
     if (rc == kServed) {
@@ -321,8 +331,7 @@ int Engine::wait_ticket(rq_ticket *t, int64_t timeout_ns, rq_permit *out) {
     }
     if (rc != RQ_OK) {
         if (poll && rc == RQ_ETIMEDOUT) return keep();
-        abandon(r, ticket);
-        return finish(rc);
+        return leave(rc);
     }
     promote_behind(r, ticket);
     Limits scratch;
@@ -603,15 +612,21 @@ void Engine::serve_behind(uint32_t r, uint32_t head) {
 // The permit of a ticket the head served (serve_behind).
 void Engine::served_permit(uint32_t r, uint32_t ticket, uint64_t load, const Limits &lim, rq_permit *out) {
     const Slot &s = view_.slot(r, ticket);
+    // Read like a seqlock: the word, the grant TAT, the word again. If the
+    // slot still names this ticket, served, g is what the head stored before
+    // its CAS; if another ticket has claimed it since (the head passed us,
+    // so anyone may), the grant TAT is lost and settle refunds nothing.
+    const uint64_t w1 = s.word.load(boost::memory_order_seq_cst);
     const int64_t g = s.since_ns.load(boost::memory_order_relaxed);
-    // Still this ticket, served: g is what the head stored before its CAS
-    // (the slot cannot be reused before this process's next claim on it).
-    const SlotWord sw = SlotWord::unpack(s.word.load(boost::memory_order_seq_cst));
+    boost::atomic_thread_fence(boost::memory_order_acquire);
+    const uint64_t w2 = s.word.load(boost::memory_order_relaxed);
+    const SlotWord sw = SlotWord::unpack(w2);
     bool load_rate = false;
     for (uint32_t i = 0; i < lim.count; ++i) {
         load_rate |= lim.limit[i].kind == RQ_LIMIT_RATE && lim.limit[i].cost == RQ_COST_LOAD;
     }
-    const bool has = load_rate && g > 0 && sw.ticket == (ticket & kTicketMask) && sw.state == SlotState::kDone;
+    const bool has =
+        load_rate && g > 0 && w1 == w2 && sw.ticket == (ticket & kTicketMask) && sw.state == SlotState::kDone;
     encode(PermitFields{has ? kPermitHasTat : 0, r, me_, load, me_gen_, 0, g}, out);
 }
 

@@ -225,7 +225,9 @@ private:
     int passed_over(uint32_t r, uint32_t t, uint32_t head);
     void scan_front(uint32_t r, uint32_t head, uint32_t stop, Front &f);
     int pass_head(uint32_t r, uint32_t ticket);
-    void abandon(uint32_t r, uint32_t ticket);
+    // Leaves the line; true when the head had served the ticket meanwhile
+    // (its tokens are taken: the caller returns the permit instead).
+    bool abandon(uint32_t r, uint32_t ticket);
     int abandon_owned(uint32_t r, uint32_t p);
     void promote_behind(uint32_t r, uint32_t head);
     int head_sleep(uint32_t r, uint32_t ticket, SlotState how, int64_t until, const SleepCheck &still);

@@ -158,7 +158,17 @@ int Engine::wait_turn(uint32_t r, uint32_t t, int64_t deadline) {
     const uint32_t first_head = QueueWord::unpack(res.queue.load(kSeqCst)).head;
     for (;;) {
         QueueWord q = QueueWord::unpack(res.queue.load(kSeqCst));
-        if (q.head == t) return RQ_OK;
+        if (q.head == t) {
+            // A passer walks past served tickets one CAS at a time, so the
+            // head word may name ours for a moment after the head served it:
+            // then move on past it ourselves; never serve it a second time.
+            const SlotWord hw = SlotWord::unpack(s.word.load(kSeqCst));
+            if (hw.ticket == tbits(t) && hw.state == SlotState::kDone) {
+                pass_head(r, t);
+                return kServed;
+            }
+            return RQ_OK;
+        }
         if (t - q.head > n) return passed_over(r, t, q.head);
         uint64_t v = s.word.load(kSeqCst);
         SlotWord sw = SlotWord::unpack(v);
@@ -305,15 +315,23 @@ int Engine::reclaim_dead_behind(uint32_t r, uint32_t head) {
     return RQ_OK;
 }
 
-void Engine::abandon(uint32_t r, uint32_t t) {
+bool Engine::abandon(uint32_t r, uint32_t t) {
     Slot &s = view_.slot(r, t);
+    bool served = false;
     for (int tries = 0; tries < 1000; ++tries) {
         uint64_t v = s.word.load(kSeqCst);
         SlotWord sw = SlotWord::unpack(v);
-        if (sw.ticket != tbits(t) || sw.owner != me_) return;
-        // Served by the head meanwhile: its tokens are spent, and the head
-        // moves past it; leaving now only wastes them.
-        if (sw.state == SlotState::kAbandoned || sw.state == SlotState::kDone) break;
+        if (sw.ticket != tbits(t) || sw.owner != me_) {
+            // Reused: the head passed us, so it served us (passed_over).
+            return passed_over(r, t, QueueWord::unpack(view_.resource(r).queue.load(kSeqCst)).head) == kServed;
+        }
+        if (sw.state == SlotState::kAbandoned) break;
+        // Served by the head meanwhile: the tokens are taken, the permit is
+        // ours (the caller returns it: a grant beats a timeout or a cancel).
+        if (sw.state == SlotState::kDone) {
+            served = true;
+            break;
+        }
         if (s.word.compare_exchange_strong(v, with_state(sw, SlotState::kAbandoned), kSeqCst)) break;
     }
     // Those behind us are now closer to the head: the first of them may have
@@ -322,6 +340,7 @@ void Engine::abandon(uint32_t r, uint32_t t) {
     // If we are head (granted, or about to be), move the head past us; the
     // head CAS makes this safe to race with a passer that skips us too.
     if (QueueWord::unpack(view_.resource(r).queue.load(kSeqCst)).head == t) pass_head(r, t);
+    return served;
 }
 
 int Engine::pass_head(uint32_t r, uint32_t t) {
@@ -410,7 +429,11 @@ int Engine::head_sleep(uint32_t r, uint32_t t, SlotState how, int64_t until, con
     Slot &s = view_.slot(r, t);
     uint64_t v = s.word.load(kSeqCst);
     SlotWord sw = SlotWord::unpack(v);
-    if (sw.ticket != tbits(t) || sw.owner != me_) return RQ_EINTERNAL;
+    // (A head that found the line empty still has its claim state, kWaiting.)
+    if (sw.ticket != tbits(t) || sw.owner != me_ || sw.state == SlotState::kDone ||
+        sw.state == SlotState::kAbandoned) {
+        return RQ_EINTERNAL;
+    }
     const uint64_t sv = with_state(sw, how);
     if (!s.word.compare_exchange_strong(v, sv, kSeqCst)) return RQ_OK;
     // Dekker with wake_head(): we published the sleep state; re-check the

@@ -479,3 +479,39 @@ TEST_CASE("a head killed while serving the ticket behind it: that ticket still g
     MESSAGE("served " << (now_ns() - t0) / 1'000'000 << " ms after the head died in serve_behind");
     CHECK(now_ns() - t0 < kSec);
 }
+
+TEST_CASE("a head killed after moving the head word onto a ticket it served: that ticket is not charged twice") {
+    Segment seg;
+    Client c(seg.name);
+    rq_limit l[] = {rate(100, static_cast<uint64_t>(kSec) * 3600, 100, RQ_COST_LOAD)};  // no refill in the test
+    REQUIRE(rq_define(c, "r", l, 1, 0) == RQ_OK);
+    auto *ready = shared_block<std::atomic<int>>();
+    auto *go = shared_block<std::atomic<int>>();
+    pid_t child = spawn([&] {
+        rq_client *cc;
+        if (rq_open(seg.c_str(), &cc) != RQ_OK) return 1;
+        rq_ticket t;
+        if (rq_enqueue(cc, "r", 10, &t) != RQ_OK) return 2;
+        ready->store(1);
+        while (go->load() == 0) usleep(100);
+        // Serves itself and our ticket behind it, moves the head word onto
+        // ours (served) and dies there.
+        rd::set_crash_point(CrashPoint::kInPass);
+        rq_permit p;
+        rq_wait(cc, &t, 0, &p);
+        return 3;
+    });
+    REQUIRE(eventually([&] { return ready->load() == 1; }));
+    rq_ticket mine;
+    REQUIRE(rq_enqueue(c, "r", 20, &mine) == RQ_OK);
+    go->store(1);
+    CHECK(reap(child) == -SIGKILL);
+    Peek peek(seg.name);
+    CHECK(peek.queue("r").head == 1);  // the head word names our served ticket
+    rq_permit p;
+    REQUIRE(rq_wait(c, &mine, kSec, &p) == RQ_OK);
+    // 10 + 20 taken once each: 70 left, exactly.
+    rq_permit q;
+    CHECK(rq_acquire(c, "r", 70, 0, &q) == RQ_OK);
+    CHECK(rq_acquire(c, "r", 1, 0, &q) == RQ_EAGAIN);
+}

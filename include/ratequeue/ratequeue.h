@@ -281,7 +281,10 @@ RQ_API int rq_wait(rq_client *c, rq_ticket *t, int64_t timeout_ns, rq_permit *ou
 
 /* Leaves the line, from any thread, without blocking: a ticket nobody waits
  * on leaves at once; a thread in rq_wait on it wakes and returns
- * RQ_ECANCELED. Harmless on a finished or zeroed ticket. Keep the rq_ticket
+ * RQ_ECANCELED. Harmless on a finished or zeroed ticket. (A head serves the
+ * tickets right behind it on its owners' behalf: cancelling a ticket nobody
+ * waited on after that leaves its tokens spent; a waiting rq_wait returns the
+ * permit, a grant beats a cancel.) Keep the rq_ticket
  * until both this call and any rq_wait on it have returned (it wakes the
  * waiter through a word inside the ticket).
  * Errors: RQ_EINVAL (forged, or another process's ticket). */
