@@ -76,6 +76,13 @@ void bump(Shared<uint64_t> &c, uint64_t by) {
     c.store(c.load(boost::memory_order_relaxed) + by, boost::memory_order_relaxed);
 }
 
+// admitted and admitted_load: the head and the line-free path (try_fast) both
+// write them, so these take a relaxed fetch_add.
+void count_admission(Counters &c, uint64_t load) {
+    c.admitted.fetch_add(1, boost::memory_order_relaxed);
+    c.admitted_load.fetch_add(load, boost::memory_order_relaxed);
+}
+
 // Undoes the charges of the first `taken` limits (each one CAS; what others
 // did to the TATs meanwhile stays).
 void give_back_rate(Resource &res, const Limits &lim, uint32_t taken, const int64_t *tat, const int64_t *new_tat,
@@ -97,6 +104,8 @@ namespace {
 std::atomic<int> g_crash_point{0};  // process-local
 }
 void set_crash_point(CrashPoint p) { g_crash_point.store(static_cast<int>(p), std::memory_order_relaxed); }
+// A process armed to die at a step of the line protocol takes the line.
+bool line_free_allowed() { return g_crash_point.load(std::memory_order_relaxed) == 0; }
 void crash_point(CrashPoint p) {
     if (p != CrashPoint::kNone && g_crash_point.load(std::memory_order_relaxed) == static_cast<int>(p)) {
         ::raise(SIGKILL);
@@ -140,6 +149,13 @@ int Engine::acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_perm
     if (rc != RQ_OK) return rc;
     Resource &res = view_.resource(r);
     const bool is_try = timeout_ns == 0;
+    // The uncontended path: nobody in line, rate limits only. A try the
+    // buckets refuse with nobody in line has its answer already.
+    if (!lim->has_conc && line_free_allowed()) {
+        rc = try_fast(r, *lim, load, out);
+        if (rc == RQ_OK) return RQ_OK;
+        if (rc == kFastNoCapacity && is_try) return RQ_EAGAIN;
+    }
     // Waiting forever needs no clock read here; serve() reads it once.
     const int64_t deadline = is_try ? 0 : timeout_ns < 0 ? INT64_MAX : deadline_after(now_ns(), timeout_ns);
     if (is_try) {
@@ -498,8 +514,7 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
             if (rc != RQ_OK) return rc;
             flags |= kPermitConc;
         }
-        bump(res.counters.admitted, 1);
-        bump(res.counters.admitted_load, load);
+        count_admission(res.counters, load);
         if (since != 0) {
             const uint64_t waited = now > since ? static_cast<uint64_t>(now - since) : 0;
             bump(res.counters.wait_ns_total, waited);
@@ -508,6 +523,51 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
         encode(PermitFields{flags, r, me_, load, me_gen_, epoch, grant_tat}, out);
         return RQ_OK;
     }
+}
+
+// The line-free path. When nobody is in line and every limit is a rate limit,
+// an acquire that the buckets admit right now needs no ticket: it takes from
+// each TAT with one CAS, as the head would, and leaves. FIFO holds: it saw the
+// line empty, so whoever joins the line after that came later (a head that
+// joined meanwhile loses a CAS and recomputes). All or nothing: a CAS that
+// fails gives back what the limits before it took, and the acquire then takes
+// a ticket. Killed half way it loses tokens (the safe side) and holds no place
+// in any line, so nothing can stall. Anything else (a queue, a pause, no
+// capacity, a concurrency limit) goes through the line.
+int Engine::try_fast(uint32_t r, const Limits &lim, uint64_t load, rq_permit *out) {
+    Resource &res = view_.resource(r);
+    // seq_cst: ordered with the claim CAS of anyone joining the line.
+    const QueueWord q = QueueWord::unpack(res.queue.load(boost::memory_order_seq_cst));
+    if (q.head != q.tail) return kFastMiss;
+    const int64_t now = now_ns();
+    if (res.paused_until.load(boost::memory_order_relaxed) > now) return kFastMiss;
+    int64_t tat[kMaxLimits], new_tat[kMaxLimits];
+    for (uint32_t i = 0; i < lim.count; ++i) {
+        const Limit &l = lim.limit[i];
+        // acquire: pairs with the acq_rel CASes on the TAT.
+        tat[i] = res.tat[i].load(boost::memory_order_acquire);
+        const RateParams rp = params(l);
+        const GcraStep st = gcra_step(tat[i], now, increment_ns(rp, cost_of(l, load)), rp);
+        if (!st.admit) return kFastNoCapacity;
+        new_tat[i] = st.new_tat;
+    }
+    uint64_t flags = 0;
+    int64_t grant_tat = 0;
+    for (uint32_t i = 0; i < lim.count; ++i) {
+        int64_t expected = tat[i];
+        // acq_rel: pairs with every other CAS on this TAT.
+        if (!res.tat[i].compare_exchange_strong(expected, new_tat[i], boost::memory_order_acq_rel)) {
+            give_back_rate(res, lim, i, tat, new_tat, now);
+            return kFastMiss;
+        }
+        if (lim.limit[i].cost == RQ_COST_LOAD && (flags & kPermitHasTat) == 0) {
+            grant_tat = new_tat[i];
+            flags |= kPermitHasTat;
+        }
+    }
+    count_admission(res.counters, load);
+    encode(PermitFields{flags, r, me_, load, me_gen_, 0, grant_tat}, out);
+    return RQ_OK;
 }
 
 // The head, served, serves the tickets right behind it whose turn would come
@@ -598,8 +658,7 @@ void Engine::serve_behind(uint32_t r, uint32_t head) {
             give_back_rate(res, lim, lim.count, tat, new_tat, now);
             return;
         }
-        bump(res.counters.admitted, 1);
-        bump(res.counters.admitted_load, load);
+        count_admission(res.counters, load);
         if (since > 0) {
             const uint64_t waited = now > since ? static_cast<uint64_t>(now - since) : 0;
             bump(res.counters.wait_ns_total, waited);

@@ -73,6 +73,10 @@ bool same_limits(const Limits &a, const Limits &b);
 // wait_turn's result when the head served the ticket on its owner's behalf
 // (serve_behind): its tokens are taken; the owner builds its permit.
 inline constexpr int kServed = 1;
+// try_fast's results when the line-free path does not apply (take a ticket):
+// someone in line, a pause, or a CAS lost; or the buckets refuse it now.
+inline constexpr int kFastMiss = 2;
+inline constexpr int kFastNoCapacity = 3;
 // How many tickets behind it a head serves before passing on.
 inline constexpr uint32_t kMaxServedBehind = 32;
 
@@ -147,8 +151,10 @@ extern thread_local CancelWord tl_cancel;
 bool cancel_requested() noexcept;
 #ifdef RQ_TEST_HOOKS
 void crash_point(CrashPoint p);
+bool line_free_allowed();
 #else
 inline void crash_point(CrashPoint) {}
+inline bool line_free_allowed() { return true; }
 #endif
 
 // ---- The engine -------------------------------------------------------------------
@@ -253,6 +259,7 @@ private:
     int64_t predict_start(uint32_t r, uint64_t load, const Limits &lim, int64_t now);
     void note_wait(uint32_t r, uint32_t ticket, uint64_t load, int64_t since);
     void serve_behind(uint32_t r, uint32_t head);
+    int try_fast(uint32_t r, const Limits &lim, uint64_t load, rq_permit *out);
     void served_permit(uint32_t r, uint32_t ticket, uint64_t load, const Limits &lim, rq_permit *out);
     int64_t noted_since(uint32_t r, uint32_t ticket) const;
     [[gnu::cold]] int refresh_limits(uint32_t r, Limits &scratch, const Limits *&out);
