@@ -83,18 +83,21 @@ void count_admission(Counters &c, uint64_t load) {
     c.admitted_load.fetch_add(load, boost::memory_order_relaxed);
 }
 
-// Undoes the charges of the first `taken` limits (each one CAS; what others
-// did to the TATs meanwhile stays).
-void give_back_rate(Resource &res, const Limits &lim, uint32_t taken, const int64_t *tat, const int64_t *new_tat,
-                    int64_t now) {
+// Undoes the charges of the first `taken` limits: each TAT goes back from
+// the value we wrote to the value we read, by one CAS. If anyone has charged
+// (or moved) it since, our charge stays: those tokens are lost, which is the
+// safe side; subtracting our increment from a TAT another charge started from
+// the clock would credit tokens that were never there. Returns whether any
+// came back (a head asleep for tokens should then look again).
+bool give_back_rate(Resource &res, const Limits &lim, uint32_t taken, const int64_t *tat, const int64_t *new_tat) {
+    bool any = false;
     for (uint32_t i = 0; i < taken; ++i) {
         if (lim.limit[i].kind != RQ_LIMIT_RATE) continue;
-        const int64_t inc = new_tat[i] - std::max(tat[i], now);
-        int64_t cur = res.tat[i].load(boost::memory_order_acquire);
-        // acq_rel: pairs with the head's CAS.
-        while (!res.tat[i].compare_exchange_weak(cur, cur - inc, boost::memory_order_acq_rel)) {
-        }
+        int64_t expected = new_tat[i];
+        // acq_rel: pairs with every other CAS on this TAT.
+        any |= res.tat[i].compare_exchange_strong(expected, tat[i], boost::memory_order_acq_rel);
     }
+    return any;
 }
 
 }  // namespace
@@ -397,7 +400,7 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
     Limits scratch;
     for (bool first = true;; first = false) {
         uint64_t cfg_word = res.config_word.load(boost::memory_order_acquire);
-        if (!first) {
+        if (!first || cfg_word != limp->word) {
             int rc = limits_of(r, scratch, limp);
             if (rc != RQ_OK) return rc;
             if (never_fits_any(*limp, load)) return RQ_E2BIG;
@@ -502,7 +505,7 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
         if (raced) {
             // All or nothing: give back what the limits before it took, then
             // start over.
-            give_back_rate(res, lim, taken, tat, new_tat, now);
+            give_back_rate(res, lim, taken, tat, new_tat);
             if (lim.has_conc) unlock(res.lock);
             continue;
         }
@@ -539,25 +542,48 @@ int Engine::try_fast(uint32_t r, const Limits &lim, uint64_t load, rq_permit *ou
     // seq_cst: ordered with the claim CAS of anyone joining the line.
     const QueueWord q = QueueWord::unpack(res.queue.load(boost::memory_order_seq_cst));
     if (q.head != q.tail) return kFastMiss;
+    // A claim comes before its tail bump: a slot that already names the
+    // ticket at the tail is someone in line (the head, even).
+    if (SlotWord::unpack(view_.slot(r, q.tail).word.load(boost::memory_order_seq_cst)).ticket ==
+        (q.tail & kTicketMask)) {
+        return kFastMiss;
+    }
     const int64_t now = now_ns();
     if (res.paused_until.load(boost::memory_order_relaxed) > now) return kFastMiss;
     int64_t tat[kMaxLimits], new_tat[kMaxLimits];
+    uint64_t inc[kMaxLimits];
     for (uint32_t i = 0; i < lim.count; ++i) {
         const Limit &l = lim.limit[i];
         // acquire: pairs with the acq_rel CASes on the TAT.
         tat[i] = res.tat[i].load(boost::memory_order_acquire);
         const RateParams rp = params(l);
-        const GcraStep st = gcra_step(tat[i], now, increment_ns(rp, cost_of(l, load)), rp);
+        inc[i] = increment_ns(rp, cost_of(l, load));
+        const GcraStep st = gcra_step(tat[i], now, inc[i], rp);
         if (!st.admit) return kFastNoCapacity;
         new_tat[i] = st.new_tat;
     }
+    // The limits we computed with must still be the resource's: a redefine
+    // publishes its word before it converts the TATs we just read.
+    // acquire: pairs with write_limits()'s release store.
+    if (res.config_word.load(boost::memory_order_acquire) != lim.word) return kFastMiss;
     uint64_t flags = 0;
     int64_t grant_tat = 0;
     for (uint32_t i = 0; i < lim.count; ++i) {
+        // acq_rel: pairs with every other CAS on this TAT. A lost CAS is
+        // retried at the same instant (another acquire moved the TAT);
+        // refused then, the limits before it give back what they took.
         int64_t expected = tat[i];
-        // acq_rel: pairs with every other CAS on this TAT.
-        if (!res.tat[i].compare_exchange_strong(expected, new_tat[i], boost::memory_order_acq_rel)) {
-            give_back_rate(res, lim, i, tat, new_tat, now);
+        bool ok = false;
+        for (int tries = 0; tries < 4 && !ok; ++tries) {
+            ok = res.tat[i].compare_exchange_strong(expected, new_tat[i], boost::memory_order_acq_rel);
+            if (ok) break;
+            tat[i] = expected;
+            const GcraStep st = gcra_step(tat[i], now, inc[i], params(lim.limit[i]));
+            if (!st.admit) break;
+            new_tat[i] = st.new_tat;
+        }
+        if (!ok) {
+            if (give_back_rate(res, lim, i, tat, new_tat)) wake_head(r, false);
             return kFastMiss;
         }
         if (lim.limit[i].cost == RQ_COST_LOAD && (flags & kPermitHasTat) == 0) {
@@ -628,7 +654,7 @@ void Engine::serve_behind(uint32_t r, uint32_t head) {
             if (!res.tat[taken].compare_exchange_strong(expected, new_tat[taken], boost::memory_order_acq_rel)) break;
         }
         if (taken < lim.count) {
-            give_back_rate(res, lim, taken, tat, new_tat, now);
+            give_back_rate(res, lim, taken, tat, new_tat);
             return;
         }
         int64_t grant_tat = 0;
@@ -655,7 +681,7 @@ void Engine::serve_behind(uint32_t r, uint32_t head) {
             if (sw.ticket != (t & kTicketMask) || !queued(sw.state)) break;
         }
         if (!handed) {
-            give_back_rate(res, lim, lim.count, tat, new_tat, now);
+            give_back_rate(res, lim, lim.count, tat, new_tat);
             return;
         }
         count_admission(res.counters, load);

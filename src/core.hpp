@@ -63,6 +63,7 @@ struct Limit {
 struct Limits {
     uint32_t count = 0;
     bool has_conc = false;
+    uint64_t word = 0;  // the resource's config word these were read under
     Limit limit[kMaxLimits];
 };
 

@@ -3,7 +3,8 @@
 // Tickets are uint32, taken in order. The queue word holds head and tail;
 // ticket t owns ring slot t % queue_slots while head <= t < tail (see
 // layout.hpp for the slot states). Only the head takes from the limits, so a
-// stacked acquire is all-or-nothing without any rollback.
+// stacked acquire is taken at one instant (the line-free path in client.cpp,
+// try_fast, used only when nobody is in line, is the one that rolls back).
 //
 // Two Dekker-style handshakes keep wake-ups exact (all seq_cst):
 //   passer:  CAS queue word (head = t)      then load slot t

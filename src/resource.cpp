@@ -148,6 +148,7 @@ int read_limits_in(const View &view_, uint32_t r, Limits &out, uint64_t *word) {
             if (!sane(out.limit[i])) return RQ_ECORRUPT;
             out.has_conc |= out.limit[i].kind == RQ_LIMIT_CONCURRENCY;
         }
+        out.word = w1;
         if (word != nullptr) *word = w1;
         return RQ_OK;
     }

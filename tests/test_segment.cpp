@@ -1461,3 +1461,33 @@ TEST_CASE("a waiter behind queued threads of a process that dies still gets the 
         munmap(got, sizeof(std::atomic<int>));
     }
 }
+
+// The line-free path must not barge past a ticket that is claimed but whose
+// tail bump has not landed yet (the claimer was preempted between the two).
+TEST_CASE("a claimed ticket whose tail bump is pending counts as someone in line") {
+    Segment seg;
+    rq_limit l[] = {rate(1000, kSec, 100)};
+    make_good(seg.name, &kSmall, "r", l, 1);
+    rq_client *c = nullptr;
+    REQUIRE(rq_open_ex(seg.c_str(), &kSmall, &c) == RQ_OK);
+    rq_permit p;
+    REQUIRE(rq_acquire(c, "r", 1, 0, &p) == RQ_OK);  // registers us; the line is empty
+    uint32_t me = UINT32_MAX;
+    {
+        Mapped m(seg.name);
+        for (uint32_t i = 0; i < m.view.geo.max_processes; ++i) {
+            if (m.view.process(i).pid.load() == static_cast<uint32_t>(getpid()) &&
+                rd::ProcWord::unpack(m.view.process(i).word.load()).state == rd::ProcState::kLive) {
+                me = i;
+            }
+        }
+        REQUIRE(me != UINT32_MAX);
+        const uint32_t r = m.index("r");
+        const rd::QueueWord q = rd::QueueWord::unpack(m.view.resource(r).queue.load());
+        REQUIRE(q.head == q.tail);
+        // Our own claim of the tail ticket, as if we were preempted before the bump.
+        m.view.slot(r, q.tail).word.store(rd::SlotWord{q.tail & rd::kTicketMask, rd::SlotState::kWaiting, me}.pack());
+    }
+    CHECK(rq_acquire(c, "r", 1, 0, &p) == RQ_EAGAIN);  // not admitted past it
+    rq_close(c);
+}
