@@ -1,6 +1,7 @@
 // fastpath_probe: N uncontended acquire+release pairs through the C ABI, for
 // counting instructions under callgrind (bench/callgrind-fastpath).
-//   fastpath_probe [rate|rate-conc] [N]
+//   fastpath_probe [rate|rate-conc|rate-handle] [N]
+// (rate-handle: the rate-only resource through rq_resolve + rq_acquire_r)
 #include "ratequeue/ratequeue.h"
 
 #include <unistd.h>
@@ -13,10 +14,12 @@
 int main(int argc, char **argv) {
     const char *res = argc > 1 ? argv[1] : "rate";
     const int n = argc > 2 ? std::atoi(argv[2]) : 20000;
-    if (std::strcmp(res, "rate") != 0 && std::strcmp(res, "rate-conc") != 0) {
-        std::fprintf(stderr, "usage: fastpath_probe [rate|rate-conc] [N]\n");
+    const bool handle = std::strcmp(res, "rate-handle") == 0;
+    if (std::strcmp(res, "rate") != 0 && std::strcmp(res, "rate-conc") != 0 && !handle) {
+        std::fprintf(stderr, "usage: fastpath_probe [rate|rate-conc|rate-handle] [N]\n");
         return 2;
     }
+    if (handle) res = "rate";
     const std::string seg = "rqprobe-" + std::to_string(getpid());
     rq_client *c = nullptr;
     if (rq_open(seg.c_str(), &c) != RQ_OK) return 1;
@@ -28,8 +31,10 @@ int main(int argc, char **argv) {
     int rc = rq_define(c, "rate", one, 1, 0);
     if (rc == RQ_OK) rc = rq_define(c, "rate-conc", two, 2, 0);
     rq_permit p;
+    rq_resource h{};
+    if (rc == RQ_OK && handle) rc = rq_resolve(c, res, &h);
     for (int i = 0; i < n && rc == RQ_OK; ++i) {
-        rc = rq_acquire(c, res, 1, -1, &p);
+        rc = handle ? rq_acquire_r(c, &h, 1, -1, &p) : rq_acquire(c, res, 1, -1, &p);
         if (rc == RQ_OK) rc = rq_release(c, &p);
     }
     rq_close(c);

@@ -67,6 +67,17 @@ RQ_API int rq_acquire(rq_client *c, const char *resource, uint64_t load, int64_t
     return guarded([&]() -> int { return c->engine->acquire(resource, load, timeout_ns, out); });
 }
 
+RQ_API int rq_resolve(rq_client *c, const char *resource, rq_resource *out) {
+    if (c == nullptr) return RQ_EINVAL;
+    return guarded([&]() -> int { return c->engine->resolve_handle(resource, out); });
+}
+
+RQ_API int rq_acquire_r(rq_client *c, const rq_resource *resource, uint64_t load, int64_t timeout_ns,
+                        rq_permit *out) {
+    if (c == nullptr) return RQ_EINVAL;
+    return guarded([&]() -> int { return c->engine->acquire_r(resource, load, timeout_ns, out); });
+}
+
 RQ_API int rq_acquire_ex(rq_client *c, const char *resource, uint64_t load, int64_t timeout_ns, rq_permit *out,
                          rq_wait_info *info) {
     if (c == nullptr || (info != nullptr && info->size < sizeof(rq_wait_info))) return RQ_EINVAL;

@@ -133,13 +133,63 @@ void set_crash_point(CrashPoint) {}
     // characters only to tell a bad name from a missing one.
     if (rc == RQ_ENOENT && !valid_resource_name(nm)) return RQ_EINVAL;
     if (rc != RQ_OK) return rc;
-    rc = limits_of(r, scratch, lim);
+    return admit_checks(r, load, scratch, lim);
+}
+
+// The limits of resource r, and whether `load` can ever fit them.
+[[gnu::always_inline]] inline int Engine::admit_checks(uint32_t r, uint64_t load, Limits &scratch,
+                                                       const Limits *&lim) {
+    int rc = limits_of(r, scratch, lim);
     if (rc != RQ_OK) return rc;
     if (never_fits_any(*lim, load)) {
         view_.resource(r).counters.too_big.fetch_add(1, boost::memory_order_relaxed);
         return RQ_E2BIG;
     }
     return RQ_OK;
+}
+
+// rq_resource: opaque[0] = "RQRS" << 32 | resource index, opaque[1] = its
+// name hash. Checked on every use against the live resource table entry.
+namespace {
+constexpr uint64_t kHandleMagic = 0x52515253ull << 32;  // "RQRS"
+}
+
+int Engine::resolve_handle(const char *name, rq_resource *out) {
+    if (out == nullptr || name == nullptr) return RQ_EINVAL;
+    std::memset(out, 0, sizeof *out);
+    int rc = ensure_registered();
+    if (rc != RQ_OK) return rc;
+    std::string_view nm(name, strnlen(name, kMaxNameLen + 1));
+    if (nm.size() > kMaxNameLen) return RQ_EINVAL;
+    uint32_t r;
+    rc = lookup(nm, r);
+    if (rc == RQ_ENOENT && !valid_resource_name(nm)) return RQ_EINVAL;
+    if (rc != RQ_OK) return rc;
+    out->opaque[0] = kHandleMagic | r;
+    out->opaque[1] = view_.resource(r).name_hash;
+    return RQ_OK;
+}
+
+int Engine::acquire_r(const rq_resource *h, uint64_t load, int64_t timeout_ns, rq_permit *out) {
+    if (out == nullptr || h == nullptr) return RQ_EINVAL;
+    std::memset(out, 0, sizeof *out);
+    int rc = ensure_registered();
+    if (rc != RQ_OK) return rc;
+    if (load == 0 || load > RQ_MAX_AMOUNT) return RQ_EINVAL;
+    const uint64_t w0 = h->opaque[0];
+    const uint32_t r = static_cast<uint32_t>(w0);
+    if ((w0 & ~uint64_t{0xffffffff}) != kHandleMagic || r >= view_.geo.max_resources) return RQ_EINVAL;
+    const Resource &res = view_.resource(r);
+    // acquire: pairs with the definer's release store of kReady (name_hash before it).
+    if (res.state.load(boost::memory_order_acquire) != static_cast<uint32_t>(ResourceState::kReady) ||
+        res.name_hash != h->opaque[1]) {
+        return RQ_EINVAL;
+    }
+    Limits scratch;
+    const Limits *lim;
+    rc = admit_checks(r, load, scratch, lim);
+    if (rc != RQ_OK) return rc;
+    return acquire_at(r, lim, load, timeout_ns, out, nullptr);
 }
 
 int Engine::acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_permit *out, int64_t *predicted) {
@@ -150,6 +200,13 @@ int Engine::acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_perm
     const Limits *lim;
     int rc = resolve(name, load, r, scratch, lim);
     if (rc != RQ_OK) return rc;
+    return acquire_at(r, lim, load, timeout_ns, out, predicted);
+}
+
+// The acquire once the resource is known and the load can fit.
+[[gnu::always_inline]] inline int Engine::acquire_at(uint32_t r, const Limits *lim, uint64_t load,
+                                                     int64_t timeout_ns, rq_permit *out, int64_t *predicted) {
+    int rc;
     Resource &res = view_.resource(r);
     const bool is_try = timeout_ns == 0;
     // The uncontended path: nobody in line, rate limits only. A try the

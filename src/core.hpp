@@ -174,6 +174,8 @@ public:
     // because the predicted start lies past the deadline) to the predicted wait.
     int acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_permit *out, int64_t *predicted = nullptr);
     int release(rq_permit *p);
+    int resolve_handle(const char *name, rq_resource *out);
+    int acquire_r(const rq_resource *h, uint64_t load, int64_t timeout_ns, rq_permit *out);
     int enqueue_ticket(const char *name, uint64_t load, rq_ticket *t);
     int wait_ticket(rq_ticket *t, int64_t timeout_ns, rq_permit *out);
     int cancel_ticket(rq_ticket *t);
@@ -225,6 +227,9 @@ private:
     void undo_define();
     // client.cpp
     int resolve(const char *name, uint64_t load, uint32_t &r, Limits &scratch, const Limits *&lim);
+    int admit_checks(uint32_t r, uint64_t load, Limits &scratch, const Limits *&lim);
+    int acquire_at(uint32_t r, const Limits *lim, uint64_t load, int64_t timeout_ns, rq_permit *out,
+                   int64_t *predicted);
     int decode_ticket(const rq_ticket *t, uint32_t &r, uint32_t &ticket, uint64_t &load);
     // queue.cpp
     int enqueue(uint32_t r, uint32_t &ticket, bool &at_head);

@@ -381,3 +381,49 @@ TEST_CASE("rq_reap reclaims a dead holder at once and reports it") {
     CHECK(rq_acquire(c, "c", 2, 0, &p) == RQ_OK);
     CHECK(rq_release(c, &p) == RQ_OK);
 }
+
+TEST_CASE("resolved resources acquire like names, and bad handles are refused") {
+    Segment seg;
+    Client c(seg.name);
+    rq_limit l[] = {rate(2, kHour), conc(1, RQ_COST_LOAD)};
+    REQUIRE(rq_define(c, "r", l, 2, 0) == RQ_OK);
+    rq_resource h;
+    REQUIRE(rq_resolve(c, "r", &h) == RQ_OK);
+    CHECK(rq_resolve(c, "nope", &h) == RQ_ENOENT);
+    CHECK(rq_resolve(c, "bad name", &h) == RQ_EINVAL);
+    CHECK(rq_resolve(c, "r", nullptr) == RQ_EINVAL);
+    REQUIRE(rq_resolve(c, "r", &h) == RQ_OK);
+    rq_permit p, q;
+    REQUIRE(rq_acquire_r(c, &h, 1, 0, &p) == RQ_OK);
+    CHECK(rq_acquire_r(c, &h, 1, 0, &q) == RQ_EAGAIN);  // concurrency 1, held
+    CHECK(rq_acquire(c, "r", 1, 0, &q) == RQ_EAGAIN);   // the same resource by name
+    CHECK(rq_acquire_r(c, &h, 2, 0, &q) == RQ_E2BIG);   // above the concurrency amount
+    CHECK(rq_acquire_r(c, &h, 0, 0, &q) == RQ_EINVAL);
+    REQUIRE(rq_release(c, &p) == RQ_OK);
+    rq_resource zero{}, forged = h, other = h;
+    CHECK(rq_acquire_r(c, &zero, 1, 0, &q) == RQ_EINVAL);
+    forged.opaque[0] |= 0xffff;  // a resource index beyond the table or unused
+    CHECK(rq_acquire_r(c, &forged, 1, 0, &q) == RQ_EINVAL);
+    other.opaque[1] ^= 1;        // not the name hash of the resource there
+    CHECK(rq_acquire_r(c, &other, 1, 0, &q) == RQ_EINVAL);
+    CHECK(rq_acquire_r(c, nullptr, 1, 0, &q) == RQ_EINVAL);
+    CHECK(rq_acquire_r(nullptr, &h, 1, 0, &q) == RQ_EINVAL);
+    // A handle of one segment means nothing in another.
+    Segment seg2;
+    Client c2(seg2.name);
+    CHECK(rq_acquire_r(c2, &h, 1, 0, &q) == RQ_EINVAL);
+}
+
+TEST_CASE("C++: a resolved Resource acquires and releases") {
+    Segment seg;
+    rq::Client client(seg.name);
+    client.define("c", {rq_limit{RQ_LIMIT_CONCURRENCY, RQ_COST_REQUEST, 1, 0, 0}});
+    const rq::Resource r = client.resource("c");
+    {
+        rq::Permit p = r.acquire();
+        CHECK(p.held());
+        CHECK_FALSE(r.try_acquire().has_value());
+    }
+    CHECK(r.try_acquire().has_value());
+    CHECK_THROWS_AS(client.resource("nope"), rq::Error);
+}

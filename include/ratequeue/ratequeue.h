@@ -181,6 +181,23 @@ RQ_API int rq_acquire(rq_client *c, const char *resource, uint64_t load, int64_t
  * RQ_ECORRUPT. */
 RQ_API int rq_release(rq_client *c, rq_permit *p);
 
+/* ---- Resolved resources (the hot path without the name) ----------------- */
+
+/* A resource looked up once, for acquires that skip the name lookup. It
+ * stays valid while the resource exists in the segment this client has open
+ * (resources are never removed); the acquire checks it every time. */
+typedef struct rq_resource {
+    uint64_t opaque[2];
+} rq_resource;
+
+/* Errors: RQ_ENOENT, RQ_EINVAL (bad name, NULL out), RQ_ECORRUPT. */
+RQ_API int rq_resolve(rq_client *c, const char *resource, rq_resource *out);
+
+/* rq_acquire on a resolved resource: the same behaviour and errors, plus
+ * RQ_EINVAL for a handle that is zeroed, forged or of another segment. */
+RQ_API int rq_acquire_r(rq_client *c, const rq_resource *resource, uint64_t load, int64_t timeout_ns,
+                        rq_permit *out);
+
 /* ---- LLM quota semantics --------------------------------------------------- */
 
 /* What an acquire predicted. Set size = sizeof(rq_wait_info) before the call. */

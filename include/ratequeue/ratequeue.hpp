@@ -92,6 +92,32 @@ private:
     rq_permit permit_{};
 };
 
+// A resource looked up once (rq_resolve): acquires skip the name lookup.
+// Valid while its Client is open. Obtain one from Client::resource.
+class Resource {
+public:
+    // Waits as long as it takes. Throws rq::Error.
+    Permit acquire(uint64_t load = 1) const {
+        rq_permit p;
+        detail::check(rq_acquire_r(c_, &h_, load, -1, &p));
+        return Permit(c_, p);
+    }
+    // nullopt when it would have to wait (or anyone is queued).
+    [[nodiscard]] std::optional<Permit> try_acquire(uint64_t load = 1) const {
+        rq_permit p;
+        int rc = rq_acquire_r(c_, &h_, load, 0, &p);
+        if (rc == RQ_EAGAIN) return std::nullopt;
+        detail::check(rc);
+        return Permit(c_, p);
+    }
+
+private:
+    friend class Client;
+    Resource(rq_client *c, const rq_resource &h) : c_(c), h_(h) {}
+    rq_client *c_;
+    rq_resource h_;
+};
+
 class Client {
 public:
     // Opens (creating if missing) segment `segment`; empty: $RATEQUEUE_SEGMENT
@@ -136,6 +162,13 @@ public:
     // nullopt when it would have to wait (or anyone is queued).
     [[nodiscard]] std::optional<Permit> try_acquire(const std::string &resource, uint64_t load = 1) {
         return attempt(resource, load, 0, RQ_EAGAIN);
+    }
+
+    // The resource looked up once, for hot loops. Throws rq::Error (RQ_ENOENT).
+    Resource resource(const std::string &name) const {
+        rq_resource h;
+        detail::check(rq_resolve(c_, name.c_str(), &h));
+        return Resource(c_, h);
     }
 
     rq_client *raw() const noexcept { return c_; }
