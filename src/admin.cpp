@@ -12,11 +12,8 @@ int Engine::reset(const char *name, uint32_t flags) {
     if (rc != RQ_OK) return rc;
     const bool hard = (flags & RQ_RESET_HARD) != 0;
     if (name != nullptr) {
-        std::string_view nm(name, strnlen(name, kMaxNameLen + 1));
-        if (nm.size() > kMaxNameLen) return RQ_EINVAL;
         uint32_t r;
-        rc = lookup(nm, r);
-        if (rc == RQ_ENOENT && !valid_resource_name(nm)) return RQ_EINVAL;
+        rc = find_named(name, r);
         return rc != RQ_OK ? rc : reset_one(r, hard);
     }
     for (uint32_t r = 0; r < view_.geo.max_resources; ++r) {

@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -198,6 +199,9 @@ public:
     uint32_t process_slot() const { return me_; }
     bool alive(uint32_t p) const;
     int lookup(std::string_view name, uint32_t &r) const;
+    // A caller's resource name to its index: RQ_EINVAL for a bad or overlong
+    // name, RQ_ENOENT for one not defined (core.hpp, below).
+    int find_named(const char *name, uint32_t &r) const;
     int read_limits(uint32_t r, Limits &out, uint64_t *word = nullptr) const;
     int limits_of(uint32_t r, Limits &scratch, const Limits *&out);
     void close_fd_after_fork() noexcept;
@@ -317,6 +321,17 @@ bool valid_segment_name(std::string_view n);
 // Names and hashing (resource.cpp).
 bool valid_resource_name(std::string_view name);
 uint64_t name_hash(std::string_view name);
+
+inline int Engine::find_named(const char *name, uint32_t &r) const {
+    if (name == nullptr) return RQ_EINVAL;
+    std::string_view nm(name, strnlen(name, kMaxNameLen + 1));
+    if (nm.size() > kMaxNameLen) return RQ_EINVAL;
+    const int rc = lookup(nm, r);
+    // Only defined names are found, and those were validated: check the
+    // characters only to tell a bad name from a missing one.
+    if (rc == RQ_ENOENT && !valid_resource_name(nm)) return RQ_EINVAL;
+    return rc;
+}
 // Where the probe for a name starts in a table of cap entries: a multiply,
 // not a division.
 inline uint32_t home_index(uint64_t hash, uint32_t cap) {

@@ -40,13 +40,8 @@ int64_t saturating_add(int64_t a, int64_t b) {
 
 int Engine::resource_of(const char *name, uint32_t &r) {
     if (name == nullptr) return RQ_EINVAL;
-    int rc = ensure_registered();
-    if (rc != RQ_OK) return rc;
-    std::string_view nm(name, strnlen(name, kMaxNameLen + 1));
-    if (nm.size() > kMaxNameLen) return RQ_EINVAL;
-    rc = lookup(nm, r);
-    if (rc == RQ_ENOENT && !valid_resource_name(nm)) return RQ_EINVAL;
-    return rc;
+    const int rc = ensure_registered();
+    return rc != RQ_OK ? rc : find_named(name, r);
 }
 
 // The earliest instant an acquire of `load` joining the line now could
