@@ -13,8 +13,6 @@
 namespace rq::detail {
 namespace {
 
-constexpr uint64_t kPermitMagic = 0x52515054ull << 32;  // "RQPT"
-
 struct PermitFields {
     uint64_t flags;
     uint32_t resource;
@@ -35,11 +33,15 @@ constexpr int kGranuleShift = 10;
 static_assert(kMaxResourcesCap <= (1u << 16) && kMaxProcessesCap <= (1u << 16));
 
 void encode(const PermitFields &f, rq_permit *out) {
-    const uint64_t g = (f.flags & kPermitHasTat) != 0 && f.grant_tat > 0
-                           ? static_cast<uint64_t>(f.grant_tat) >> kGranuleShift
-                           : 0;
-    out->opaque[0] = kPermitMagic | ((g >> 32) & 0x0fffffff) << 4 | f.flags;
-    out->opaque[1] = (uint64_t{f.resource} << 48) | (uint64_t{f.proc} << 32) | (g & 0xffffffff);
+    uint64_t w0 = kPermitMagic | f.flags;
+    uint64_t w1 = (uint64_t{f.resource} << 48) | (uint64_t{f.proc} << 32);
+    if ((f.flags & kPermitHasTat) != 0 && f.grant_tat > 0) {
+        const uint64_t g = static_cast<uint64_t>(f.grant_tat) >> kGranuleShift;
+        w0 |= ((g >> 32) & 0x0fffffff) << 4;
+        w1 |= g & 0xffffffff;
+    }
+    out->opaque[0] = w0;
+    out->opaque[1] = w1;
     out->opaque[2] = f.load;
     out->opaque[3] = (uint64_t{f.epoch} << 32) | f.proc_gen;
 }
@@ -50,14 +52,13 @@ RateParams params(const Limit &l) {
     return RateParams{l.amount, l.period_ns, l.burst, l.burst_ns, l.request_ns, l.unit_ns};
 }
 
-bool never_fits_any(const Limits &lim, uint64_t load) {
-    for (uint32_t i = 0; i < lim.count; ++i) {
-        const Limit &l = lim.limit[i];
-        uint64_t c = cost_of(l, load);
-        if (l.kind == RQ_LIMIT_RATE ? never_fits(params(l), c) : c > l.amount) return true;
-    }
-    return false;
+// What admitting `load` moves rate limit l's TAT by.
+uint64_t increment_of(const Limit &l, uint64_t load) {
+    return l.cost == RQ_COST_LOAD ? increment_ns(params(l), load) : l.request_ns;
 }
+
+// Whether load can never fit the limits, even with all of them free.
+bool never_fits_any(const Limits &lim, uint64_t load) { return load > lim.max_load; }
 
 bool conc_fits(const Resource &res, const Limits &lim, uint64_t load) {
     uint64_t in_req = res.in_use_req.load(boost::memory_order_seq_cst);
@@ -118,23 +119,16 @@ void crash_point(CrashPoint p) {
 void set_crash_point(CrashPoint) {}
 #endif
 
-// The checks shared by acquire and enqueue: a registered caller, a valid
-// load, a defined resource and a load that can fit. Inlined: it is most of
-// the uncontended path's argument checking.
-[[gnu::always_inline]] inline int Engine::resolve(const char *name, uint64_t load, uint32_t &r, Limits &scratch, const Limits *&lim) {
+// rq_enqueue's checks: a registered caller, a valid load, a defined resource
+// and a load that can fit.
+int Engine::resolve(const char *name, uint64_t load, uint32_t &r, Limits &scratch, const Limits *&lim) {
     if (name == nullptr) return RQ_EINVAL;
     int rc = ensure_registered();
     if (rc != RQ_OK) return rc;
     if (load == 0 || load > RQ_MAX_AMOUNT) return RQ_EINVAL;
     rc = find_named(name, r);
     if (rc != RQ_OK) return rc;
-    return admit_checks(r, load, scratch, lim);
-}
-
-// The limits of resource r, and whether `load` can ever fit them.
-[[gnu::always_inline]] inline int Engine::admit_checks(uint32_t r, uint64_t load, Limits &scratch,
-                                                       const Limits *&lim) {
-    int rc = limits_of(r, scratch, lim);
+    rc = limits_of(r, scratch, lim);
     if (rc != RQ_OK) return rc;
     if (never_fits_any(*lim, load)) {
         view_.resource(r).counters.too_big.fetch_add(1, boost::memory_order_relaxed);
@@ -143,10 +137,10 @@ void set_crash_point(CrashPoint) {}
     return RQ_OK;
 }
 
-// rq_resource: opaque[0] = "RQRS" << 32 | resource index, opaque[1] = its
+// rq_resource: opaque[0] = resource index << 32 | "RQRS", opaque[1] = its
 // name hash. Checked on every use against the live resource table entry.
 namespace {
-constexpr uint64_t kHandleMagic = 0x52515253ull << 32;  // "RQRS"
+constexpr uint32_t kHandleMagic = 0x52515253;  // "RQRS"
 }
 
 int Engine::resolve_handle(const char *name, rq_resource *out) {
@@ -157,57 +151,89 @@ int Engine::resolve_handle(const char *name, rq_resource *out) {
     uint32_t r;
     rc = find_named(name, r);
     if (rc != RQ_OK) return rc;
-    out->opaque[0] = kHandleMagic | r;
+    out->opaque[0] = uint64_t{r} << 32 | kHandleMagic;
     out->opaque[1] = view_.resource(r).name_hash;
     return RQ_OK;
 }
 
-int Engine::acquire_r(const rq_resource *h, uint64_t load, int64_t timeout_ns, rq_permit *out) {
-    if (out == nullptr || h == nullptr) return RQ_EINVAL;
-    std::memset(out, 0, sizeof *out);
+int Engine::acquire_r(const rq_resource *h, uint64_t load, int64_t timeout_ns, rq_permit *out) noexcept {
+    if (out == nullptr) return RQ_EINVAL;
+    // The clock first: only the arguments are live across the call, and the
+    // rest of the uncontended path calls nothing (measured: 10 instructions
+    // of register spills fewer).
+    const int64_t now = now_ns();
+    // (out is written only by a grant, or zeroed by acquire_line or refuse:
+    // no memset on the uncontended path. The load is checked by acquire_at.)
+    if (h == nullptr) return refuse(out, RQ_EINVAL);
     int rc = ensure_registered();
-    if (rc != RQ_OK) return rc;
-    if (load == 0 || load > RQ_MAX_AMOUNT) return RQ_EINVAL;
+    if (rc != RQ_OK) return refuse(out, rc);
     const uint64_t w0 = h->opaque[0];
-    const uint32_t r = static_cast<uint32_t>(w0);
-    if ((w0 & ~uint64_t{0xffffffff}) != kHandleMagic || r >= view_.geo.max_resources) return RQ_EINVAL;
-    const Resource &res = view_.resource(r);
-    // acquire: pairs with the definer's release store of kReady (name_hash before it).
-    if (res.state.load(boost::memory_order_acquire) != static_cast<uint32_t>(ResourceState::kReady) ||
-        res.name_hash != h->opaque[1]) {
-        return RQ_EINVAL;
-    }
+    const uint64_t r = w0 >> 32;
+    if (static_cast<uint32_t>(w0) != kHandleMagic || r >= view_.geo.max_resources) return refuse(out, RQ_EINVAL);
+    Resource &res = view_.resource(static_cast<uint32_t>(r));
+    // The limits first: a resource this process has not seen defined is
+    // refresh_limits' to check (RQ_ENOENT unless kReady, read with acquire),
+    // so the name hash below is read only once it is published.
     Limits scratch;
     const Limits *lim;
-    rc = admit_checks(r, load, scratch, lim);
-    if (rc != RQ_OK) return rc;
-    return acquire_at(r, lim, load, timeout_ns, out, nullptr);
+    rc = limits_of(res, static_cast<uint32_t>(r), scratch, lim);
+    if (rc != RQ_OK) return refuse(out, rc == RQ_ENOENT ? RQ_EINVAL : rc);
+    if (res.name_hash != h->opaque[1]) return refuse(out, RQ_EINVAL);
+    return acquire_at(res, static_cast<uint32_t>(r), lim, load, timeout_ns, out, nullptr, now);
 }
 
 int Engine::acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_permit *out, int64_t *predicted) {
     if (out == nullptr) return RQ_EINVAL;
-    std::memset(out, 0, sizeof *out);
+    const int64_t now = now_ns();  // (first, as in acquire_r)
+    if (name == nullptr || load == 0 || load > RQ_MAX_AMOUNT) return refuse(out, RQ_EINVAL);
+    int rc = ensure_registered();
+    if (rc != RQ_OK) return refuse(out, rc);
     uint32_t r;
+    rc = find_named(name, r);
+    if (rc != RQ_OK) return refuse(out, rc);
     Limits scratch;
     const Limits *lim;
-    int rc = resolve(name, load, r, scratch, lim);
-    if (rc != RQ_OK) return rc;
-    return acquire_at(r, lim, load, timeout_ns, out, predicted);
+    Resource &res = view_.resource(r);
+    rc = limits_of(res, r, scratch, lim);
+    if (rc != RQ_OK) return refuse(out, rc);
+    return acquire_at(res, r, lim, load, timeout_ns, out, predicted, now);
 }
 
-// The acquire once the resource is known and the load can fit.
-[[gnu::always_inline]] inline int Engine::acquire_at(uint32_t r, const Limits *lim, uint64_t load,
-                                                     int64_t timeout_ns, rq_permit *out, int64_t *predicted) {
-    int rc;
-    Resource &res = view_.resource(r);
-    const bool is_try = timeout_ns == 0;
-    // The uncontended path: nobody in line, rate limits only. A try the
-    // buckets refuse with nobody in line has its answer already.
-    if (!lim->has_conc && line_free_allowed()) {
-        rc = try_fast(r, *lim, load, out);
-        if (rc == RQ_OK) return RQ_OK;
-        if (rc == kFastNoCapacity && is_try) return RQ_EAGAIN;
+int Engine::refuse(rq_permit *out, int rc) {
+    std::memset(out, 0, sizeof *out);
+    return rc;
+}
+
+// The acquire once the resource and its limits are known. The uncontended
+// case (nobody in line, rate limits only, the buckets admit) is try_fast,
+// inline here; everything else is acquire_line, out of line.
+[[gnu::always_inline]] inline int Engine::acquire_at(Resource &res, uint32_t r, const Limits *lim, uint64_t load,
+                                                     int64_t timeout_ns, rq_permit *out, int64_t *predicted,
+                                                     int64_t now) {
+    int fast = kFastMiss;
+    // load - 1 < fast_max_load: 1 <= load <= fast_max_load (<= RQ_MAX_AMOUNT),
+    // one compare; a load 0 or too big is acquire_line's to refuse.
+    if (load - 1 < lim->fast_max_load && line_free_allowed()) {
+        fast = try_fast(res, r, *lim, load, now, out);
+        if (fast == RQ_OK) [[likely]] return RQ_OK;
     }
+    return acquire_line(r, lim, load, timeout_ns, out, predicted, fast);
+}
+
+// fast: try_fast's answer (kFastNoCapacity: the buckets refused it with
+// nobody in line, which answers a try), or kFastMiss when it did not apply.
+int Engine::acquire_line(uint32_t r, const Limits *lim, uint64_t load, int64_t timeout_ns, rq_permit *out,
+                         int64_t *predicted, int fast) {
+    std::memset(out, 0, sizeof *out);
+    if (load == 0 || load > RQ_MAX_AMOUNT) return RQ_EINVAL;
+    Resource &res = view_.resource(r);
+    if (never_fits_any(*lim, load)) {
+        res.counters.too_big.fetch_add(1, boost::memory_order_relaxed);
+        return RQ_E2BIG;
+    }
+    const bool is_try = timeout_ns == 0;
+    if (fast == kFastNoCapacity && is_try) return RQ_EAGAIN;
+    int rc;
     // Waiting forever needs no clock read here; serve() reads it once.
     const int64_t deadline = is_try ? 0 : timeout_ns < 0 ? INT64_MAX : deadline_after(now_ns(), timeout_ns);
     if (is_try) {
@@ -586,8 +612,8 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
 // a ticket. Killed half way it loses tokens (the safe side) and holds no place
 // in any line, so nothing can stall. Anything else (a queue, a pause, no
 // capacity, a concurrency limit) goes through the line.
-int Engine::try_fast(uint32_t r, const Limits &lim, uint64_t load, rq_permit *out) {
-    Resource &res = view_.resource(r);
+[[gnu::always_inline]] inline int Engine::try_fast(Resource &res, uint32_t r, const Limits &lim, uint64_t load,
+                                                   int64_t now, rq_permit *out) {
     // seq_cst: ordered with the claim CAS of anyone joining the line.
     const QueueWord q = QueueWord::unpack(res.queue.load(boost::memory_order_seq_cst));
     if (q.head != q.tail) return kFastMiss;
@@ -597,56 +623,93 @@ int Engine::try_fast(uint32_t r, const Limits &lim, uint64_t load, rq_permit *ou
         (q.tail & kTicketMask)) {
         return kFastMiss;
     }
-    const int64_t now = now_ns();
     // seq_cst: pairs with penalize()'s CAS, as in serve.
     if (res.paused_until.load(boost::memory_order_seq_cst) > now) return kFastMiss;
-    // (Its own loop, not serve_behind's: every limit here is a rate limit,
-    // and the increments are kept for the retries below; measured, sharing
-    // one helper cost the uncontended path 10 instructions.)
-    int64_t tat[kMaxLimits], new_tat[kMaxLimits];
-    uint64_t inc[kMaxLimits];
-    for (uint32_t i = 0; i < lim.count; ++i) {
-        const Limit &l = lim.limit[i];
-        // acquire: pairs with the acq_rel CASes on the TAT.
-        tat[i] = res.tat[i].load(boost::memory_order_acquire);
-        const RateParams rp = params(l);
-        inc[i] = increment_ns(rp, cost_of(l, load));
-        const GcraStep st = gcra_step(tat[i], now, inc[i], rp);
-        if (!st.admit) return kFastNoCapacity;
-        new_tat[i] = st.new_tat;
-    }
+    // The common shape, one rate limit charging 1 per acquire, in registers;
+    // any other is try_fast_any's.
+    if (!lim.one_request) return try_fast_any(res, r, lim, load, now, out);
+    const Limit &l0 = lim.limit[0];
+    // acquire: pairs with the acq_rel CASes on the TAT.
+    const int64_t tat0 = res.tat[0].load(boost::memory_order_acquire);
+    const GcraStep st0 = gcra_step(tat0, now, l0.request_ns, params(l0));
+    if (!st0.admit) return kFastNoCapacity;
     // The limits we computed with must still be the resource's: a redefine
     // publishes its word before it converts the TATs we just read.
     // acquire: pairs with write_limits()'s release store.
     if (res.config_word.load(boost::memory_order_acquire) != lim.word) return kFastMiss;
-    uint64_t flags = 0;
-    int64_t grant_tat = 0;
-    for (uint32_t i = 0; i < lim.count; ++i) {
-        // acq_rel: pairs with every other CAS on this TAT. A lost CAS is
-        // retried at the same instant (another acquire moved the TAT);
-        // refused then, the limits before it give back what they took.
-        int64_t expected = tat[i];
-        bool ok = false;
-        for (int tries = 0; tries < 4 && !ok; ++tries) {
-            ok = res.tat[i].compare_exchange_strong(expected, new_tat[i], boost::memory_order_acq_rel);
-            if (ok) break;
-            tat[i] = expected;
-            const GcraStep st = gcra_step(tat[i], now, inc[i], params(lim.limit[i]));
-            if (!st.admit) break;
-            new_tat[i] = st.new_tat;
-        }
-        if (!ok) {
-            if (give_back_rate(res, lim, i, tat, new_tat)) wake_head(r, false);
-            return kFastMiss;
-        }
-        if (lim.limit[i].cost == RQ_COST_LOAD && (flags & kPermitHasTat) == 0) {
-            grant_tat = new_tat[i];
-            flags |= kPermitHasTat;
-        }
+    int64_t expected = tat0;
+    // acq_rel: pairs with every other CAS on this TAT.
+    if (!res.tat[0].compare_exchange_strong(expected, st0.new_tat, boost::memory_order_acq_rel)) [[unlikely]] {
+        FastCharge c;
+        c.tat[0] = expected;
+        c.inc[0] = l0.request_ns;
+        return try_fast_contended(r, lim, load, now, 0, c, out);
     }
     count_admission(res.counters, load);
-    encode(PermitFields{flags, r, me_, load, me_gen_, 0, grant_tat}, out);
+    encode(PermitFields{0, r, me_, load, me_gen_, 0, 0}, out);  // no load-cost limit: no TAT to carry
     return RQ_OK;
+}
+
+// try_fast for any other shape of rate limits: the same steps, over each.
+int Engine::try_fast_any(Resource &res, uint32_t r, const Limits &lim, uint64_t load, int64_t now, rq_permit *out) {
+    FastCharge c;
+    for (uint32_t i = 0; i < lim.count; ++i) {
+        const Limit &l = lim.limit[i];
+        // acquire: pairs with the acq_rel CASes on the TAT.
+        c.tat[i] = res.tat[i].load(boost::memory_order_acquire);
+        c.inc[i] = increment_of(l, load);
+        const GcraStep st = gcra_step(c.tat[i], now, c.inc[i], params(l));
+        if (!st.admit) return kFastNoCapacity;
+        c.new_tat[i] = st.new_tat;
+    }
+    // acquire: pairs with write_limits()'s release store (see try_fast).
+    if (res.config_word.load(boost::memory_order_acquire) != lim.word) return kFastMiss;
+    for (uint32_t i = 0; i < lim.count; ++i) {
+        int64_t expected = c.tat[i];
+        // acq_rel: pairs with every other CAS on this TAT.
+        if (!res.tat[i].compare_exchange_strong(expected, c.new_tat[i], boost::memory_order_acq_rel)) {
+            c.tat[i] = expected;
+            return try_fast_contended(r, lim, load, now, i, c, out);
+        }
+    }
+    grant_fast(res, r, lim, load, c, out);
+    return RQ_OK;
+}
+
+// try_fast after a lost CAS on limit i (c.tat[i] holds what that CAS found;
+// the limits before i are charged). Another acquire moved the TAT: retry at
+// the same instant while the bucket still admits us; refused then, the
+// limits before i give back what they took and the acquire takes a ticket.
+int Engine::try_fast_contended(uint32_t r, const Limits &lim, uint64_t load, int64_t now, uint32_t i,
+                               FastCharge &c, rq_permit *out) {
+    Resource &res = view_.resource(r);
+    for (; i < lim.count; ++i) {
+        bool ok = false;
+        for (int tries = 0; tries < kFastRetries && !ok; ++tries) {
+            const GcraStep st = gcra_step(c.tat[i], now, c.inc[i], params(lim.limit[i]));
+            if (!st.admit) break;
+            c.new_tat[i] = st.new_tat;
+            int64_t expected = c.tat[i];
+            // acq_rel: pairs with every other CAS on this TAT.
+            ok = res.tat[i].compare_exchange_strong(expected, c.new_tat[i], boost::memory_order_acq_rel);
+            c.tat[i] = expected;
+        }
+        if (!ok) {
+            if (give_back_rate(res, lim, i, c.tat, c.new_tat)) wake_head(r, false);
+            return kFastMiss;
+        }
+    }
+    grant_fast(res, r, lim, load, c, out);
+    return RQ_OK;
+}
+
+// Counts the admission and writes the permit of a line-free grant, with the
+// TAT written on the first load-cost rate limit when there is one.
+void Engine::grant_fast(Resource &res, uint32_t r, const Limits &lim, uint64_t load, const FastCharge &c,
+                        rq_permit *out) {
+    count_admission(res.counters, load);
+    const int32_t f = lim.first_load_rate;  // < count (finish_limits)
+    encode(PermitFields{f >= 0 ? kPermitHasTat : 0, r, me_, load, me_gen_, 0, f >= 0 ? c.new_tat[f] : 0}, out);
 }
 
 // The head, served, serves the tickets right behind it whose turn would come
@@ -812,7 +875,7 @@ int Engine::check_permit(const rq_permit *p, PermitView &out) {
     return RQ_OK;
 }
 
-int Engine::release(rq_permit *p) {
+int Engine::release_slow(rq_permit *p) {
     if (p == nullptr) return RQ_EINVAL;
     const uint64_t w0 = p->opaque[0];
     if (w0 == 0 && p->opaque[1] == 0 && p->opaque[2] == 0 && p->opaque[3] == 0) return RQ_OK;

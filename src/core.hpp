@@ -61,12 +61,25 @@ struct Limit {
     uint64_t unit_ns;
 };
 
+// No default member initializers: a Limits is filled by normalize_limits or
+// read_limits, and the scratch copy every acquire declares costs nothing.
 struct Limits {
-    uint32_t count = 0;
-    bool has_conc = false;
-    uint64_t word = 0;  // the resource's config word these were read under
+    uint32_t count;
+    bool has_conc;
+    // Derived by finish_limits(): the largest load any limit can ever admit
+    // (a larger one is RQ_E2BIG), and the index of the first rate limit that
+    // charges the load (whose TAT a permit carries for rq_settle), or -1.
+    int32_t first_load_rate;
+    uint64_t max_load;
+    uint64_t fast_max_load;  // max_load for rate limits only, else 0: the loads try_fast may take
+    bool one_request;        // a single rate limit that charges 1 per acquire (try_fast's own case)
+    uint64_t word;  // the resource's config word these were read under
     Limit limit[kMaxLimits];
 };
+
+// Sets has_conc, max_load, fast_max_load, one_request and first_load_rate
+// from the limits (resource.cpp).
+void finish_limits(Limits &lim);
 
 // Validates user limits and fills derived fields. RQ_EINVAL when bad.
 int normalize_limits(const rq_limit *in, size_t n, Limits &out);
@@ -79,6 +92,9 @@ inline constexpr int kServed = 1;
 // someone in line, a pause, or a CAS lost; or the buckets refuse it now.
 inline constexpr int kFastMiss = 2;
 inline constexpr int kFastNoCapacity = 3;
+// How many times the line-free path retries a lost CAS on one TAT before it
+// takes a ticket (each loss means another acquire was admitted).
+inline constexpr int kFastRetries = 4;
 // How many tickets behind it a head serves before passing on.
 inline constexpr uint32_t kMaxServedBehind = 32;
 
@@ -110,7 +126,9 @@ private:
     bool (*call_)(const void *);
 };
 
-// Permit flags (low bits of rq_permit::opaque[0]; client.cpp encodes them).
+// Permits (client.cpp encodes them): "RQPT" in the high half of opaque[0],
+// flags in its low bits.
+inline constexpr uint64_t kPermitMagic = 0x52515054ull << 32;
 inline constexpr uint64_t kPermitConc = 1;      // holds concurrency
 inline constexpr uint64_t kPermitReleased = 2;
 inline constexpr uint64_t kPermitSettled = 4;
@@ -174,9 +192,11 @@ public:
     // predicted (may be null): set when the acquire failed fast (RQ_ETIMEDOUT
     // because the predicted start lies past the deadline) to the predicted wait.
     int acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_permit *out, int64_t *predicted = nullptr);
-    int release(rq_permit *p);
+    int release(rq_permit *p);  // inline, below
     int resolve_handle(const char *name, rq_resource *out);
-    int acquire_r(const rq_resource *h, uint64_t load, int64_t timeout_ns, rq_permit *out);
+    // noexcept (nothing on its path throws: refresh_limits reports ENOMEM),
+    // so the C shell reaches it by a plain jump.
+    int acquire_r(const rq_resource *h, uint64_t load, int64_t timeout_ns, rq_permit *out) noexcept;
     int enqueue_ticket(const char *name, uint64_t load, rq_ticket *t);
     int wait_ticket(rq_ticket *t, int64_t timeout_ns, rq_permit *out);
     int cancel_ticket(rq_ticket *t);
@@ -203,7 +223,12 @@ public:
     // name, RQ_ENOENT for one not defined (core.hpp, below).
     int find_named(const char *name, uint32_t &r) const;
     int read_limits(uint32_t r, Limits &out, uint64_t *word = nullptr) const;
-    int limits_of(uint32_t r, Limits &scratch, const Limits *&out);
+    // Validated limits of resource r (r < max_resources): the cached copy for
+    // its current config word (inline, below), else refresh_limits.
+    int limits_of(uint32_t r, Limits &scratch, const Limits *&out) {
+        return limits_of(view_.resource(r), r, scratch, out);
+    }
+    int limits_of(const Resource &res, uint32_t r, Limits &scratch, const Limits *&out);
     void close_fd_after_fork() noexcept;
 
 private:
@@ -219,7 +244,9 @@ private:
     int reclaim_steps(uint32_t p);
     void release_claims_of(uint32_t p);
     void unregister_process();
+    // RQ_OK at once unless we are a forked child not registered yet (inline, below).
     int ensure_registered();
+    [[gnu::cold]] int register_after_fork();
     // lock.cpp
     int lock(Shared<uint32_t> &word, bool define_lock, uint32_t r);
     int take_over_lock(Shared<uint32_t> &word, uint32_t dead, bool define_lock, uint32_t r);
@@ -231,9 +258,12 @@ private:
     void undo_define();
     // client.cpp
     int resolve(const char *name, uint64_t load, uint32_t &r, Limits &scratch, const Limits *&lim);
-    int admit_checks(uint32_t r, uint64_t load, Limits &scratch, const Limits *&lim);
-    int acquire_at(uint32_t r, const Limits *lim, uint64_t load, int64_t timeout_ns, rq_permit *out,
-                   int64_t *predicted);
+    [[gnu::cold]] int refuse(rq_permit *out, int rc);  // zeroes *out, returns rc
+    // now: the clock, read by the caller first thing.
+    int acquire_at(Resource &res, uint32_t r, const Limits *lim, uint64_t load, int64_t timeout_ns, rq_permit *out,
+                   int64_t *predicted, int64_t now);
+    [[gnu::noinline]] int acquire_line(uint32_t r, const Limits *lim, uint64_t load, int64_t timeout_ns,
+                                       rq_permit *out, int64_t *predicted, int fast);
     int decode_ticket(const rq_ticket *t, uint32_t &r, uint32_t &ticket, uint64_t &load);
     // queue.cpp
     int enqueue(uint32_t r, uint32_t &ticket, bool &at_head);
@@ -269,10 +299,23 @@ private:
     int64_t predict_start(uint32_t r, uint64_t load, const Limits &lim, int64_t now);
     void note_wait(uint32_t r, uint32_t ticket, uint64_t load, int64_t since);
     void serve_behind(uint32_t r, uint32_t head);
-    int try_fast(uint32_t r, const Limits &lim, uint64_t load, rq_permit *out);
+    int try_fast(Resource &res, uint32_t r, const Limits &lim, uint64_t load, int64_t now, rq_permit *out);
+    int release_slow(rq_permit *p);
+    // The line-free path's charges: per limit, the TAT read, the TAT to
+    // write, and the increment.
+    struct FastCharge {
+        int64_t tat[kMaxLimits];
+        int64_t new_tat[kMaxLimits];
+        uint64_t inc[kMaxLimits];
+    };
+    [[gnu::noinline, gnu::cold]] int try_fast_contended(uint32_t r, const Limits &lim, uint64_t load, int64_t now,
+                                                        uint32_t i, FastCharge &c, rq_permit *out);
+    [[gnu::noinline]] int try_fast_any(Resource &res, uint32_t r, const Limits &lim, uint64_t load, int64_t now,
+                                       rq_permit *out);
+    void grant_fast(Resource &res, uint32_t r, const Limits &lim, uint64_t load, const FastCharge &c, rq_permit *out);
     void served_permit(uint32_t r, uint32_t ticket, uint64_t load, const Limits &lim, rq_permit *out);
     int64_t noted_since(uint32_t r, uint32_t ticket) const;
-    [[gnu::cold]] int refresh_limits(uint32_t r, Limits &scratch, const Limits *&out);
+    [[gnu::cold]] int refresh_limits(uint32_t r, Limits &scratch, const Limits *&out) noexcept;
     int reap_dead_holders(uint32_t r);
     // admin.cpp
     int reset_one(uint32_t r, bool hard);
@@ -286,7 +329,9 @@ private:
     uint64_t ino_ = 0, dev_ = 0;     // its identity, to reopen the same one after fork
     uint32_t me_ = UINT32_MAX;      // process slot
     uint32_t me_gen_ = 0;
-    uint64_t fork_gen_ = 0;
+    // Set in a forked child (close_fd_after_fork, from the atfork handler)
+    // until it has registered a process slot of its own.
+    std::atomic<bool> forked_{false};
     std::mutex register_mu_;         // guards re-registration after fork
     std::atomic<bool> registering_{false};  // in register_process: locks naming me_ are stale
     // Checked copies of each resource's limits (resource.cpp, limits_of).
@@ -321,6 +366,39 @@ bool valid_segment_name(std::string_view n);
 // Names and hashing (resource.cpp).
 bool valid_resource_name(std::string_view name);
 uint64_t name_hash(std::string_view name);
+
+inline int Engine::ensure_registered() {
+    // acquire: pairs with register_after_fork()'s release store.
+    if (!forked_.load(std::memory_order_acquire)) [[likely]] return RQ_OK;
+    return register_after_fork();
+}
+
+inline int Engine::limits_of(const Resource &res, uint32_t r, Limits &scratch, const Limits *&out) {
+    // acquire: pairs with write_limits()'s release store (a fresh read below
+    // sees the fields it published).
+    const uint64_t w = res.config_word.load(boost::memory_order_acquire);
+    // acquire: pairs with the release store in refresh_limits().
+    const CachedLimits *c = limit_cache_[r].load(std::memory_order_acquire);
+    if (c != nullptr && c->config_word == w) [[likely]] {
+        out = &c->lim;
+        return RQ_OK;
+    }
+    return refresh_limits(r, scratch, out);
+}
+
+// A permit of rate limits only gives nothing back: releasing it only marks
+// it released. Everything else (concurrency, a zeroed, forged or released
+// permit) is release_slow's.
+inline int Engine::release(rq_permit *p) {
+    if (p != nullptr) [[likely]] {
+        const uint64_t w0 = p->opaque[0];
+        if ((w0 & ~uint64_t{0xffffffff}) == kPermitMagic && (w0 & (kPermitConc | kPermitReleased)) == 0) [[likely]] {
+            p->opaque[0] = w0 | kPermitReleased;
+            return RQ_OK;
+        }
+    }
+    return release_slow(p);
+}
 
 inline int Engine::find_named(const char *name, uint32_t &r) const {
     if (name == nullptr) return RQ_EINVAL;

@@ -120,8 +120,7 @@ int Inspector::open(const std::string &name) {
                                              : "inconsistent header (sizes, offsets or init state)";
         return rc;
     }
-    view_.base = static_cast<std::byte *>(base_);
-    view_.geo = geo;
+    view_.attach(static_cast<std::byte *>(base_), geo);
     return RQ_OK;
 }
 

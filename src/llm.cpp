@@ -17,10 +17,6 @@
 namespace rq::detail {
 namespace {
 
-RateParams params_of(const Limit &l) {
-    return RateParams{l.amount, l.period_ns, l.burst, l.burst_ns, l.request_ns, l.unit_ns};
-}
-
 // ceil(cost * period / amount) for any cost up to RQ_MAX_AMOUNT (not only up
 // to the burst), clamped to kMaxBurstNs.
 int64_t any_increment_ns(const Limit &l, uint64_t cost) {
@@ -82,11 +78,7 @@ int Engine::predict_wait(const char *name, uint64_t load, int64_t *wait_ns) {
     const Limits *lim;
     rc = limits_of(r, scratch, lim);
     if (rc != RQ_OK) return rc;
-    for (uint32_t i = 0; i < lim->count; ++i) {
-        const Limit &l = lim->limit[i];
-        const uint64_t c = cost_of(l, load);
-        if (l.kind == RQ_LIMIT_RATE ? never_fits(params_of(l), c) : c > l.amount) return RQ_E2BIG;
-    }
+    if (load > lim->max_load) return RQ_E2BIG;
     const int64_t now = now_ns();
     *wait_ns = predict_start(r, load, *lim, now) - now;
     return RQ_OK;

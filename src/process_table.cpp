@@ -24,19 +24,18 @@
 #include "clock.hpp"
 
 namespace rq::detail {
+
 namespace {
 
 // Fork handling: a child must not keep its parent's OFD lock reference (the
 // parent would look alive while the child lives) and must register itself.
 std::mutex g_registry_mu;
 std::vector<Engine *> *g_engines = nullptr;  // leaked: used from atfork handlers
-std::atomic<uint64_t> g_fork_gen{0};
 std::once_flag g_atfork_once;
 
 void atfork_prepare() { g_registry_mu.lock(); }
 void atfork_parent() { g_registry_mu.unlock(); }
 void atfork_child() {
-    g_fork_gen.fetch_add(1, std::memory_order_relaxed);
     if (g_engines != nullptr) {
         for (Engine *e : *g_engines) e->close_fd_after_fork();
     }
@@ -70,7 +69,6 @@ int Engine::open(const char *name, const rq_open_options *opts, Engine **out) {
         delete e;
         return rc;
     }
-    e->fork_gen_ = g_fork_gen.load(std::memory_order_relaxed);
     registry_add(e);
     *out = e;
     return RQ_OK;
@@ -78,7 +76,8 @@ int Engine::open(const char *name, const rq_open_options *opts, Engine **out) {
 
 Engine::~Engine() {
     registry_remove(this);
-    if (fork_gen_ == g_fork_gen.load(std::memory_order_relaxed)) unregister_process();
+    // A forked child that never registered owns no slot (its parent's is the parent's).
+    if (!forked_.load(std::memory_order_relaxed)) unregister_process();
     unmap_segment();
 }
 
@@ -89,20 +88,21 @@ void Engine::close_fd_after_fork() noexcept {
     if (fd_ >= 0) ::close(fd_);
     fd_ = -1;
     new (&register_mu_) std::mutex();
+    forked_.store(true, std::memory_order_relaxed);
 }
 
-int Engine::ensure_registered() {
-    uint64_t g = g_fork_gen.load(std::memory_order_relaxed);
-    if (g == fork_gen_) [[likely]] return RQ_OK;
+int Engine::register_after_fork() {
     std::lock_guard<std::mutex> guard(register_mu_);
-    if (g == fork_gen_) return RQ_OK;
+    if (!forked_.load(std::memory_order_relaxed)) return RQ_OK;  // another thread did it
     // We are a forked child: our own open file description, our own slot.
     int rc = fd_ < 0 ? reopen_segment_fd() : RQ_OK;
     if (rc == RQ_OK) {
         me_ = UINT32_MAX;
         rc = register_process();
     }
-    if (rc == RQ_OK) fork_gen_ = g;
+    // release: pairs with ensure_registered's acquire load (me_ and the
+    // rest of the registration are visible to every thread that sees false).
+    if (rc == RQ_OK) forked_.store(false, std::memory_order_release);
     return rc;
 }
 

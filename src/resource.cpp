@@ -9,7 +9,9 @@
 #include "gcra.hpp"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
+#include <new>
 
 namespace rq::detail {
 
@@ -57,7 +59,24 @@ int normalize_limits(const rq_limit *in, size_t n, Limits &out) {
             return RQ_EINVAL;
         }
     }
+    finish_limits(out);
     return RQ_OK;
+}
+
+void finish_limits(Limits &lim) {
+    lim.has_conc = false;
+    lim.first_load_rate = -1;
+    lim.max_load = RQ_MAX_AMOUNT;
+    for (uint32_t i = 0; i < lim.count; ++i) {
+        const Limit &l = lim.limit[i];
+        const bool rate = l.kind == RQ_LIMIT_RATE;
+        lim.has_conc |= !rate;
+        if (l.cost != RQ_COST_LOAD) continue;  // a cost of 1 always fits (burst, amount >= 1)
+        lim.max_load = std::min(lim.max_load, rate ? l.burst : l.amount);
+        if (rate && lim.first_load_rate < 0) lim.first_load_rate = static_cast<int32_t>(i);
+    }
+    lim.fast_max_load = lim.has_conc ? 0 : lim.max_load;
+    lim.one_request = lim.count == 1 && lim.limit[0].kind == RQ_LIMIT_RATE && lim.limit[0].cost == RQ_COST_REQUEST;
 }
 
 bool same_limits(const Limits &a, const Limits &b) {
@@ -146,8 +165,8 @@ int read_limits_in(const View &view_, uint32_t r, Limits &out, uint64_t *word) {
         if (!shape) return RQ_ECORRUPT;
         for (uint32_t i = 0; i < out.count; ++i) {
             if (!sane(out.limit[i])) return RQ_ECORRUPT;
-            out.has_conc |= out.limit[i].kind == RQ_LIMIT_CONCURRENCY;
         }
+        finish_limits(out);
         out.word = w1;
         if (word != nullptr) *word = w1;
         return RQ_OK;
@@ -155,26 +174,24 @@ int read_limits_in(const View &view_, uint32_t r, Limits &out, uint64_t *word) {
     return RQ_ECORRUPT;
 }
 
-// Validated limits of resource r. Shared memory is read and checked once per
+// Validated limits of resource r (limits_of, inline in core.hpp). Shared memory is read and checked once per
 // definition, not on every acquire: checked copies live in a per-process
 // cache keyed by the config word, and are immutable once published. A word
 // that changes while the fields do not (damage) cannot hurt: we go on using
 // the copy we checked. A resource whose word keeps changing (more than
 // kMaxCachedVersions definitions seen by this process) is read into `scratch`
 // each time instead, so a hostile writer cannot make the cache grow.
-int Engine::limits_of(uint32_t r, Limits &scratch, const Limits *&out) {
-    const uint64_t w = view_.resource(r).config_word.load(boost::memory_order_acquire);
-    // acquire: pairs with the release store in refresh_limits().
-    const CachedLimits *c = limit_cache_[r].load(std::memory_order_acquire);
-    if (c != nullptr && c->config_word == w) [[likely]] {
-        out = &c->lim;
-        return RQ_OK;
+int Engine::refresh_limits(uint32_t r, Limits &scratch, const Limits *&out) noexcept {
+    // Only a defined resource has limits (a handle may name any index).
+    // acquire: pairs with the definer's release store of kReady.
+    if (view_.resource(r).state.load(boost::memory_order_acquire) != static_cast<uint32_t>(ResourceState::kReady)) {
+        return RQ_ENOENT;
     }
-    return refresh_limits(r, scratch, out);
-}
-
-int Engine::refresh_limits(uint32_t r, Limits &scratch, const Limits *&out) {
-    auto fresh = std::make_unique<CachedLimits>();
+    std::unique_ptr<CachedLimits> fresh(new (std::nothrow) CachedLimits());
+    if (fresh == nullptr) {
+        errno = ENOMEM;
+        return RQ_ESYS;
+    }
     int rc = read_limits(r, fresh->lim, &fresh->config_word);
     if (rc != RQ_OK) return rc;
     std::lock_guard<std::mutex> guard(cache_mu_);
@@ -183,10 +200,18 @@ int Engine::refresh_limits(uint32_t r, Limits &scratch, const Limits *&out) {
         out = &scratch;
         return RQ_OK;
     }
+    // Kept until the engine closes; stored before it is published, so a
+    // failed allocation leaves nothing dangling.
+    const CachedLimits *c = fresh.get();
+    try {
+        cache_store_.push_back(std::move(fresh));
+    } catch (const std::bad_alloc &) {
+        errno = ENOMEM;
+        return RQ_ESYS;
+    }
     ++cache_versions_[r];
-    out = &fresh->lim;
-    limit_cache_[r].store(fresh.get(), std::memory_order_release);
-    cache_store_.push_back(std::move(fresh));  // kept until the engine closes
+    out = &c->lim;
+    limit_cache_[r].store(c, std::memory_order_release);
     return RQ_OK;
 }
 

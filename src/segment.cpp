@@ -180,7 +180,8 @@ void init_contents(std::byte *base, const Geometry &g, uint32_t flags) {
     h.rings_off = g.rings_off;
     // Every ring slot starts as if it held ticket (index - queue_slots), done,
     // so the claim of ticket t always expects the word of ticket t - slots.
-    View v{base, g};
+    View v;
+    v.attach(base, g);
     for (uint32_t r = 0; r < g.max_resources; ++r) {
         for (uint32_t i = 0; i < g.queue_slots; ++i) {
             SlotWord w{(i - g.queue_slots) & kTicketMask, SlotState::kDone, 0};
@@ -299,8 +300,7 @@ int Engine::map_segment(const char *segment, const rq_open_options *opts) {
             if (rc != RQ_OK) return rc;
             continue;
         }
-        view_.base = static_cast<std::byte *>(m.region->get_address());
-        view_.geo = g;
+        view_.attach(static_cast<std::byte *>(m.region->get_address()), g);
         fd_ = m.shm_fd;
         struct stat st;
         if (fstat(fd_, &st) != 0) return RQ_ESYS;

@@ -33,8 +33,7 @@ struct Peek {
         ::close(fd);
         REQUIRE(base != MAP_FAILED);
         auto *h = static_cast<rq::detail::Header *>(base);
-        view.base = static_cast<std::byte *>(base);
-        view.geo = rq::detail::geometry(h->max_resources, h->queue_slots, h->max_processes);
+        view.attach(static_cast<std::byte *>(base), rq::detail::geometry(h->max_resources, h->queue_slots, h->max_processes));
     }
     ~Peek() {
         if (base != MAP_FAILED) munmap(base, size);

@@ -400,18 +400,55 @@ TEST_CASE("resolved resources acquire like names, and bad handles are refused") 
     CHECK(rq_acquire_r(c, &h, 2, 0, &q) == RQ_E2BIG);   // above the concurrency amount
     CHECK(rq_acquire_r(c, &h, 0, 0, &q) == RQ_EINVAL);
     REQUIRE(rq_release(c, &p) == RQ_OK);
-    rq_resource zero{}, forged = h, other = h;
+    rq_resource zero{}, forged = h, unused = h, other = h, magic = h;
     CHECK(rq_acquire_r(c, &zero, 1, 0, &q) == RQ_EINVAL);
-    forged.opaque[0] |= 0xffff;  // a resource index beyond the table or unused
+    forged.opaque[0] |= uint64_t{0xffffff} << 32;  // a resource index beyond the table
     CHECK(rq_acquire_r(c, &forged, 1, 0, &q) == RQ_EINVAL);
-    other.opaque[1] ^= 1;        // not the name hash of the resource there
+    unused.opaque[0] ^= uint64_t{1} << 32;         // an index in the table, nothing defined there
+    CHECK(rq_acquire_r(c, &unused, 1, 0, &q) == RQ_EINVAL);
+    other.opaque[1] ^= 1;                          // not the name hash of the resource there
     CHECK(rq_acquire_r(c, &other, 1, 0, &q) == RQ_EINVAL);
+    magic.opaque[0] ^= 1;                          // not a handle at all
+    CHECK(rq_acquire_r(c, &magic, 1, 0, &q) == RQ_EINVAL);
     CHECK(rq_acquire_r(c, nullptr, 1, 0, &q) == RQ_EINVAL);
     CHECK(rq_acquire_r(nullptr, &h, 1, 0, &q) == RQ_EINVAL);
     // A handle of one segment means nothing in another.
     Segment seg2;
     Client c2(seg2.name);
     CHECK(rq_acquire_r(c2, &h, 1, 0, &q) == RQ_EINVAL);
+}
+
+TEST_CASE("resolved rate-only resources: the line-free path checks the load and zeroes a refused permit") {
+    Segment seg;
+    Client c(seg.name);
+    rq_limit tpm[] = {rate(1000, kHour, 0, RQ_COST_LOAD)};
+    rq_limit rpm[] = {rate(1000, kHour)};
+    REQUIRE(rq_define(c, "tpm", tpm, 1, 0) == RQ_OK);
+    REQUIRE(rq_define(c, "rpm", rpm, 1, 0) == RQ_OK);
+    rq_resource ht, hr;
+    REQUIRE(rq_resolve(c, "tpm", &ht) == RQ_OK);
+    REQUIRE(rq_resolve(c, "rpm", &hr) == RQ_OK);
+    rq_permit p;
+    auto zeroed = [&] { return p.opaque[0] == 0 && p.opaque[1] == 0 && p.opaque[2] == 0 && p.opaque[3] == 0; };
+    for (const rq_resource *h : {&ht, &hr}) {
+        std::memset(&p, 0xab, sizeof p);
+        CHECK(rq_acquire_r(c, h, 0, -1, &p) == RQ_EINVAL);
+        CHECK(zeroed());
+        std::memset(&p, 0xab, sizeof p);
+        CHECK(rq_acquire_r(c, h, RQ_MAX_AMOUNT + 1, -1, &p) == RQ_EINVAL);
+        CHECK(zeroed());
+    }
+    std::memset(&p, 0xab, sizeof p);
+    CHECK(rq_acquire_r(c, &ht, 1001, -1, &p) == RQ_E2BIG);  // above the bucket
+    CHECK(zeroed());
+    CHECK(rq_acquire_r(c, &hr, 1001, 0, &p) == RQ_OK);  // a request-cost limit charges 1 whatever the load
+    CHECK(rq_release(c, &p) == RQ_OK);
+    REQUIRE(rq_acquire_r(c, &ht, 1000, 0, &p) == RQ_OK);
+    CHECK(rq_release(c, &p) == RQ_OK);
+    std::memset(&p, 0xab, sizeof p);
+    CHECK(rq_acquire_r(c, &ht, 1, 0, &p) == RQ_EAGAIN);  // the bucket is empty
+    CHECK(zeroed());
+    CHECK(rq_release(c, &p) == RQ_OK);  // a zeroed permit releases as a no-op
 }
 
 TEST_CASE("C++: a resolved Resource acquires and releases") {

@@ -138,9 +138,8 @@ struct Mapped {
         base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         ::close(fd);
         REQUIRE(base != MAP_FAILED);
-        view.base = static_cast<std::byte *>(base);
-        const rd::Header &h = view.header();
-        view.geo = rd::geometry(h.max_resources, h.queue_slots, h.max_processes);
+        const rd::Header &h = *static_cast<const rd::Header *>(base);
+        view.attach(static_cast<std::byte *>(base), rd::geometry(h.max_resources, h.queue_slots, h.max_processes));
         REQUIRE(view.geo.total_size == size);
     }
     ~Mapped() {
