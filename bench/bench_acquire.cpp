@@ -4,6 +4,9 @@
 //   BM_BareGcra               clock_gettime + load + max(tat, now) + inc + one CAS on shm
 //   BM_AcquireReleaseRate     rq_acquire + rq_release, one rate limit (never blocks)
 //   BM_AcquireReleaseRateConc the same with a concurrency limit too
+//   BM_AcquireReleaseRateHandle, BM_AcquireReleaseRateConcHandle
+//                             the same two through a resolved handle (rq_resolve +
+//                             rq_acquire_r): what the C++ API, rq::Resource, calls
 //   BM_AcquireRelease4Limits  rate (request), rate (load), concurrency (request, load)
 //   BM_TryAcquireEmpty        try-acquire on a resource with no capacity (RQ_EAGAIN)
 // Everything goes through the public C ABI of the shared library, as users
@@ -180,6 +183,24 @@ void bm_acquire_release(benchmark::State &state, rq_client *c, const char *resou
     }
 }
 
+void bm_acquire_release_handle(benchmark::State &state, rq_client *c, const char *resource, uint64_t load) {
+    rq_resource h;
+    int rc = rq_resolve(c, resource, &h);
+    if (rc != RQ_OK) {
+        state.SkipWithError(rq_strerror(rc));
+        return;
+    }
+    rq_permit p;
+    for (auto _ : state) {
+        rc = rq_acquire_r(c, &h, load, -1, &p);
+        if (rc == RQ_OK) rc = rq_release(c, &p);
+        if (rc != RQ_OK) {
+            state.SkipWithError(rq_strerror(rc));
+            break;
+        }
+    }
+}
+
 void bm_try_acquire_empty(benchmark::State &state, rq_client *c) {
     rq_permit p;
     for (auto _ : state) {
@@ -246,6 +267,10 @@ int main(int argc, char **argv) {
                                      [=](benchmark::State &s) { bm_acquire_release(s, c, "rate", 1); });
         benchmark::RegisterBenchmark("BM_AcquireReleaseRateConc",
                                      [=](benchmark::State &s) { bm_acquire_release(s, c, "rate-conc", 1); });
+        benchmark::RegisterBenchmark("BM_AcquireReleaseRateHandle",
+                                     [=](benchmark::State &s) { bm_acquire_release_handle(s, c, "rate", 1); });
+        benchmark::RegisterBenchmark("BM_AcquireReleaseRateConcHandle",
+                                     [=](benchmark::State &s) { bm_acquire_release_handle(s, c, "rate-conc", 1); });
         benchmark::RegisterBenchmark("BM_AcquireRelease4Limits",
                                      [=](benchmark::State &s) { bm_acquire_release(s, c, "four", kLoad); });
         benchmark::RegisterBenchmark("BM_TryAcquireEmpty", [=](benchmark::State &s) { bm_try_acquire_empty(s, c); });
@@ -271,6 +296,8 @@ int main(int argc, char **argv) {
         benchmark::RunSpecifiedBenchmarks(&rep);
         print_ratio(rep, "acquire+release(rate)", "BM_AcquireReleaseRate", 2.5);
         print_ratio(rep, "acquire+release(rate+conc)", "BM_AcquireReleaseRateConc", 3.5);
+        print_ratio(rep, "acquire+release(rate) by handle", "BM_AcquireReleaseRateHandle", 2.5);
+        print_ratio(rep, "acquire+release(rate+conc) by handle", "BM_AcquireReleaseRateConcHandle", 3.5);
     } catch (const std::exception &e) {
         std::fprintf(stderr, "bench_acquire: %s\n", e.what());
         return 1;

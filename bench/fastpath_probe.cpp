@@ -1,7 +1,8 @@
 // fastpath_probe: N uncontended acquire+release pairs through the C ABI, for
 // counting instructions under callgrind (bench/callgrind-fastpath).
-//   fastpath_probe [rate|rate-conc|rate-handle|rpm-tpm-handle] [N]
-// (rate-handle: the rate-only resource through rq_resolve + rq_acquire_r;
+//   fastpath_probe [rate|rate-conc|rate-handle|rate-conc-handle|rpm-tpm-handle] [N]
+// (rate-handle, rate-conc-handle: those resources through rq_resolve +
+// rq_acquire_r, as the C++ API calls them;
 // rpm-tpm-handle: the same with two rate limits, per request and per load,
 // the usual LLM pair)
 #include "ratequeue/ratequeue.h"
@@ -17,12 +18,13 @@ int main(int argc, char **argv) {
     const char *res = argc > 1 ? argv[1] : "rate";
     const int n = argc > 2 ? std::atoi(argv[2]) : 20000;
     const bool pair = std::strcmp(res, "rpm-tpm-handle") == 0;
-    const bool handle = std::strcmp(res, "rate-handle") == 0 || pair;
+    const bool conch = std::strcmp(res, "rate-conc-handle") == 0;
+    const bool handle = std::strcmp(res, "rate-handle") == 0 || pair || conch;
     if (std::strcmp(res, "rate") != 0 && std::strcmp(res, "rate-conc") != 0 && !handle) {
-        std::fprintf(stderr, "usage: fastpath_probe [rate|rate-conc|rate-handle|rpm-tpm-handle] [N]\n");
+        std::fprintf(stderr, "usage: fastpath_probe [rate|rate-conc|rate-handle|rate-conc-handle|rpm-tpm-handle] [N]\n");
         return 2;
     }
-    if (handle) res = pair ? "rpm-tpm" : "rate";
+    if (handle) res = pair ? "rpm-tpm" : conch ? "rate-conc" : "rate";
     const std::string seg = "rqprobe-" + std::to_string(getpid());
     rq_client *c = nullptr;
     if (rq_open(seg.c_str(), &c) != RQ_OK) return 1;

@@ -46,9 +46,13 @@ base = med.get("BM_BareGcra", {}).get("cpu_time")
 out.append("## Uncontended acquire + release (C ABI)\n")
 out.append("| benchmark | CPU time | ratio to bare GCRA | budget |")
 out.append("|---|---|---|---|")
-budgets = {"BM_AcquireReleaseRate": 2.5, "BM_AcquireReleaseRateConc": 3.5}
+budgets = {"BM_AcquireReleaseRate": 2.5, "BM_AcquireReleaseRateConc": 3.5,
+           "BM_AcquireReleaseRateHandle": 2.5, "BM_AcquireReleaseRateConcHandle": 3.5}
 for name, label in (("BM_FetchAddShm", "shm fetch_add"), ("BM_BareGcra", "bare GCRA consume (clock + CAS)"),
-                    ("BM_AcquireReleaseRate", "rate limit only"), ("BM_AcquireReleaseRateConc", "rate + concurrency"),
+                    ("BM_AcquireReleaseRate", "rate limit only, by name"),
+                    ("BM_AcquireReleaseRateHandle", "rate limit only, by handle (C++ rq::Resource)"),
+                    ("BM_AcquireReleaseRateConc", "rate + concurrency, by name"),
+                    ("BM_AcquireReleaseRateConcHandle", "rate + concurrency, by handle (C++ rq::Resource)"),
                     ("BM_AcquireRelease4Limits", "4 stacked limits"), ("BM_TryAcquireEmpty", "try, no capacity")):
     if name not in med:
         continue

@@ -108,8 +108,12 @@ namespace {
 std::atomic<int> g_crash_point{0};  // process-local
 }
 void set_crash_point(CrashPoint p) { g_crash_point.store(static_cast<int>(p), std::memory_order_relaxed); }
-// A process armed to die at a step of the line protocol takes the line.
-bool line_free_allowed() { return g_crash_point.load(std::memory_order_relaxed) == 0; }
+// A process armed to die at a step of the line protocol takes the line; one
+// armed for a step of the line-free path with concurrency takes that path.
+bool line_free_allowed() {
+    const int p = g_crash_point.load(std::memory_order_relaxed);
+    return p == 0 || p >= static_cast<int>(CrashPoint::kFastAfterRateTaken);
+}
 void crash_point(CrashPoint p) {
     if (p != CrashPoint::kNone && g_crash_point.load(std::memory_order_relaxed) == static_cast<int>(p)) {
         ::raise(SIGKILL);
@@ -161,11 +165,11 @@ int Engine::acquire_r(const rq_resource *h, uint64_t load, int64_t timeout_ns, r
     // The clock first: only the arguments are live across the call, and the
     // rest of the uncontended path calls nothing (measured: 10 instructions
     // of register spills fewer).
-    const int64_t now = now_ns();
+    int64_t now = now_ns();
     // (out is written only by a grant, or zeroed by acquire_line or refuse:
     // no memset on the uncontended path. The load is checked by acquire_at.)
     if (h == nullptr) return refuse(out, RQ_EINVAL);
-    int rc = ensure_registered();
+    int rc = ensure_registered(&now);
     if (rc != RQ_OK) return refuse(out, rc);
     const uint64_t w0 = h->opaque[0];
     const uint64_t r = w0 >> 32;
@@ -176,7 +180,7 @@ int Engine::acquire_r(const rq_resource *h, uint64_t load, int64_t timeout_ns, r
     // so the name hash below is read only once it is published.
     Limits scratch;
     const Limits *lim;
-    rc = limits_of(res, static_cast<uint32_t>(r), scratch, lim);
+    rc = limits_of(res, static_cast<uint32_t>(r), scratch, lim, &now);
     if (rc != RQ_OK) return refuse(out, rc == RQ_ENOENT ? RQ_EINVAL : rc);
     if (res.name_hash != h->opaque[1]) return refuse(out, RQ_EINVAL);
     return acquire_at(res, static_cast<uint32_t>(r), lim, load, timeout_ns, out, nullptr, now);
@@ -184,9 +188,9 @@ int Engine::acquire_r(const rq_resource *h, uint64_t load, int64_t timeout_ns, r
 
 int Engine::acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_permit *out, int64_t *predicted) {
     if (out == nullptr) return RQ_EINVAL;
-    const int64_t now = now_ns();  // (first, as in acquire_r)
+    int64_t now = now_ns();  // (first, as in acquire_r)
     if (name == nullptr || load == 0 || load > RQ_MAX_AMOUNT) return refuse(out, RQ_EINVAL);
-    int rc = ensure_registered();
+    int rc = ensure_registered(&now);
     if (rc != RQ_OK) return refuse(out, rc);
     uint32_t r;
     rc = find_named(name, r);
@@ -194,7 +198,7 @@ int Engine::acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_perm
     Limits scratch;
     const Limits *lim;
     Resource &res = view_.resource(r);
-    rc = limits_of(res, r, scratch, lim);
+    rc = limits_of(res, r, scratch, lim, &now);
     if (rc != RQ_OK) return refuse(out, rc);
     return acquire_at(res, r, lim, load, timeout_ns, out, predicted, now);
 }
@@ -216,6 +220,10 @@ int Engine::refuse(rq_permit *out, int rc) {
     if (load - 1 < lim->fast_max_load && line_free_allowed()) {
         fast = try_fast(res, r, *lim, load, now, out);
         if (fast == RQ_OK) [[likely]] return RQ_OK;
+    } else if (lim->has_conc && load - 1 < lim->max_load && line_free_allowed()) {
+        fast = try_fast_conc(res, r, *lim, load, now, out);
+        if (fast == RQ_OK) return RQ_OK;
+        if (fast < 0) return refuse(out, fast);
     }
     return acquire_line(r, lim, load, timeout_ns, out, predicted, fast);
 }
@@ -603,6 +611,20 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
     }
 }
 
+// Whether the line of resource r is empty: no ticket between head and tail,
+// and the slot for the ticket at the tail still holds the ticket one lap
+// before it (tail - queue_slots), as every slot does until it is claimed. A
+// claim comes before its tail bump: a slot that names the ticket at the tail
+// is someone in line (the head, even); any other ticket there is damage,
+// which the line path then reports (RQ_ECORRUPT).
+[[gnu::always_inline]] inline bool Engine::nobody_in_line(Resource &res, uint32_t r) const {
+    // seq_cst: ordered with the claim CAS of anyone joining the line.
+    const QueueWord q = QueueWord::unpack(res.queue.load(boost::memory_order_seq_cst));
+    if (q.head != q.tail) return false;
+    return SlotWord::unpack(view_.slot(r, q.tail).word.load(boost::memory_order_seq_cst)).ticket ==
+           ((q.tail - view_.geo.queue_slots) & kTicketMask);
+}
+
 // The line-free path. When nobody is in line and every limit is a rate limit,
 // an acquire that the buckets admit right now needs no ticket: it takes from
 // each TAT with one CAS, as the head would, and leaves. FIFO holds: it saw the
@@ -614,15 +636,7 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
 // capacity, a concurrency limit) goes through the line.
 [[gnu::always_inline]] inline int Engine::try_fast(Resource &res, uint32_t r, const Limits &lim, uint64_t load,
                                                    int64_t now, rq_permit *out) {
-    // seq_cst: ordered with the claim CAS of anyone joining the line.
-    const QueueWord q = QueueWord::unpack(res.queue.load(boost::memory_order_seq_cst));
-    if (q.head != q.tail) return kFastMiss;
-    // A claim comes before its tail bump: a slot that already names the
-    // ticket at the tail is someone in line (the head, even).
-    if (SlotWord::unpack(view_.slot(r, q.tail).word.load(boost::memory_order_seq_cst)).ticket ==
-        (q.tail & kTicketMask)) {
-        return kFastMiss;
-    }
+    if (!nobody_in_line(res, r)) return kFastMiss;
     // seq_cst: pairs with penalize()'s CAS, as in serve.
     if (res.paused_until.load(boost::memory_order_seq_cst) > now) return kFastMiss;
     // The common shape, one rate limit charging 1 per acquire, in registers;
@@ -647,6 +661,65 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
     }
     count_admission(res.counters, load);
     encode(PermitFields{0, r, me_, load, me_gen_, 0, 0}, out);  // no load-cost limit: no TAT to carry
+    return RQ_OK;
+}
+
+// The line-free path for a resource with concurrency limits: what the head
+// does in serve(), without a ticket, when nobody is in line and everything
+// fits now. FIFO holds as in try_fast (we saw the line empty). Under the
+// resource lock: the concurrency check, one CAS per TAT (a lost one gives
+// back and takes a ticket), then the holding through the undo journal, as
+// the head writes it; killed anywhere, the lock's next taker undoes the
+// journal and the TATs keep what they took (the safe side).
+int Engine::try_fast_conc(Resource &res, uint32_t r, const Limits &lim, uint64_t load, int64_t now, rq_permit *out) {
+    if (!nobody_in_line(res, r)) return kFastMiss;
+    // seq_cst: pairs with penalize()'s CAS, as in serve.
+    if (res.paused_until.load(boost::memory_order_seq_cst) > now) return kFastMiss;
+    FastCharge c{};  // (zeroed: GCC cannot tell that give_back_rate skips the concurrency entries)
+    for (uint32_t i = 0; i < lim.count; ++i) {
+        const Limit &l = lim.limit[i];
+        if (l.kind != RQ_LIMIT_RATE) continue;
+        // acquire: pairs with the acq_rel CASes on the TAT.
+        c.tat[i] = res.tat[i].load(boost::memory_order_acquire);
+        const GcraStep st = gcra_step(c.tat[i], now, increment_of(l, load), params(l));
+        if (!st.admit) return kFastNoCapacity;
+        c.new_tat[i] = st.new_tat;
+    }
+    int rc = lock(res.lock, false, r);
+    if (rc != RQ_OK) return rc;
+    // acquire: pairs with write_limits()'s release store (see try_fast).
+    if (res.config_word.load(boost::memory_order_acquire) != lim.word) {
+        unlock(res.lock);
+        return kFastMiss;
+    }
+    if (!conc_fits(res, lim, load)) {
+        unlock(res.lock);
+        return kFastNoCapacity;
+    }
+    uint64_t flags = kPermitConc;
+    int64_t grant_tat = 0;
+    for (uint32_t i = 0; i < lim.count; ++i) {
+        if (lim.limit[i].kind != RQ_LIMIT_RATE) continue;
+        int64_t expected = c.tat[i];
+        // acq_rel: pairs with every other CAS on this TAT.
+        if (!res.tat[i].compare_exchange_strong(expected, c.new_tat[i], boost::memory_order_acq_rel)) {
+            give_back_rate(res, lim, i, c.tat, c.new_tat);
+            unlock(res.lock);
+            return kFastMiss;
+        }
+    }
+    if (lim.first_load_rate >= 0) {
+        grant_tat = c.new_tat[lim.first_load_rate];  // < count (finish_limits)
+        flags |= kPermitHasTat;
+    }
+    crash_point(CrashPoint::kFastAfterRateTaken);
+    const uint32_t epoch = res.hard_epoch.load(boost::memory_order_relaxed);  // under the lock
+    rc = conc_update(r, me_, 1, static_cast<int64_t>(load), CrashPoint::kFastInConcJournal, now);
+    crash_point(CrashPoint::kFastBeforeUnlock);
+    unlock(res.lock);
+    if (rc != RQ_OK) return rc;
+    count_admission(res.counters, load);
+    encode(PermitFields{flags, r, me_, load, me_gen_, epoch, grant_tat}, out);
     return RQ_OK;
 }
 

@@ -4,6 +4,7 @@
 // from the few allocations is caught by the C ABI shell).
 #pragma once
 
+#include "clock.hpp"
 #include "layout.hpp"
 #include "ratequeue/ratequeue.h"
 
@@ -92,6 +93,9 @@ inline constexpr int kServed = 1;
 // someone in line, a pause, or a CAS lost; or the buckets refuse it now.
 inline constexpr int kFastMiss = 2;
 inline constexpr int kFastNoCapacity = 3;
+// serve()'s ticket argument on the line-free path with concurrency limits,
+// which never sleeps (is_try) and so never uses it.
+inline constexpr uint32_t kNoTicket = UINT32_MAX;
 // How many times the line-free path retries a lost CAS on one TAT before it
 // takes a ticket (each loss means another acquire was admitted).
 inline constexpr int kFastRetries = 4;
@@ -150,6 +154,11 @@ enum class CrashPoint : int {
     kInReclaim,           // reclaimer half way through a dead slot
     kWhileHeadSleeping,   // head about to sleep for tokens
     kInServeBehind,       // tokens taken for the ticket behind, not handed over yet
+    // The line-free path with concurrency limits (try_fast_conc), which a
+    // process armed with any other point does not take:
+    kFastAfterRateTaken,  // lock held, TATs advanced, concurrency not yet taken
+    kFastInConcJournal,   // lock held, journal valid, in_use updated, holding not yet
+    kFastBeforeUnlock,    // lock held, everything taken
 };
 // Test builds (RQ_TEST_HOOKS) SIGKILL themselves at the chosen point, so tests
 // can kill a process at each step of a protocol. Other builds compile it away.
@@ -228,7 +237,8 @@ public:
     int limits_of(uint32_t r, Limits &scratch, const Limits *&out) {
         return limits_of(view_.resource(r), r, scratch, out);
     }
-    int limits_of(const Resource &res, uint32_t r, Limits &scratch, const Limits *&out);
+    // now (optional): as for ensure_registered, read again after a refresh.
+    int limits_of(const Resource &res, uint32_t r, Limits &scratch, const Limits *&out, int64_t *now = nullptr);
     void close_fd_after_fork() noexcept;
 
 private:
@@ -244,14 +254,19 @@ private:
     int reclaim_steps(uint32_t p);
     void release_claims_of(uint32_t p);
     void unregister_process();
-    // RQ_OK at once unless we are a forked child not registered yet (inline, below).
-    int ensure_registered();
-    [[gnu::cold]] int register_after_fork();
+    // RQ_OK at once unless we are a forked child not registered yet (inline,
+    // below). now (optional): the caller's clock reading, read again when the
+    // registration ran (it takes time: a stale reading would backdate a charge).
+    int ensure_registered(int64_t *now = nullptr);
+    [[gnu::cold]] int register_after_fork() noexcept;
     // lock.cpp
+    // lock: one CAS inline (the uncontended case), else lock_slow.
     int lock(Shared<uint32_t> &word, bool define_lock, uint32_t r);
+    int lock_slow(Shared<uint32_t> &word, bool define_lock, uint32_t r);
     int take_over_lock(Shared<uint32_t> &word, uint32_t dead, bool define_lock, uint32_t r);
     int break_dead_lock(Shared<uint32_t> &word, uint32_t owner, bool define_lock, uint32_t r);
-    void unlock(Shared<uint32_t> &word);
+    void unlock(Shared<uint32_t> &word);  // inline, below
+    static void wake_lock_waiter(Shared<uint32_t> &word);
     void return_holdings(uint32_t r, uint32_t p);
     int conc_update(uint32_t r, uint32_t p, int64_t d_req, int64_t d_load, CrashPoint cp, int64_t now = 0);
     void undo_resource(uint32_t r);
@@ -299,7 +314,10 @@ private:
     int64_t predict_start(uint32_t r, uint64_t load, const Limits &lim, int64_t now);
     void note_wait(uint32_t r, uint32_t ticket, uint64_t load, int64_t since);
     void serve_behind(uint32_t r, uint32_t head);
+    bool nobody_in_line(Resource &res, uint32_t r) const;
     int try_fast(Resource &res, uint32_t r, const Limits &lim, uint64_t load, int64_t now, rq_permit *out);
+    // Returns RQ_OK, kFastMiss, kFastNoCapacity or an error (< 0).
+    int try_fast_conc(Resource &res, uint32_t r, const Limits &lim, uint64_t load, int64_t now, rq_permit *out);
     int release_slow(rq_permit *p);
     // The line-free path's charges: per limit, the TAT read, the TAT to
     // write, and the increment.
@@ -367,13 +385,15 @@ bool valid_segment_name(std::string_view n);
 bool valid_resource_name(std::string_view name);
 uint64_t name_hash(std::string_view name);
 
-inline int Engine::ensure_registered() {
+inline int Engine::ensure_registered(int64_t *now) {
     // acquire: pairs with register_after_fork()'s release store.
     if (!forked_.load(std::memory_order_acquire)) [[likely]] return RQ_OK;
-    return register_after_fork();
+    const int rc = register_after_fork();
+    if (now != nullptr) *now = now_ns();
+    return rc;
 }
 
-inline int Engine::limits_of(const Resource &res, uint32_t r, Limits &scratch, const Limits *&out) {
+inline int Engine::limits_of(const Resource &res, uint32_t r, Limits &scratch, const Limits *&out, int64_t *now) {
     // acquire: pairs with write_limits()'s release store (a fresh read below
     // sees the fields it published).
     const uint64_t w = res.config_word.load(boost::memory_order_acquire);
@@ -383,7 +403,9 @@ inline int Engine::limits_of(const Resource &res, uint32_t r, Limits &scratch, c
         out = &c->lim;
         return RQ_OK;
     }
-    return refresh_limits(r, scratch, out);
+    const int rc = refresh_limits(r, scratch, out);
+    if (now != nullptr) *now = now_ns();
+    return rc;
 }
 
 // A permit of rate limits only gives nothing back: releasing it only marks
@@ -398,6 +420,22 @@ inline int Engine::release(rq_permit *p) {
         }
     }
     return release_slow(p);
+}
+
+inline int Engine::lock(Shared<uint32_t> &word, bool define_lock, uint32_t r) {
+    uint32_t expected = 0;
+    // acquire: pairs with unlock()'s release exchange.
+    if (word.compare_exchange_strong(expected, me_ + 1, boost::memory_order_acquire, boost::memory_order_relaxed))
+        [[likely]] {
+        return RQ_OK;
+    }
+    return lock_slow(word, define_lock, r);
+}
+
+inline void Engine::unlock(Shared<uint32_t> &word) {
+    // release: pairs with the acquire CAS of the next owner.
+    const uint32_t old = word.exchange(0, boost::memory_order_release);
+    if ((old & kLockWaiters) != 0) [[unlikely]] wake_lock_waiter(word);
 }
 
 inline int Engine::find_named(const char *name, uint32_t &r) const {

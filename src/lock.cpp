@@ -21,7 +21,9 @@
 
 namespace rq::detail {
 
-int Engine::lock(Shared<uint32_t> &word, bool define_lock, uint32_t r) {
+void Engine::wake_lock_waiter(Shared<uint32_t> &word) { futex_wake(&word, 1); }
+
+int Engine::lock_slow(Shared<uint32_t> &word, bool define_lock, uint32_t r) {
     const uint32_t mine = me_ + 1;
     for (int i = 0; i < kLockSpins; ++i) {
         uint32_t expected = 0;
@@ -115,12 +117,6 @@ int Engine::take_over_lock(Shared<uint32_t> &word, uint32_t dead, bool define_lo
             return RQ_OK;
         }
     }
-}
-
-void Engine::unlock(Shared<uint32_t> &word) {
-    // release: pairs with the acquire CAS of the next owner.
-    uint32_t old = word.exchange(0, boost::memory_order_release);
-    if ((old & kLockWaiters) != 0) futex_wake(&word, 1);
 }
 
 void Engine::undo_resource(uint32_t r) {

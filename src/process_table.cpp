@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <new>
 #include <vector>
 
@@ -88,22 +89,30 @@ void Engine::close_fd_after_fork() noexcept {
     if (fd_ >= 0) ::close(fd_);
     fd_ = -1;
     new (&register_mu_) std::mutex();
+    new (&cache_mu_) std::mutex();  // another thread may have held it at the fork
     forked_.store(true, std::memory_order_relaxed);
 }
 
-int Engine::register_after_fork() {
-    std::lock_guard<std::mutex> guard(register_mu_);
-    if (!forked_.load(std::memory_order_relaxed)) return RQ_OK;  // another thread did it
-    // We are a forked child: our own open file description, our own slot.
-    int rc = fd_ < 0 ? reopen_segment_fd() : RQ_OK;
-    if (rc == RQ_OK) {
-        me_ = UINT32_MAX;
-        rc = register_process();
+int Engine::register_after_fork() noexcept {
+    try {
+        std::lock_guard<std::mutex> guard(register_mu_);
+        if (!forked_.load(std::memory_order_relaxed)) return RQ_OK;  // another thread did it
+        // We are a forked child: our own open file description, our own slot.
+        int rc = fd_ < 0 ? reopen_segment_fd() : RQ_OK;
+        if (rc == RQ_OK) {
+            me_ = UINT32_MAX;
+            rc = register_process();
+        }
+        // release: pairs with ensure_registered's acquire load (me_ and the
+        // rest of the registration are visible to every thread that sees false).
+        if (rc == RQ_OK) forked_.store(false, std::memory_order_release);
+        return rc;
+    } catch (const std::bad_alloc &) {  // (the segment's path; acquire_r is noexcept)
+        errno = ENOMEM;
+        return RQ_ESYS;
+    } catch (...) {
+        return RQ_EINTERNAL;
     }
-    // release: pairs with ensure_registered's acquire load (me_ and the
-    // rest of the registration are visible to every thread that sees false).
-    if (rc == RQ_OK) forked_.store(false, std::memory_order_release);
-    return rc;
 }
 
 bool Engine::alive(uint32_t p) const {

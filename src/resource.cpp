@@ -194,25 +194,27 @@ int Engine::refresh_limits(uint32_t r, Limits &scratch, const Limits *&out) noex
     }
     int rc = read_limits(r, fresh->lim, &fresh->config_word);
     if (rc != RQ_OK) return rc;
-    std::lock_guard<std::mutex> guard(cache_mu_);
-    if (cache_versions_[r] >= kMaxCachedVersions) {
-        scratch = fresh->lim;
-        out = &scratch;
-        return RQ_OK;
-    }
-    // Kept until the engine closes; stored before it is published, so a
-    // failed allocation leaves nothing dangling.
-    const CachedLimits *c = fresh.get();
     try {
+        std::lock_guard<std::mutex> guard(cache_mu_);
+        if (cache_versions_[r] >= kMaxCachedVersions) {
+            scratch = fresh->lim;
+            out = &scratch;
+            return RQ_OK;
+        }
+        // Kept until the engine closes; stored before it is published, so a
+        // failed allocation leaves nothing dangling.
+        const CachedLimits *c = fresh.get();
         cache_store_.push_back(std::move(fresh));
+        ++cache_versions_[r];
+        out = &c->lim;
+        limit_cache_[r].store(c, std::memory_order_release);
+        return RQ_OK;
     } catch (const std::bad_alloc &) {
         errno = ENOMEM;
         return RQ_ESYS;
+    } catch (...) {  // std::mutex::lock's system_error (never seen on Linux)
+        return RQ_EINTERNAL;
     }
-    ++cache_versions_[r];
-    out = &c->lim;
-    limit_cache_[r].store(c, std::memory_order_release);
-    return RQ_OK;
 }
 
 // Under the define lock (single writer). Fills the inactive buffer and flips.

@@ -156,6 +156,30 @@ TEST_CASE("SIGKILL at each step of acquire") {
     }
 }
 
+TEST_CASE("SIGKILL at each step of the line-free acquire with concurrency limits") {
+    // Nobody in line: the child takes the line-free path (try_fast_conc),
+    // holding the resource lock from its concurrency check to its unlock.
+    // crash_at fails if the child never reaches the point (another path).
+    const CrashPoint points[] = {CrashPoint::kFastAfterRateTaken, CrashPoint::kFastInConcJournal,
+                                 CrashPoint::kFastBeforeUnlock};
+    for (CrashPoint cp : points) {
+        CAPTURE(static_cast<int>(cp));
+        Segment seg;
+        Client c(seg.name);
+        rq_limit l[] = {rate(1000, kSec), conc(1), conc(100, RQ_COST_LOAD)};
+        REQUIRE(rq_define(c, "acq", l, 3, 0) == RQ_OK);
+        Peek peek(seg.name);
+        crash_at(cp, [&] {
+            rq_client *cc = open_or_die(seg);
+            rq_permit p;
+            rq_acquire(cc, "acq", 7, -1, &p);
+        });
+        int64_t took = recover(c, "acq", 100);  // needs every unit of the load limit back
+        report("killed inside the line-free acquire", took);
+        check_clean(peek, "acq");
+    }
+}
+
 TEST_CASE("SIGKILL while the head sleeps for tokens") {
     Segment seg;
     Client c(seg.name);

@@ -1425,7 +1425,8 @@ TEST_CASE("a waiter behind queued threads of a process that dies still gets the 
         REQUIRE(eventually([&] { return queued->load() == 1; }));
         REQUIRE(eventually([&] {
             Mapped m(seg.name);
-            return rd::QueueWord::unpack(m.view.resource(m.index("c")).queue.load()).tail == 1u + threads;
+            const rd::QueueWord q = rd::QueueWord::unpack(m.view.resource(m.index("c")).queue.load());
+            return q.tail - q.head == static_cast<uint32_t>(threads);  // (the holder took no ticket)
         }));
         // Process B queues behind them, then A dies.
         auto *got = shared_block<std::atomic<int>>();
@@ -1446,7 +1447,8 @@ TEST_CASE("a waiter behind queued threads of a process that dies still gets the 
             3);
         REQUIRE(eventually([&] {
             Mapped m(seg.name);
-            return rd::QueueWord::unpack(m.view.resource(m.index("c")).queue.load()).tail == 2u + threads;
+            const rd::QueueWord q = rd::QueueWord::unpack(m.view.resource(m.index("c")).queue.load());
+            return q.tail - q.head == 1u + threads;
         }));
         sleep_ms(50);
         ::kill(a, SIGKILL);
@@ -1464,29 +1466,36 @@ TEST_CASE("a waiter behind queued threads of a process that dies still gets the 
 // The line-free path must not barge past a ticket that is claimed but whose
 // tail bump has not landed yet (the claimer was preempted between the two).
 TEST_CASE("a claimed ticket whose tail bump is pending counts as someone in line") {
-    Segment seg;
-    rq_limit l[] = {rate(1000, kSec, 100)};
-    make_good(seg.name, &kSmall, "r", l, 1);
-    rq_client *c = nullptr;
-    REQUIRE(rq_open_ex(seg.c_str(), &kSmall, &c) == RQ_OK);
-    rq_permit p;
-    REQUIRE(rq_acquire(c, "r", 1, 0, &p) == RQ_OK);  // registers us; the line is empty
-    uint32_t me = UINT32_MAX;
-    {
-        Mapped m(seg.name);
-        for (uint32_t i = 0; i < m.view.geo.max_processes; ++i) {
-            if (m.view.process(i).pid.load() == static_cast<uint32_t>(getpid()) &&
-                rd::ProcWord::unpack(m.view.process(i).word.load()).state == rd::ProcState::kLive) {
-                me = i;
+    // Both line-free paths: rate limits only (try_fast), and with a
+    // concurrency limit (try_fast_conc).
+    for (const bool with_conc : {false, true}) {
+        CAPTURE(with_conc);
+        Segment seg;
+        rq_limit l[] = {rate(1000, kSec, 100), conc(10)};
+        make_good(seg.name, &kSmall, "r", l, with_conc ? 2 : 1);
+        rq_client *c = nullptr;
+        REQUIRE(rq_open_ex(seg.c_str(), &kSmall, &c) == RQ_OK);
+        rq_permit p;
+        REQUIRE(rq_acquire(c, "r", 1, 0, &p) == RQ_OK);  // registers us; the line is empty
+        REQUIRE(rq_release(c, &p) == RQ_OK);
+        uint32_t me = UINT32_MAX;
+        {
+            Mapped m(seg.name);
+            for (uint32_t i = 0; i < m.view.geo.max_processes; ++i) {
+                if (m.view.process(i).pid.load() == static_cast<uint32_t>(getpid()) &&
+                    rd::ProcWord::unpack(m.view.process(i).word.load()).state == rd::ProcState::kLive) {
+                    me = i;
+                }
             }
+            REQUIRE(me != UINT32_MAX);
+            const uint32_t r = m.index("r");
+            const rd::QueueWord q = rd::QueueWord::unpack(m.view.resource(r).queue.load());
+            REQUIRE(q.head == q.tail);
+            // Our own claim of the tail ticket, as if we were preempted before the bump.
+            m.view.slot(r, q.tail).word.store(
+                rd::SlotWord{q.tail & rd::kTicketMask, rd::SlotState::kWaiting, me}.pack());
         }
-        REQUIRE(me != UINT32_MAX);
-        const uint32_t r = m.index("r");
-        const rd::QueueWord q = rd::QueueWord::unpack(m.view.resource(r).queue.load());
-        REQUIRE(q.head == q.tail);
-        // Our own claim of the tail ticket, as if we were preempted before the bump.
-        m.view.slot(r, q.tail).word.store(rd::SlotWord{q.tail & rd::kTicketMask, rd::SlotState::kWaiting, me}.pack());
+        CHECK(rq_acquire(c, "r", 1, 0, &p) == RQ_EAGAIN);  // not admitted past it
+        rq_close(c);
     }
-    CHECK(rq_acquire(c, "r", 1, 0, &p) == RQ_EAGAIN);  // not admitted past it
-    rq_close(c);
 }
