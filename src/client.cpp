@@ -228,8 +228,9 @@ int Engine::refuse(rq_permit *out, int rc) {
     return acquire_line(r, lim, load, timeout_ns, out, predicted, fast);
 }
 
-// fast: try_fast's answer (kFastNoCapacity: the buckets refused it with
-// nobody in line, which answers a try), or kFastMiss when it did not apply.
+// fast: the line-free path's answer (try_fast or try_fast_conc;
+// kFastNoCapacity: the limits refused it with nobody in line, which answers
+// a try), or kFastMiss when it did not apply.
 int Engine::acquire_line(uint32_t r, const Limits *lim, uint64_t load, int64_t timeout_ns, rq_permit *out,
                          int64_t *predicted, int fast) {
     std::memset(out, 0, sizeof *out);
@@ -633,7 +634,7 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
 // fails gives back what the limits before it took, and the acquire then takes
 // a ticket. Killed half way it loses tokens (the safe side) and holds no place
 // in any line, so nothing can stall. Anything else (a queue, a pause, no
-// capacity, a concurrency limit) goes through the line.
+// capacity) goes through the line; concurrency limits are try_fast_conc's.
 [[gnu::always_inline]] inline int Engine::try_fast(Resource &res, uint32_t r, const Limits &lim, uint64_t load,
                                                    int64_t now, rq_permit *out) {
     if (!nobody_in_line(res, r)) return kFastMiss;
@@ -666,29 +667,29 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
 
 // The line-free path for a resource with concurrency limits: what the head
 // does in serve(), without a ticket, when nobody is in line and everything
-// fits now. FIFO holds as in try_fast (we saw the line empty). Under the
-// resource lock: the concurrency check, one CAS per TAT (a lost one gives
-// back and takes a ticket), then the holding through the undo journal, as
-// the head writes it; killed anywhere, the lock's next taker undoes the
-// journal and the TATs keep what they took (the safe side).
+// fits now. Everything is decided under the resource lock, where the line is
+// looked at again: a head that joined while we waited for the lock and found
+// the concurrency full took nothing (no TAT moved), so only this second look
+// keeps us from passing it. Then the pause, the concurrency check and one CAS
+// per TAT (a lost one gives back and takes a ticket), then the holding
+// through the undo journal, as the head writes it. Killed anywhere, the
+// lock's next taker undoes the journal and the TATs keep what they took (the
+// safe side).
 int Engine::try_fast_conc(Resource &res, uint32_t r, const Limits &lim, uint64_t load, int64_t now, rq_permit *out) {
-    if (!nobody_in_line(res, r)) return kFastMiss;
-    // seq_cst: pairs with penalize()'s CAS, as in serve.
-    if (res.paused_until.load(boost::memory_order_seq_cst) > now) return kFastMiss;
-    FastCharge c{};  // (zeroed: GCC cannot tell that give_back_rate skips the concurrency entries)
-    for (uint32_t i = 0; i < lim.count; ++i) {
-        const Limit &l = lim.limit[i];
-        if (l.kind != RQ_LIMIT_RATE) continue;
-        // acquire: pairs with the acq_rel CASes on the TAT.
-        c.tat[i] = res.tat[i].load(boost::memory_order_acquire);
-        const GcraStep st = gcra_step(c.tat[i], now, increment_of(l, load), params(l));
-        if (!st.admit) return kFastNoCapacity;
-        c.new_tat[i] = st.new_tat;
+    if (!nobody_in_line(res, r)) return kFastMiss;  // (not worth the lock)
+    uint32_t expected_lock = 0;
+    // acquire: pairs with unlock()'s release exchange (the inline lock()).
+    if (!res.lock.compare_exchange_strong(expected_lock, me_ + 1, boost::memory_order_acquire,
+                                          boost::memory_order_relaxed)) {
+        const int rc = lock_slow(res.lock, false, r);
+        if (rc != RQ_OK) return rc;
+        now = now_ns();  // we waited: the reading is stale
     }
-    int rc = lock(res.lock, false, r);
-    if (rc != RQ_OK) return rc;
-    // acquire: pairs with write_limits()'s release store (see try_fast).
-    if (res.config_word.load(boost::memory_order_acquire) != lim.word) {
+    // seq_cst (both): the line as in nobody_in_line; the pause pairs with
+    // penalize()'s CAS, as in serve. acquire: the config word pairs with
+    // write_limits()'s release store (see try_fast).
+    if (!nobody_in_line(res, r) || res.paused_until.load(boost::memory_order_seq_cst) > now ||
+        res.config_word.load(boost::memory_order_acquire) != lim.word) {
         unlock(res.lock);
         return kFastMiss;
     }
@@ -696,15 +697,31 @@ int Engine::try_fast_conc(Resource &res, uint32_t r, const Limits &lim, uint64_t
         unlock(res.lock);
         return kFastNoCapacity;
     }
+    FastCharge c{};  // (zeroed: GCC cannot tell that give_back_rate skips the concurrency entries)
+    for (uint32_t i = 0; i < lim.count; ++i) {
+        const Limit &l = lim.limit[i];
+        if (l.kind != RQ_LIMIT_RATE) continue;
+        // acquire: pairs with the acq_rel CASes on the TAT.
+        c.tat[i] = res.tat[i].load(boost::memory_order_acquire);
+        const GcraStep st = gcra_step(c.tat[i], now, increment_of(l, load), params(l));
+        if (!st.admit) {
+            unlock(res.lock);
+            return kFastNoCapacity;
+        }
+        c.new_tat[i] = st.new_tat;
+    }
     uint64_t flags = kPermitConc;
     int64_t grant_tat = 0;
     for (uint32_t i = 0; i < lim.count; ++i) {
         if (lim.limit[i].kind != RQ_LIMIT_RATE) continue;
         int64_t expected = c.tat[i];
-        // acq_rel: pairs with every other CAS on this TAT.
+        // acq_rel: pairs with every other CAS on this TAT (settle, observe,
+        // reset: the head and the line-free paths hold this lock or see the
+        // line busy).
         if (!res.tat[i].compare_exchange_strong(expected, c.new_tat[i], boost::memory_order_acq_rel)) {
-            give_back_rate(res, lim, i, c.tat, c.new_tat);
+            const bool gave = give_back_rate(res, lim, i, c.tat, c.new_tat);
             unlock(res.lock);
+            if (gave) wake_head(r, false);
             return kFastMiss;
         }
     }
@@ -714,7 +731,7 @@ int Engine::try_fast_conc(Resource &res, uint32_t r, const Limits &lim, uint64_t
     }
     crash_point(CrashPoint::kFastAfterRateTaken);
     const uint32_t epoch = res.hard_epoch.load(boost::memory_order_relaxed);  // under the lock
-    rc = conc_update(r, me_, 1, static_cast<int64_t>(load), CrashPoint::kFastInConcJournal, now);
+    const int rc = conc_update(r, me_, 1, static_cast<int64_t>(load), CrashPoint::kFastInConcJournal, now);
     crash_point(CrashPoint::kFastBeforeUnlock);
     unlock(res.lock);
     if (rc != RQ_OK) return rc;

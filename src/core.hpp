@@ -93,9 +93,6 @@ inline constexpr int kServed = 1;
 // someone in line, a pause, or a CAS lost; or the buckets refuse it now.
 inline constexpr int kFastMiss = 2;
 inline constexpr int kFastNoCapacity = 3;
-// serve()'s ticket argument on the line-free path with concurrency limits,
-// which never sleeps (is_try) and so never uses it.
-inline constexpr uint32_t kNoTicket = UINT32_MAX;
 // How many times the line-free path retries a lost CAS on one TAT before it
 // takes a ticket (each loss means another acquire was admitted).
 inline constexpr int kFastRetries = 4;

@@ -3,8 +3,9 @@
 // Tickets are uint32, taken in order. The queue word holds head and tail;
 // ticket t owns ring slot t % queue_slots while head <= t < tail (see
 // layout.hpp for the slot states). Only the head takes from the limits, so a
-// stacked acquire is taken at one instant (the line-free path in client.cpp,
-// try_fast, used only when nobody is in line, is the one that rolls back).
+// stacked acquire is taken at one instant; so does an acquirer that found the
+// line empty (the line-free paths in client.cpp, try_fast and try_fast_conc),
+// which gives back what it took if a CAS fails and then joins the line.
 //
 // Two Dekker-style handshakes keep wake-ups exact (all seq_cst):
 //   passer:  CAS queue word (head = t)      then load slot t
