@@ -135,32 +135,14 @@ TEST_CASE("a SIGKILLed queued waiter is skipped, and order holds for the rest") 
 }
 
 TEST_CASE("SIGKILL at each step of acquire") {
-    const CrashPoint points[] = {CrashPoint::kAfterEnqueue,  CrashPoint::kHeadBeforeServe,
-                                 CrashPoint::kAfterRateTaken, CrashPoint::kInConcJournal,
-                                 CrashPoint::kBeforePass,    CrashPoint::kInPass};
-    for (CrashPoint cp : points) {
-        CAPTURE(static_cast<int>(cp));
-        Segment seg;
-        Client c(seg.name);
-        rq_limit l[] = {rate(1000, kSec), conc(1), conc(100, RQ_COST_LOAD)};
-        REQUIRE(rq_define(c, "acq", l, 3, 0) == RQ_OK);
-        Peek peek(seg.name);
-        crash_at(cp, [&] {
-            rq_client *cc = open_or_die(seg);
-            rq_permit p;
-            rq_acquire(cc, "acq", 7, -1, &p);
-        });
-        int64_t took = recover(c, "acq", 100);  // needs every unit of the load limit back
-        report("killed inside acquire", took);
-        check_clean(peek, "acq");
-    }
-}
-
-TEST_CASE("SIGKILL at each step of the line-free acquire with concurrency limits") {
-    // Nobody in line: the child takes the line-free path (try_fast_conc),
-    // holding the resource lock from its concurrency check to its unlock.
+    // The line's steps (a process armed for one of them takes a ticket), then
+    // the line-free path's: with nobody in line the child takes try_fast_conc,
+    // holding the resource lock from its look at the line to its unlock.
     // crash_at fails if the child never reaches the point (another path).
-    const CrashPoint points[] = {CrashPoint::kFastAfterRateTaken, CrashPoint::kFastInConcJournal,
+    const CrashPoint points[] = {CrashPoint::kAfterEnqueue,      CrashPoint::kHeadBeforeServe,
+                                 CrashPoint::kAfterRateTaken,    CrashPoint::kInConcJournal,
+                                 CrashPoint::kBeforePass,        CrashPoint::kInPass,
+                                 CrashPoint::kFastAfterRateTaken, CrashPoint::kFastInConcJournal,
                                  CrashPoint::kFastBeforeUnlock};
     for (CrashPoint cp : points) {
         CAPTURE(static_cast<int>(cp));
@@ -175,7 +157,7 @@ TEST_CASE("SIGKILL at each step of the line-free acquire with concurrency limits
             rq_acquire(cc, "acq", 7, -1, &p);
         });
         int64_t took = recover(c, "acq", 100);  // needs every unit of the load limit back
-        report("killed inside the line-free acquire", took);
+        report("killed inside acquire", took);
         check_clean(peek, "acq");
     }
 }
