@@ -106,8 +106,10 @@ bool give_back_rate(Resource &res, const Limits &lim, uint32_t taken, const int6
 #ifdef RQ_TEST_HOOKS
 namespace {
 std::atomic<int> g_crash_point{0};  // process-local
+std::atomic<int> g_stop_point{0};
 }
 void set_crash_point(CrashPoint p) { g_crash_point.store(static_cast<int>(p), std::memory_order_relaxed); }
+void set_stop_point(CrashPoint p) { g_stop_point.store(static_cast<int>(p), std::memory_order_relaxed); }
 // A process armed to die at a step of the line protocol takes the line; one
 // armed for a step of the line-free path with concurrency takes that path.
 bool line_free_allowed() {
@@ -115,12 +117,14 @@ bool line_free_allowed() {
     return p == 0 || p >= static_cast<int>(CrashPoint::kFastAfterRateTaken);
 }
 void crash_point(CrashPoint p) {
-    if (p != CrashPoint::kNone && g_crash_point.load(std::memory_order_relaxed) == static_cast<int>(p)) {
-        ::raise(SIGKILL);
-    }
+    if (p == CrashPoint::kNone) return;
+    if (g_crash_point.load(std::memory_order_relaxed) == static_cast<int>(p)) ::raise(SIGKILL);
+    int armed = static_cast<int>(p);
+    if (g_stop_point.compare_exchange_strong(armed, 0, std::memory_order_relaxed)) ::raise(SIGSTOP);
 }
 #else
 void set_crash_point(CrashPoint) {}
+void set_stop_point(CrashPoint) {}
 #endif
 
 // rq_enqueue's checks: a registered caller, a valid load, a defined resource
@@ -677,6 +681,7 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
 // safe side).
 int Engine::try_fast_conc(Resource &res, uint32_t r, const Limits &lim, uint64_t load, int64_t now, rq_permit *out) {
     if (!nobody_in_line(res, r)) return kFastMiss;  // (not worth the lock)
+    crash_point(CrashPoint::kFastBeforeLock);
     uint32_t expected_lock = 0;
     // acquire: pairs with unlock()'s release exchange (the inline lock()).
     if (!res.lock.compare_exchange_strong(expected_lock, me_ + 1, boost::memory_order_acquire,

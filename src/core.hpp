@@ -156,10 +156,14 @@ enum class CrashPoint : int {
     kFastAfterRateTaken,  // lock held, TATs advanced, concurrency not yet taken
     kFastInConcJournal,   // lock held, journal valid, in_use updated, holding not yet
     kFastBeforeUnlock,    // lock held, everything taken
+    kFastBeforeLock,      // saw the line empty, has not taken the lock yet (a stop point)
 };
 // Test builds (RQ_TEST_HOOKS) SIGKILL themselves at the chosen point, so tests
 // can kill a process at each step of a protocol. Other builds compile it away.
 void set_crash_point(CrashPoint p);
+// Test builds stop themselves (SIGSTOP), once, at the chosen point, so a test
+// can order other processes around that step and then SIGCONT them.
+void set_stop_point(CrashPoint p);
 
 // ---- Cancellation of a waiting thread (rq_wait) -----------------------------------
 

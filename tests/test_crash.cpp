@@ -162,6 +162,62 @@ TEST_CASE("SIGKILL at each step of acquire") {
     }
 }
 
+// Stops a child at a test stop point and waits until it is stopped.
+void wait_stopped(pid_t pid) {
+    int st = 0;
+    REQUIRE(waitpid(pid, &st, WUNTRACED) == pid);
+    REQUIRE(WIFSTOPPED(st));
+}
+
+// The line-free path with concurrency looks at the line, then takes the
+// resource lock. A head that joins in between, finds the concurrency full
+// and sleeps, took nothing; once a release frees the permit, a try that
+// resumes must not take it past that head (it looks at the line again under
+// the lock). Ordered deterministically with SIGSTOP/SIGCONT.
+TEST_CASE("a try held up before the lock does not pass a head that joined and slept meanwhile") {
+    Segment seg;
+    Client c(seg.name);
+    rq_limit l[] = {rate(1000, kSec), conc(1)};
+    REQUIRE(rq_define(c, "fifo", l, 2, 0) == RQ_OK);
+    Peek peek(seg.name);
+    rq_permit held;
+    REQUIRE(rq_acquire(c, "fifo", 1, 0, &held) == RQ_OK);  // the only permit
+    auto *x_rc = shared_block<std::atomic<int>>();
+    x_rc->store(1);
+    pid_t x = spawn([&] {  // the try: stops after its look at the (empty) line
+        rq_client *cc = open_or_die(seg);
+        rq::detail::set_stop_point(CrashPoint::kFastBeforeLock);
+        rq_permit p;
+        const int rc = rq_acquire(cc, "fifo", 1, 0, &p);
+        x_rc->store(rc);
+        if (rc == RQ_OK) rq_release(cc, &p);
+        return 0;
+    });
+    wait_stopped(x);
+    pid_t w = spawn([&] {  // the head: joins, finds the concurrency full, sleeps
+        rq_client *cc = open_or_die(seg);
+        rq_permit p;
+        const int rc = rq_acquire(cc, "fifo", 1, 10 * int64_t{kSec}, &p);
+        if (rc == RQ_OK) rq_release(cc, &p);
+        return rc == RQ_OK ? 0 : 1;
+    });
+    REQUIRE(eventually([&] {
+        const rq::detail::QueueWord q = peek.queue("fifo");
+        if (q.tail - q.head != 1) return false;
+        const auto sw = rq::detail::SlotWord::unpack(peek.view.slot(peek.index("fifo"), q.head).word.load());
+        return sw.state == rq::detail::SlotState::kHeadConcSleep;
+    }));
+    ::kill(w, SIGSTOP);  // so that the head cannot take the permit before the try looks
+    wait_stopped(w);
+    REQUIRE(rq_release(c, &held) == RQ_OK);  // the permit is free, the head still in line
+    ::kill(x, SIGCONT);
+    CHECK(reap(x, 10000) == 0);
+    CHECK(x_rc->load() == RQ_EAGAIN);  // not admitted past the head
+    ::kill(w, SIGCONT);
+    CHECK(reap(w, 10000) == 0);  // the head gets it
+    check_clean(peek, "fifo");
+}
+
 TEST_CASE("SIGKILL while the head sleeps for tokens") {
     Segment seg;
     Client c(seg.name);
