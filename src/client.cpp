@@ -180,13 +180,13 @@ int Engine::acquire_r(const rq_resource *h, uint64_t load, int64_t timeout_ns, r
     if (static_cast<uint32_t>(w0) != kHandleMagic || r >= view_.geo.max_resources) return refuse(out, RQ_EINVAL);
     Resource &res = view_.resource(static_cast<uint32_t>(r));
     // The limits first: a resource this process has not seen defined is
-    // refresh_limits' to check (RQ_ENOENT unless kReady, read with acquire),
-    // so the name hash below is read only once it is published.
+    // refresh_limits' to check (RQ_ENOENT unless kReady, read with acquire);
+    // they carry the resource's name hash, copied once it was published.
     Limits scratch;
     const Limits *lim;
     rc = limits_of(res, static_cast<uint32_t>(r), scratch, lim, &now);
     if (rc != RQ_OK) return refuse(out, rc == RQ_ENOENT ? RQ_EINVAL : rc);
-    if (res.name_hash != h->opaque[1]) return refuse(out, RQ_EINVAL);
+    if (lim->name_hash != h->opaque[1]) return refuse(out, RQ_EINVAL);
     return acquire_at(res, static_cast<uint32_t>(r), lim, load, timeout_ns, out, nullptr, now);
 }
 

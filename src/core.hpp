@@ -74,7 +74,8 @@ struct Limits {
     uint64_t max_load;
     uint64_t fast_max_load;  // max_load for rate limits only, else 0: the loads try_fast may take
     bool one_request;        // a single rate limit that charges 1 per acquire (try_fast's own case)
-    uint64_t word;  // the resource's config word these were read under
+    uint64_t word;       // the resource's config word these were read under
+    uint64_t name_hash;  // the resource's, copied by read_limits (a handle is checked against it)
     Limit limit[kMaxLimits];
 };
 
@@ -350,7 +351,8 @@ private:
     uint32_t me_gen_ = 0;
     // Set in a forked child (close_fd_after_fork, from the atfork handler)
     // until it has registered a process slot of its own.
-    std::atomic<bool> forked_{false};
+    // (A 32-bit word, not a bool: one compare with memory on every call.)
+    std::atomic<uint32_t> forked_{0};
     std::mutex register_mu_;         // guards re-registration after fork
     std::atomic<bool> registering_{false};  // in register_process: locks naming me_ are stale
     // Checked copies of each resource's limits (resource.cpp, limits_of).
@@ -388,7 +390,7 @@ uint64_t name_hash(std::string_view name);
 
 inline int Engine::ensure_registered(int64_t *now) {
     // acquire: pairs with register_after_fork()'s release store.
-    if (!forked_.load(std::memory_order_acquire)) [[likely]] return RQ_OK;
+    if (forked_.load(std::memory_order_acquire) == 0) [[likely]] return RQ_OK;
     const int rc = register_after_fork();
     if (now != nullptr) *now = now_ns();
     return rc;

@@ -78,7 +78,7 @@ int Engine::open(const char *name, const rq_open_options *opts, Engine **out) {
 Engine::~Engine() {
     registry_remove(this);
     // A forked child that never registered owns no slot (its parent's is the parent's).
-    if (!forked_.load(std::memory_order_relaxed)) unregister_process();
+    if (forked_.load(std::memory_order_relaxed) == 0) unregister_process();
     unmap_segment();
 }
 
@@ -90,13 +90,13 @@ void Engine::close_fd_after_fork() noexcept {
     fd_ = -1;
     new (&register_mu_) std::mutex();
     new (&cache_mu_) std::mutex();  // another thread may have held it at the fork
-    forked_.store(true, std::memory_order_relaxed);
+    forked_.store(1, std::memory_order_relaxed);
 }
 
 int Engine::register_after_fork() noexcept {
     try {
         std::lock_guard<std::mutex> guard(register_mu_);
-        if (!forked_.load(std::memory_order_relaxed)) return RQ_OK;  // another thread did it
+        if (forked_.load(std::memory_order_relaxed) == 0) return RQ_OK;  // another thread did it
         // We are a forked child: our own open file description, our own slot.
         int rc = fd_ < 0 ? reopen_segment_fd() : RQ_OK;
         if (rc == RQ_OK) {
@@ -105,7 +105,7 @@ int Engine::register_after_fork() noexcept {
         }
         // release: pairs with ensure_registered's acquire load (me_ and the
         // rest of the registration are visible to every thread that sees false).
-        if (rc == RQ_OK) forked_.store(false, std::memory_order_release);
+        if (rc == RQ_OK) forked_.store(0, std::memory_order_release);
         return rc;
     } catch (const std::bad_alloc &) {  // (the segment's path; acquire_r is noexcept)
         errno = ENOMEM;

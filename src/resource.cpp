@@ -168,6 +168,7 @@ int read_limits_in(const View &view_, uint32_t r, Limits &out, uint64_t *word) {
         }
         finish_limits(out);
         out.word = w1;
+        out.name_hash = res.name_hash;  // immutable once kReady (our caller saw it with acquire)
         if (word != nullptr) *word = w1;
         return RQ_OK;
     }
