@@ -1,7 +1,9 @@
 // The C++ core behind the C ABI. Internal: not installed, not exported.
 //
-// Functions return 0 or a negative RQ_E* code and never throw (std::bad_alloc
-// from the few allocations is caught by the C ABI shell).
+// Functions return 0 or a negative RQ_E* code and never throw: std::bad_alloc
+// from the few allocations is caught by the C ABI shell, or, on the acquire
+// path (acquire_r is noexcept), where it happens (refresh_limits,
+// register_after_fork).
 #pragma once
 
 #include "clock.hpp"

@@ -194,7 +194,9 @@ typedef struct rq_resource {
 RQ_API int rq_resolve(rq_client *c, const char *resource, rq_resource *out);
 
 /* rq_acquire on a resolved resource: the same behaviour and errors, plus
- * RQ_EINVAL for a handle that is zeroed, forged or of another segment. */
+ * RQ_EINVAL for a handle that is zeroed, forged or of another segment. (When
+ * several things are wrong at once, which one is reported may differ from
+ * rq_acquire: a damaged segment's RQ_ECORRUPT may come before RQ_EINVAL.) */
 RQ_API int rq_acquire_r(rq_client *c, const rq_resource *resource, uint64_t load, int64_t timeout_ns,
                         rq_permit *out);
 
