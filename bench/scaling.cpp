@@ -147,72 +147,85 @@ struct Row {
     double rq_ops, gcra_ops, p99_us, cpu_per_s;
 };
 
+// Runs ratequeue and the bare GCRA floor in alternating rounds (so both see
+// the same spells of noise from the rest of the machine), each round n
+// forked processes for seconds / kRounds. Both loops read the clock the same
+// number of times per operation: the acquire latency is sampled on one
+// operation in kSampleEvery, with two extra clock reads.
 Row scale(int n, double seconds, const std::string &seg) {
+    constexpr int kRounds = 4;
+    constexpr uint64_t kSampleEvery = 16;
     Row row{n, 0, 0, 0, 0};
     auto *ops = shared<std::atomic<uint64_t>>(2);
     auto *go = shared<std::atomic<int>>();
     auto *word = shared<std::atomic<int64_t>>();
     constexpr int kSamples = 4096;
     auto *samples = shared<int64_t>(static_cast<size_t>(n) * kSamples);
-    for (int mode = 0; mode < 2; ++mode) {  // 0: ratequeue, 1: bare GCRA
-        go->store(0);
-        const double cpu0 = child_cpu_seconds();
-        std::vector<pid_t> kids;
-        for (int k = 0; k < n; ++k) {
-            pid_t pid = fork();
-            if (pid == 0) {
-                rq_client *c = nullptr;
-                if (mode == 0) rq_open(seg.c_str(), &c);
-                while (go->load() == 0) {
-                }
-                const int64_t end = now_ns() + static_cast<int64_t>(seconds * 1e9);
-                uint64_t mine = 0;
-                int64_t *my = samples + static_cast<size_t>(k) * kSamples;
-                while (now_ns() < end) {
-                    if (mode == 0) {
-                        rq_permit p;
-                        const int64_t a = now_ns();
-                        if (rq_acquire(c, "scale", 1, 100'000'000, &p) != RQ_OK) continue;
-                        const int64_t b = now_ns();
-                        if (mine < kSamples) my[mine] = b - a;
-                        rq_release(c, &p);
-                    } else {
-                        // clock + load + max + one CAS: 1 us per unit, 1 s bucket (never binds)
-                        for (;;) {
-                            const int64_t t = now_ns();
-                            int64_t tat = word->load(std::memory_order_acquire);
-                            const int64_t nt = std::max(tat, t) + 1;
-                            if (word->compare_exchange_weak(tat, nt, std::memory_order_acq_rel)) break;
-                        }
-                    }
-                    ++mine;
-                }
-                ops[mode].fetch_add(mine);
-                if (c) rq_close(c);
-                _exit(0);
-            }
-            kids.push_back(pid);
-        }
-        ops[mode].store(0);
-        go->store(1);
-        const int64_t t0 = now_ns();
-        for (pid_t k : kids) waitpid(k, nullptr, 0);
-        const double wall = static_cast<double>(now_ns() - t0) / 1e9;
-        if (mode == 0) {
-            row.rq_ops = static_cast<double>(ops[0].load()) / wall;
-            row.cpu_per_s = (child_cpu_seconds() - cpu0) / wall;
-            std::vector<int64_t> all;
+    auto *taken = shared<std::atomic<uint32_t>>(static_cast<size_t>(n));
+    double wall[2] = {0, 0}, cpu_rq = 0;
+    uint64_t done[2] = {0, 0};
+    for (int round = 0; round < kRounds; ++round) {
+        for (int mode = 0; mode < 2; ++mode) {  // 0: ratequeue, 1: bare GCRA
+            go->store(0);
+            ops[mode].store(0);
+            const double cpu0 = child_cpu_seconds();
+            std::vector<pid_t> kids;
             for (int k = 0; k < n; ++k) {
-                for (int i = 0; i < kSamples; ++i) {
-                    if (samples[static_cast<size_t>(k) * kSamples + i] > 0) all.push_back(samples[static_cast<size_t>(k) * kSamples + i]);
+                pid_t pid = fork();
+                if (pid == 0) {
+                    rq_client *c = nullptr;
+                    if (mode == 0) rq_open(seg.c_str(), &c);
+                    while (go->load() == 0) {
+                    }
+                    const int64_t end = now_ns() + static_cast<int64_t>(seconds / kRounds * 1e9);
+                    uint64_t mine = 0;
+                    int64_t *my = samples + static_cast<size_t>(k) * kSamples;
+                    uint32_t kept = taken[k].load();
+                    while (now_ns() < end) {
+                        if (mode == 0) {
+                            rq_permit p;
+                            if (mine % kSampleEvery == 0 && kept < kSamples) {
+                                const int64_t t = now_ns();
+                                if (rq_acquire(c, "scale", 1, 100'000'000, &p) != RQ_OK) continue;
+                                my[kept++] = now_ns() - t;
+                            } else if (rq_acquire(c, "scale", 1, 100'000'000, &p) != RQ_OK) {
+                                continue;
+                            }
+                            rq_release(c, &p);
+                        } else {
+                            // clock + load + max + one CAS: 1 us per unit, 1 s bucket (never binds)
+                            for (;;) {
+                                const int64_t t = now_ns();
+                                int64_t tat = word->load(std::memory_order_acquire);
+                                const int64_t nt = std::max(tat, t) + 1;
+                                if (word->compare_exchange_weak(tat, nt, std::memory_order_acq_rel)) break;
+                            }
+                        }
+                        ++mine;
+                    }
+                    taken[k].store(kept);
+                    ops[mode].fetch_add(mine);
+                    if (c) rq_close(c);
+                    _exit(0);
                 }
+                kids.push_back(pid);
             }
-            row.p99_us = pct(all, 0.99) / 1e3;
-            std::memset(samples, 0, sizeof(int64_t) * static_cast<size_t>(n) * kSamples);
-        } else {
-            row.gcra_ops = static_cast<double>(ops[1].load()) / wall;
+            go->store(1);
+            const int64_t t0 = now_ns();
+            for (pid_t k : kids) waitpid(k, nullptr, 0);
+            wall[mode] += static_cast<double>(now_ns() - t0) / 1e9;
+            done[mode] += ops[mode].load();
+            if (mode == 0) cpu_rq += child_cpu_seconds() - cpu0;
         }
     }
+    row.rq_ops = static_cast<double>(done[0]) / wall[0];
+    row.gcra_ops = static_cast<double>(done[1]) / wall[1];
+    row.cpu_per_s = cpu_rq / wall[0];
+    std::vector<int64_t> all;
+    for (int k = 0; k < n; ++k) {
+        for (uint32_t i = 0; i < taken[k].load(); ++i) all.push_back(samples[static_cast<size_t>(k) * kSamples + i]);
+    }
+    row.p99_us = pct(all, 0.99) / 1e3;
     return row;
 }
 
