@@ -272,7 +272,7 @@ int main(int argc, char **argv) {
                 pct(raw, .999) / 1e3);
     std::printf("  %-22s %8.1fus %8.1fus %8.1fus\n", "ratequeue release", pct(rqw, .5) / 1e3, pct(rqw, .99) / 1e3,
                 pct(rqw, .999) / 1e3);
-    std::printf(conc_mode ? "  %-22s %9.2fx %9.2fx %9.2fx   (a few samples: for the handoff rate below)\n\n"
+    std::printf(conc_mode ? "  %-22s %9.2fx %9.2fx %9.2fx   (for the handoff rate below)\n\n"
                           : "  %-22s %9.2fx %9.2fx %9.2fx   (budget: p50 1.3x, p99 2x)\n\n",
                 "ratio",
                 pct(rqw, .5) / std::max(1.0, pct(raw, .5)), pct(rqw, .99) / std::max(1.0, pct(raw, .99)),
