@@ -78,8 +78,8 @@ struct WakeShared {
 void futex_wait_word(std::atomic<uint32_t> *w, uint32_t v) {
     syscall(SYS_futex, reinterpret_cast<uint32_t *>(w), FUTEX_WAIT, v, nullptr, nullptr, 0);
 }
-void futex_wake_word(std::atomic<uint32_t> *w) {
-    syscall(SYS_futex, reinterpret_cast<uint32_t *>(w), FUTEX_WAKE, 1, nullptr, nullptr, 0);
+void futex_wake_word(std::atomic<uint32_t> *w, int n = 1) {
+    syscall(SYS_futex, reinterpret_cast<uint32_t *>(w), FUTEX_WAKE, n, nullptr, nullptr, 0);
 }
 
 // Samples of release-to-wake, ratequeue or raw futex.
@@ -157,7 +157,7 @@ Row scale(int n, double seconds, const std::string &seg) {
     constexpr uint64_t kSampleEvery = 16;
     Row row{n, 0, 0, 0, 0};
     auto *ops = shared<std::atomic<uint64_t>>(2);
-    auto *go = shared<std::atomic<int>>();
+    auto *go = shared<std::atomic<uint32_t>>();
     auto *word = shared<std::atomic<int64_t>>();
     constexpr int kSamples = 4096;
     auto *samples = shared<int64_t>(static_cast<size_t>(n) * kSamples);
@@ -175,8 +175,9 @@ Row scale(int n, double seconds, const std::string &seg) {
                 if (pid == 0) {
                     rq_client *c = nullptr;
                     if (mode == 0) rq_open(seg.c_str(), &c);
-                    while (go->load() == 0) {
-                    }
+                    // Asleep until the start (spinning here would count CPU
+                    // outside the measured interval).
+                    while (go->load() == 0) futex_wait_word(go, 0);
                     const int64_t end = now_ns() + static_cast<int64_t>(seconds / kRounds * 1e9);
                     uint64_t mine = 0;
                     int64_t *my = samples + static_cast<size_t>(k) * kSamples;
@@ -211,6 +212,7 @@ Row scale(int n, double seconds, const std::string &seg) {
                 kids.push_back(pid);
             }
             go->store(1);
+            futex_wake_word(go, INT32_MAX);
             const int64_t t0 = now_ns();
             for (pid_t k : kids) waitpid(k, nullptr, 0);
             wall[mode] += static_cast<double>(now_ns() - t0) / 1e9;
