@@ -59,9 +59,10 @@ double pct(std::vector<int64_t> v, double p) {
     return static_cast<double>(v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))]);
 }
 
-double child_cpu_seconds() {
+// CPU time of this process so far (each worker measures its own interval).
+double self_cpu_seconds() {
     rusage ru{};
-    getrusage(RUSAGE_CHILDREN, &ru);
+    getrusage(RUSAGE_SELF, &ru);
     return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
            static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
@@ -162,13 +163,14 @@ Row scale(int n, double seconds, const std::string &seg) {
     constexpr int kSamples = 4096;
     auto *samples = shared<int64_t>(static_cast<size_t>(n) * kSamples);
     auto *taken = shared<std::atomic<uint32_t>>(static_cast<size_t>(n));
+    auto *cpu_us = shared<std::atomic<uint64_t>>();  // summed over the workers of a round
     double wall[2] = {0, 0}, cpu_rq = 0;
     uint64_t done[2] = {0, 0};
     for (int round = 0; round < kRounds; ++round) {
         for (int mode = 0; mode < 2; ++mode) {  // 0: ratequeue, 1: bare GCRA
             go->store(0);
             ops[mode].store(0);
-            const double cpu0 = child_cpu_seconds();
+            cpu_us->store(0);
             std::vector<pid_t> kids;
             for (int k = 0; k < n; ++k) {
                 pid_t pid = fork();
@@ -178,6 +180,7 @@ Row scale(int n, double seconds, const std::string &seg) {
                     // Asleep until the start (spinning here would count CPU
                     // outside the measured interval).
                     while (go->load() == 0) futex_wait_word(go, 0);
+                    const double cpu_start = self_cpu_seconds();
                     const int64_t end = now_ns() + static_cast<int64_t>(seconds / kRounds * 1e9);
                     uint64_t mine = 0;
                     int64_t *my = samples + static_cast<size_t>(k) * kSamples;
@@ -206,18 +209,21 @@ Row scale(int n, double seconds, const std::string &seg) {
                     }
                     taken[k].store(kept);
                     ops[mode].fetch_add(mine);
+                    cpu_us->fetch_add(static_cast<uint64_t>((self_cpu_seconds() - cpu_start) * 1e6));
                     if (c) rq_close(c);
                     _exit(0);
                 }
                 kids.push_back(pid);
             }
+            // The clock first: once woken, the workers may keep the parent
+            // off the CPU for a while.
+            const int64_t t0 = now_ns();
             go->store(1);
             futex_wake_word(go, INT32_MAX);
-            const int64_t t0 = now_ns();
             for (pid_t k : kids) waitpid(k, nullptr, 0);
             wall[mode] += static_cast<double>(now_ns() - t0) / 1e9;
             done[mode] += ops[mode].load();
-            if (mode == 0) cpu_rq += child_cpu_seconds() - cpu0;
+            if (mode == 0) cpu_rq += static_cast<double>(cpu_us->load()) / 1e6;
         }
     }
     row.rq_ops = static_cast<double>(done[0]) / wall[0];
