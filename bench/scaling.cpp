@@ -18,6 +18,7 @@
 #include "ratequeue/ratequeue.h"
 
 #include <linux/futex.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -83,6 +84,26 @@ void futex_wake_word(std::atomic<uint32_t> *w, int n = 1) {
     syscall(SYS_futex, reinterpret_cast<uint32_t *>(w), FUTEX_WAKE, n, nullptr, nullptr, 0);
 }
 
+// Pins the calling process to one CPU (the last one for the waiter, the
+// first for the releaser), when there are two or more: the case measured is
+// a sleeper woken on the other CPU (DESIGN section 5), for ratequeue and the
+// raw futex alike, not wherever the scheduler happens to place it.
+void pin(bool waiter) {
+    const long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 2) return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(waiter ? static_cast<int>(n - 1) : 0, &set);
+    sched_setaffinity(0, sizeof set, &set);
+}
+
+void unpin() {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (long i = 0; i < sysconf(_SC_NPROCESSORS_ONLN) && i < CPU_SETSIZE; ++i) CPU_SET(static_cast<int>(i), &set);
+    sched_setaffinity(0, sizeof set, &set);
+}
+
 // Samples of release-to-wake, ratequeue or raw futex.
 std::vector<int64_t> wake_samples(bool raw, int n, const std::string &seg) {
     auto *sh = shared<WakeShared>();
@@ -95,6 +116,7 @@ std::vector<int64_t> wake_samples(bool raw, int n, const std::string &seg) {
     }
     pid_t child = fork();
     if (child == 0) {  // the waiter
+        pin(true);
         rq_client *wc = nullptr;
         if (!raw) rq_open(seg.c_str(), &wc);
         for (int i = 0; i < n; ++i) {
@@ -116,6 +138,7 @@ std::vector<int64_t> wake_samples(bool raw, int n, const std::string &seg) {
         if (wc) rq_close(wc);
         _exit(0);
     }
+    pin(false);
     for (int i = 0; i < n; ++i) {
         rq_permit p;
         if (!raw) rq_acquire(c, "wake", 1, -1, &p);
@@ -137,6 +160,7 @@ std::vector<int64_t> wake_samples(bool raw, int n, const std::string &seg) {
         }
     }
     waitpid(child, nullptr, 0);
+    unpin();
     if (c) rq_close(c);
     return std::vector<int64_t>(lat, lat + n);
 }
