@@ -248,15 +248,20 @@ class Permit:
     def release(self):
         client, self._client = self._client, None
         if client is not None:
-            rc = _rq_release(client._handle(), _byref(self._permit))
+            rc = _rq_release(client._c or client._handle(), _byref(self._permit))
             if rc:
                 raise _error(rc, "release " + self.resource)
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.release()
+    def __exit__(self, exc_type, exc, tb):
+        # release(), inline: this is half of every `with acquire()` block.
+        client, self._client = self._client, None
+        if client is not None:
+            rc = _rq_release(client._c or client._handle(), _byref(self._permit))
+            if rc:
+                raise _error(rc, "release " + self.resource)
         return False
 
     def __repr__(self):
