@@ -207,8 +207,17 @@ TEST_CASE("a try held up before the lock does not pass a head that joined and sl
         const auto sw = rq::detail::SlotWord::unpack(peek.view.slot(peek.index("fifo"), q.head).word.load());
         return sw.state == rq::detail::SlotState::kHeadConcSleep;
     }));
-    ::kill(w, SIGSTOP);  // so that the head cannot take the permit before the try looks
-    wait_stopped(w);
+    // Stop the head, so that it cannot take the permit before the try looks;
+    // not while it holds the resource lock (it wakes every 20 ms to check on
+    // the others), or our release below would wait for it.
+    for (int tries = 0;; ++tries) {
+        REQUIRE(tries < 100);
+        ::kill(w, SIGSTOP);
+        wait_stopped(w);
+        if ((peek.view.resource(peek.index("fifo")).lock.load() & rq::detail::kLockOwnerMask) == 0) break;
+        ::kill(w, SIGCONT);
+        sleep_ms(1);
+    }
     REQUIRE(rq_release(c, &held) == RQ_OK);  // the permit is free, the head still in line
     ::kill(x, SIGCONT);
     CHECK(reap(x, 10000) == 0);
