@@ -84,24 +84,35 @@ void futex_wake_word(std::atomic<uint32_t> *w, int n = 1) {
     syscall(SYS_futex, reinterpret_cast<uint32_t *>(w), FUTEX_WAKE, n, nullptr, nullptr, 0);
 }
 
-// Pins the calling process to one CPU (the last one for the waiter, the
-// first for the releaser), when there are two or more: the case measured is
-// a sleeper woken on the other CPU (DESIGN section 5), for ratequeue and the
-// raw futex alike, not wherever the scheduler happens to place it.
+// Pins the calling process to one CPU of those it may use (the last for the
+// waiter, the first for the releaser), when there are two or more: the case
+// measured is a sleeper woken on the other CPU (DESIGN section 5), for
+// ratequeue and the raw futex alike, not wherever the scheduler places it.
+// unpin() restores the mask.
+cpu_set_t g_allowed;
+bool g_pinned = false;
+
 void pin(bool waiter) {
-    const long n = sysconf(_SC_NPROCESSORS_ONLN);
-    if (n < 2) return;
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(waiter ? static_cast<int>(n - 1) : 0, &set);
-    sched_setaffinity(0, sizeof set, &set);
+    cpu_set_t all;
+    if (sched_getaffinity(0, sizeof all, &all) != 0 || CPU_COUNT(&all) < 2) return;
+    int first = -1, last = -1;
+    for (int i = 0; i < CPU_SETSIZE; ++i) {
+        if (!CPU_ISSET(i, &all)) continue;
+        if (first < 0) first = i;
+        last = i;
+    }
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(waiter ? last : first, &one);
+    if (sched_setaffinity(0, sizeof one, &one) == 0 && !waiter) {
+        g_allowed = all;
+        g_pinned = true;
+    }
 }
 
 void unpin() {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    for (long i = 0; i < sysconf(_SC_NPROCESSORS_ONLN) && i < CPU_SETSIZE; ++i) CPU_SET(static_cast<int>(i), &set);
-    sched_setaffinity(0, sizeof set, &set);
+    if (g_pinned) sched_setaffinity(0, sizeof g_allowed, &g_allowed);
+    g_pinned = false;
 }
 
 // Samples of release-to-wake, ratequeue or raw futex.
@@ -209,10 +220,12 @@ Row scale(int n, double seconds, const std::string &seg) {
                     uint64_t mine = 0;
                     int64_t *my = samples + static_cast<size_t>(k) * kSamples;
                     uint32_t kept = taken[k].load();
+                    // Each round keeps its share of the samples.
+                    const uint32_t quota = static_cast<uint32_t>(kSamples / kRounds * (round + 1));
                     while (now_ns() < end) {
                         if (mode == 0) {
                             rq_permit p;
-                            if (mine % kSampleEvery == 0 && kept < kSamples) {
+                            if (mine % kSampleEvery == 0 && kept < quota) {
                                 const int64_t t = now_ns();
                                 if (rq_acquire(c, "scale", 1, 100'000'000, &p) != RQ_OK) continue;
                                 my[kept++] = now_ns() - t;

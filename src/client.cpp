@@ -120,7 +120,10 @@ void crash_point(CrashPoint p) {
     if (p == CrashPoint::kNone) return;
     if (g_crash_point.load(std::memory_order_relaxed) == static_cast<int>(p)) ::raise(SIGKILL);
     int armed = static_cast<int>(p);
-    if (g_stop_point.compare_exchange_strong(armed, 0, std::memory_order_relaxed)) ::raise(SIGSTOP);
+    if (g_stop_point.load(std::memory_order_relaxed) == armed &&
+        g_stop_point.compare_exchange_strong(armed, 0, std::memory_order_relaxed)) {
+        ::raise(SIGSTOP);
+    }
 }
 #else
 void set_crash_point(CrashPoint) {}
@@ -145,11 +148,10 @@ int Engine::resolve(const char *name, uint64_t load, uint32_t &r, Limits &scratc
     return RQ_OK;
 }
 
-// rq_resource: opaque[0] = resource index << 32 | "RQRS", opaque[1] = its
-// name hash. Checked on every use against the live resource table entry.
-namespace {
-constexpr uint32_t kHandleMagic = 0x52515253;  // "RQRS"
-}
+// rq_resource: opaque[0] = resource index << 32 | the segment's tag
+// (segment.cpp, segment_tag), opaque[1] = the resource's name hash. Checked
+// on every use: the tag against this segment's, the index against the table,
+// the hash against the one kept with the resource's checked limits.
 
 int Engine::resolve_handle(const char *name, rq_resource *out) {
     if (out == nullptr || name == nullptr) return RQ_EINVAL;
@@ -159,7 +161,7 @@ int Engine::resolve_handle(const char *name, rq_resource *out) {
     uint32_t r;
     rc = find_named(name, r);
     if (rc != RQ_OK) return rc;
-    out->opaque[0] = uint64_t{r} << 32 | kHandleMagic;
+    out->opaque[0] = uint64_t{r} << 32 | handle_tag_;
     out->opaque[1] = view_.resource(r).name_hash;
     return RQ_OK;
 }
@@ -177,7 +179,7 @@ int Engine::acquire_r(const rq_resource *h, uint64_t load, int64_t timeout_ns, r
     if (rc != RQ_OK) return refuse(out, rc);
     const uint64_t w0 = h->opaque[0];
     const uint64_t r = w0 >> 32;
-    if (static_cast<uint32_t>(w0) != kHandleMagic || r >= view_.geo.max_resources) return refuse(out, RQ_EINVAL);
+    if (static_cast<uint32_t>(w0) != handle_tag_ || r >= view_.geo.max_resources) return refuse(out, RQ_EINVAL);
     Resource &res = view_.resource(static_cast<uint32_t>(r));
     // The limits first: a resource this process has not seen defined is
     // refresh_limits' to check (RQ_ENOENT unless kReady, read with acquire);
@@ -213,8 +215,9 @@ int Engine::refuse(rq_permit *out, int rc) {
 }
 
 // The acquire once the resource and its limits are known. The uncontended
-// case (nobody in line, rate limits only, the buckets admit) is try_fast,
-// inline here; everything else is acquire_line, out of line.
+// case (nobody in line, every limit admits now) is the line-free path:
+// try_fast, inline here, for rate limits only, try_fast_conc with
+// concurrency limits; everything else is acquire_line, out of line.
 [[gnu::always_inline]] inline int Engine::acquire_at(Resource &res, uint32_t r, const Limits *lim, uint64_t load,
                                                      int64_t timeout_ns, rq_permit *out, int64_t *predicted,
                                                      int64_t now) {

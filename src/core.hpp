@@ -207,8 +207,9 @@ public:
     int acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_permit *out, int64_t *predicted = nullptr);
     int release(rq_permit *p);  // inline, below
     int resolve_handle(const char *name, rq_resource *out);
-    // noexcept (nothing on its path throws: refresh_limits reports ENOMEM),
-    // so the C shell reaches it by a plain jump.
+    // noexcept (nothing on its path throws: refresh_limits and
+    // register_after_fork report ENOMEM), so the C shell reaches it by a
+    // plain jump.
     int acquire_r(const rq_resource *h, uint64_t load, int64_t timeout_ns, rq_permit *out) noexcept;
     int enqueue_ticket(const char *name, uint64_t load, rq_ticket *t);
     int wait_ticket(rq_ticket *t, int64_t timeout_ns, rq_permit *out);
@@ -351,6 +352,7 @@ private:
     uint64_t ino_ = 0, dev_ = 0;     // its identity, to reopen the same one after fork
     uint32_t me_ = UINT32_MAX;      // process slot
     uint32_t me_gen_ = 0;
+    uint32_t handle_tag_ = 0;        // segment_tag() of the mapped segment (rq_resource)
     // Set in a forked child (close_fd_after_fork, from the atfork handler)
     // until it has registered a process slot of its own.
     // (A 32-bit word, not a bool: one compare with memory on every call.)

@@ -90,7 +90,7 @@ struct Header {
     int64_t created_realtime_ns;      // creator, CLOCK_REALTIME
     int64_t created_mono_ns;          // creator, CLOCK_MONOTONIC
     uint8_t boot_id[16];              // creator: /proc/sys/kernel/random/boot_id
-    uint64_t proc_table_off;          // creator: offsets, checked against segment_size()
+    uint64_t proc_table_off;          // creator: offsets, checked against geometry()
     uint64_t resource_table_off;
     uint64_t holdings_off;
     uint64_t rings_off;

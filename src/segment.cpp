@@ -34,6 +34,25 @@ namespace bip = boost::interprocess;
 namespace rq::detail {
 namespace {
 
+// A 32-bit tag of this segment's creation (creator pid, clocks, boot id):
+// resolved handles carry it, so a handle of another segment is refused even
+// where that segment has a resource of the same name at the same index.
+// Never 0, so a zeroed handle never matches.
+uint32_t segment_tag(const Header &h) {
+    uint64_t x = 0xcbf29ce484222325ull;  // FNV-1a over the fields' bytes
+    auto mix = [&x](const void *p, size_t n) {
+        for (size_t i = 0; i < n; ++i) {
+            x ^= static_cast<const uint8_t *>(p)[i];
+            x *= 0x100000001b3ull;
+        }
+    };
+    mix(&h.creator_pid, sizeof h.creator_pid);
+    mix(&h.created_realtime_ns, sizeof h.created_realtime_ns);
+    mix(&h.created_mono_ns, sizeof h.created_mono_ns);
+    mix(h.boot_id, sizeof h.boot_id);
+    return static_cast<uint32_t>(x ^ (x >> 32)) | 1u;
+}
+
 constexpr const char *kShmDir = "/dev/shm/";
 constexpr size_t kMaxSegmentName = 200;
 // Lock byte of the segment file that serialises replacing a stale segment;
@@ -301,6 +320,7 @@ int Engine::map_segment(const char *segment, const rq_open_options *opts) {
             continue;
         }
         view_.attach(static_cast<std::byte *>(m.region->get_address()), g);
+        handle_tag_ = segment_tag(view_.header());
         fd_ = m.shm_fd;
         struct stat st;
         if (fstat(fd_, &st) != 0) return RQ_ESYS;

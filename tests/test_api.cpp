@@ -412,10 +412,19 @@ TEST_CASE("resolved resources acquire like names, and bad handles are refused") 
     CHECK(rq_acquire_r(c, &magic, 1, 0, &q) == RQ_EINVAL);
     CHECK(rq_acquire_r(c, nullptr, 1, 0, &q) == RQ_EINVAL);
     CHECK(rq_acquire_r(nullptr, &h, 1, 0, &q) == RQ_EINVAL);
-    // A handle of one segment means nothing in another.
+    // A handle of one segment means nothing in another, even one with a
+    // resource of the same name (at the same index: same capacities).
     Segment seg2;
     Client c2(seg2.name);
     CHECK(rq_acquire_r(c2, &h, 1, 0, &q) == RQ_EINVAL);
+    REQUIRE(rq_define(c2, "r", l, 2, 0) == RQ_OK);
+    rq_resource h2;
+    REQUIRE(rq_resolve(c2, "r", &h2) == RQ_OK);
+    REQUIRE((h2.opaque[0] >> 32) == (h.opaque[0] >> 32));  // the same index
+    REQUIRE(h2.opaque[1] == h.opaque[1]);              // the same name
+    CHECK(rq_acquire_r(c2, &h, 1, 0, &q) == RQ_EINVAL);
+    REQUIRE(rq_acquire_r(c2, &h2, 1, 0, &q) == RQ_OK);
+    CHECK(rq_release(c2, &q) == RQ_OK);
 }
 
 TEST_CASE("resolved rate-only resources: the line-free path checks the load and zeroes a refused permit") {

@@ -193,6 +193,17 @@ TEST_CASE("a try held up before the lock does not pass a head that joined and sl
         if (rc == RQ_OK) rq_release(cc, &p);
         return 0;
     });
+    // A failed REQUIRE below must not leave stopped children behind (their
+    // alarm cannot end them while they are stopped).
+    struct Reaper {
+        pid_t pid[2] = {0, 0};
+        ~Reaper() {
+            for (pid_t p : pid) {
+                if (p > 0 && ::kill(p, SIGKILL) == 0) waitpid(p, nullptr, 0);
+            }
+        }
+    } reaper;
+    reaper.pid[0] = x;
     wait_stopped(x);
     pid_t w = spawn([&] {  // the head: joins, finds the concurrency full, sleeps
         rq_client *cc = open_or_die(seg);
@@ -201,6 +212,7 @@ TEST_CASE("a try held up before the lock does not pass a head that joined and sl
         if (rc == RQ_OK) rq_release(cc, &p);
         return rc == RQ_OK ? 0 : 1;
     });
+    reaper.pid[1] = w;
     REQUIRE(eventually([&] {
         const rq::detail::QueueWord q = peek.queue("fifo");
         if (q.tail - q.head != 1) return false;
@@ -221,9 +233,11 @@ TEST_CASE("a try held up before the lock does not pass a head that joined and sl
     REQUIRE(rq_release(c, &held) == RQ_OK);  // the permit is free, the head still in line
     ::kill(x, SIGCONT);
     CHECK(reap(x, 10000) == 0);
+    reaper.pid[0] = 0;
     CHECK(x_rc->load() == RQ_EAGAIN);  // not admitted past the head
     ::kill(w, SIGCONT);
     CHECK(reap(w, 10000) == 0);  // the head gets it
+    reaper.pid[1] = 0;
     check_clean(peek, "fifo");
 }
 
