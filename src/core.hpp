@@ -324,12 +324,11 @@ private:
     // Returns RQ_OK, kFastMiss, kFastNoCapacity or an error (< 0).
     int try_fast_conc(Resource &res, uint32_t r, const Limits &lim, uint64_t load, int64_t now, rq_permit *out);
     int release_slow(rq_permit *p);
-    // The line-free path's charges: per limit, the TAT read, the TAT to
-    // write, and the increment.
+    // The line-free path's charges: per limit, the TAT read and the TAT to
+    // write (client.cpp, plan_rates).
     struct FastCharge {
         int64_t tat[kMaxLimits];
         int64_t new_tat[kMaxLimits];
-        uint64_t inc[kMaxLimits];
     };
     [[gnu::noinline, gnu::cold]] int try_fast_contended(uint32_t r, const Limits &lim, uint64_t load, int64_t now,
                                                         uint32_t i, FastCharge &c, rq_permit *out);

@@ -1,5 +1,7 @@
 #include "futex.hpp"
 
+#include "clock.hpp"
+
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -11,17 +13,22 @@
 
 namespace rq::detail {
 
+namespace {
+// An absolute CLOCK_MONOTONIC deadline for the kernel: ts filled, or nullptr
+// for INT64_MAX (never).
+timespec *deadline_ts(int64_t deadline_ns, timespec &ts) {
+    if (deadline_ns == INT64_MAX) return nullptr;
+    if (deadline_ns < 0) deadline_ns = 0;
+    ts.tv_sec = deadline_ns / 1'000'000'000;
+    ts.tv_nsec = deadline_ns % 1'000'000'000;
+    return &ts;
+}
+}  // namespace
+
 FutexResult futex_wait(const void *word, uint32_t expected, int64_t deadline_ns) noexcept {
     timespec ts{};
-    timespec *tsp = nullptr;
-    if (deadline_ns != INT64_MAX) {
-        if (deadline_ns < 0) deadline_ns = 0;
-        ts.tv_sec = deadline_ns / 1'000'000'000;
-        ts.tv_nsec = deadline_ns % 1'000'000'000;
-        tsp = &ts;
-    }
     // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline.
-    long rc = syscall(SYS_futex, word, FUTEX_WAIT_BITSET, expected, tsp, nullptr,
+    long rc = syscall(SYS_futex, word, FUTEX_WAIT_BITSET, expected, deadline_ts(deadline_ns, ts), nullptr,
                       FUTEX_BITSET_MATCH_ANY);
     if (rc == 0) return FutexResult::kWoken;
     switch (errno) {
@@ -50,14 +57,7 @@ FutexResult futex_wait2(const void *word, uint32_t expected, const void *local, 
         w[1].uaddr = reinterpret_cast<uintptr_t>(local);
         w[1].flags = FUTEX_32;
         timespec ts{};
-        timespec *tsp = nullptr;
-        if (deadline_ns != INT64_MAX) {
-            if (deadline_ns < 0) deadline_ns = 0;
-            ts.tv_sec = deadline_ns / 1'000'000'000;
-            ts.tv_nsec = deadline_ns % 1'000'000'000;
-            tsp = &ts;
-        }
-        long rc = syscall(SYS_futex_waitv, w, 2, 0, tsp, CLOCK_MONOTONIC);
+        long rc = syscall(SYS_futex_waitv, w, 2, 0, deadline_ts(deadline_ns, ts), CLOCK_MONOTONIC);
         if (rc >= 0) return FutexResult::kWoken;
         switch (errno) {
             case EAGAIN: return FutexResult::kValueChanged;
@@ -70,9 +70,7 @@ FutexResult futex_wait2(const void *word, uint32_t expected, const void *local, 
         }
     }
     // Old kernel: sleep on `word` in bounded steps; the caller re-checks *local.
-    timespec now{};
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    const int64_t cap = now.tv_sec * 1'000'000'000 + now.tv_nsec + kFallbackNs;
+    const int64_t cap = now_ns() + kFallbackNs;
     return futex_wait(word, expected, deadline_ns < cap ? deadline_ns : cap);
 }
 

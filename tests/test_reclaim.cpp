@@ -446,33 +446,44 @@ TEST_CASE("a lock breaker that saw the owner dead does not take the lock of a li
     munmap(sh, 2 * sizeof(std::atomic<int>));
 }
 
+namespace {
+// A child takes the head of "r" with a ticket of `load`; we queue behind it
+// (`mine`, of `my_load`); then the child serves, as head, armed to die at
+// `cp`, and dies there. Returns once it is dead.
+void head_dies_serving(const Segment &seg, rq_client *c, uint64_t load, CrashPoint cp, uint64_t my_load,
+                       rq_ticket &mine) {
+    auto *ready = shared_block<std::atomic<int>>();
+    auto *go = shared_block<std::atomic<int>>();
+    pid_t child = spawn([&] {
+        rq_client *cc;
+        if (rq_open(seg.c_str(), &cc) != RQ_OK) return 1;
+        rq_ticket t;
+        if (rq_enqueue(cc, "r", load, &t) != RQ_OK) return 2;
+        ready->store(1);
+        while (go->load() == 0) usleep(100);
+        rd::set_crash_point(cp);
+        rq_permit p;
+        rq_wait(cc, &t, 0, &p);
+        return 3;  // not reached: killed at cp
+    });
+    REQUIRE(eventually([&] { return ready->load() == 1; }));
+    REQUIRE(rq_enqueue(c, "r", my_load, &mine) == RQ_OK);
+    go->store(1);
+    CHECK(reap(child) == -SIGKILL);
+    munmap(ready, sizeof *ready);
+    munmap(go, sizeof *go);
+}
+}  // namespace
+
 TEST_CASE("a head killed while serving the ticket behind it: that ticket still gets served") {
     Segment seg;
     Client c(seg.name);
     rq_limit l[] = {rate(1000, static_cast<uint64_t>(kSec), 1000)};
     REQUIRE(rq_define(c, "r", l, 1, 0) == RQ_OK);
-    auto *ready = shared_block<std::atomic<int>>();
-    auto *go = shared_block<std::atomic<int>>();
-    // The child takes the head with a ticket and waits; we queue behind it;
-    // then the child serves itself, takes our tokens, and dies before handing
+    // The child serves itself, takes our tokens, and dies before handing
     // them over.
-    pid_t child = spawn([&] {
-        rq_client *cc;
-        if (rq_open(seg.c_str(), &cc) != RQ_OK) return 1;
-        rq_ticket t;
-        if (rq_enqueue(cc, "r", 1, &t) != RQ_OK) return 2;
-        ready->store(1);
-        while (go->load() == 0) usleep(100);
-        rd::set_crash_point(CrashPoint::kInServeBehind);
-        rq_permit p;
-        rq_wait(cc, &t, 0, &p);
-        return 3;  // not reached: killed in serve_behind
-    });
-    REQUIRE(eventually([&] { return ready->load() == 1; }));
     rq_ticket mine;
-    REQUIRE(rq_enqueue(c, "r", 1, &mine) == RQ_OK);
-    go->store(1);
-    CHECK(reap(child) == -SIGKILL);
+    head_dies_serving(seg, c, 1, CrashPoint::kInServeBehind, 1, mine);
     const int64_t t0 = now_ns();
     rq_permit p;
     REQUIRE(rq_wait(c, &mine, 5 * kSec, &p) == RQ_OK);
@@ -485,27 +496,10 @@ TEST_CASE("a head killed after moving the head word onto a ticket it served: tha
     Client c(seg.name);
     rq_limit l[] = {rate(100, static_cast<uint64_t>(kSec) * 3600, 100, RQ_COST_LOAD)};  // no refill in the test
     REQUIRE(rq_define(c, "r", l, 1, 0) == RQ_OK);
-    auto *ready = shared_block<std::atomic<int>>();
-    auto *go = shared_block<std::atomic<int>>();
-    pid_t child = spawn([&] {
-        rq_client *cc;
-        if (rq_open(seg.c_str(), &cc) != RQ_OK) return 1;
-        rq_ticket t;
-        if (rq_enqueue(cc, "r", 10, &t) != RQ_OK) return 2;
-        ready->store(1);
-        while (go->load() == 0) usleep(100);
-        // Serves itself and our ticket behind it, moves the head word onto
-        // ours (served) and dies there.
-        rd::set_crash_point(CrashPoint::kInPass);
-        rq_permit p;
-        rq_wait(cc, &t, 0, &p);
-        return 3;
-    });
-    REQUIRE(eventually([&] { return ready->load() == 1; }));
+    // The child serves itself and our ticket behind it, moves the head word
+    // onto ours (served) and dies there.
     rq_ticket mine;
-    REQUIRE(rq_enqueue(c, "r", 20, &mine) == RQ_OK);
-    go->store(1);
-    CHECK(reap(child) == -SIGKILL);
+    head_dies_serving(seg, c, 10, CrashPoint::kInPass, 20, mine);
     Peek peek(seg.name);
     CHECK(peek.queue("r").head == 1);  // the head word names our served ticket
     rq_permit p;

@@ -21,6 +21,19 @@ struct Waited {
     rq_permit permit{};
 };
 
+// Resource "r" with concurrency 1, its one permit held by `c`, so whatever
+// queues next waits.
+struct OneHeld {
+    Segment seg;
+    Client c{seg.name};
+    rq_permit held{};
+    OneHeld() {
+        rq_limit l[] = {conc(1)};
+        REQUIRE(rq_define(c, "r", l, 1, 0) == RQ_OK);
+        REQUIRE(rq_acquire(c, "r", 1, 0, &held) == RQ_OK);
+    }
+};
+
 // Runs rq_wait on another thread; join() before reading the result.
 std::thread wait_in_thread(rq_client *c, rq_ticket *t, int64_t timeout_ns, Waited &w) {
     return std::thread([=, &w] {
@@ -61,14 +74,8 @@ TEST_CASE("a ticket on an empty line is served by a poll; finished tickets are r
     CHECK(rq_cancel(c, &forged) == RQ_EINVAL);
 }
 
-TEST_CASE("tickets of one process keep FIFO order; a poll keeps the place; try never barges") {
-    Segment seg;
-    Client c(seg.name);
+TEST_CASE_FIXTURE(OneHeld, "tickets of one process keep FIFO order; a poll keeps the place; try never barges") {
     Client other(seg.name);
-    rq_limit l[] = {conc(1)};
-    REQUIRE(rq_define(c, "r", l, 1, 0) == RQ_OK);
-    rq_permit held;
-    REQUIRE(rq_acquire(c, "r", 1, 0, &held) == RQ_OK);
     rq_ticket t[3];
     for (auto &x : t) REQUIRE(rq_enqueue(c, "r", 1, &x) == RQ_OK);
     rq_permit p[3];
@@ -88,13 +95,7 @@ TEST_CASE("tickets of one process keep FIFO order; a poll keeps the place; try n
     CHECK(rq_release(other, &q) == RQ_OK);
 }
 
-TEST_CASE("cancelling idle tickets at the head and in the middle leaves the line clean") {
-    Segment seg;
-    Client c(seg.name);
-    rq_limit l[] = {conc(1)};
-    REQUIRE(rq_define(c, "r", l, 1, 0) == RQ_OK);
-    rq_permit held;
-    REQUIRE(rq_acquire(c, "r", 1, 0, &held) == RQ_OK);
+TEST_CASE_FIXTURE(OneHeld, "cancelling idle tickets at the head and in the middle leaves the line clean") {
     rq_ticket t[4];
     for (auto &x : t) REQUIRE(rq_enqueue(c, "r", 1, &x) == RQ_OK);
     CHECK(rq_cancel(c, &t[0]) == RQ_OK);  // the head
@@ -172,13 +173,7 @@ TEST_CASE("rq_cancel wakes a thread waiting at the head, in the middle, and slee
     }
 }
 
-TEST_CASE("a second thread waiting on the same ticket is refused") {
-    Segment seg;
-    Client c(seg.name);
-    rq_limit l[] = {conc(1)};
-    REQUIRE(rq_define(c, "r", l, 1, 0) == RQ_OK);
-    rq_permit held;
-    REQUIRE(rq_acquire(c, "r", 1, 0, &held) == RQ_OK);
+TEST_CASE_FIXTURE(OneHeld, "a second thread waiting on the same ticket is refused") {
     rq_ticket t;
     REQUIRE(rq_enqueue(c, "r", 1, &t) == RQ_OK);
     Waited w;
@@ -192,16 +187,10 @@ TEST_CASE("a second thread waiting on the same ticket is refused") {
     CHECK(rq_release(c, &w.permit) == RQ_OK);
 }
 
-TEST_CASE("one thread serves 300 tickets in order, interleaved with another process") {
-    Segment seg;
-    Client c(seg.name);
-    rq_limit l[] = {conc(1)};
-    REQUIRE(rq_define(c, "r", l, 1, 0) == RQ_OK);
+TEST_CASE_FIXTURE(OneHeld, "one thread serves 300 tickets in order, interleaved with another process") {
     auto *order = shared_block<std::atomic<int>>(1024);
     auto *n = shared_block<std::atomic<int>>();
     auto *ready = shared_block<std::atomic<int>>();
-    rq_permit held;
-    REQUIRE(rq_acquire(c, "r", 1, 0, &held) == RQ_OK);
     std::vector<rq_ticket> t(300);
     for (size_t i = 0; i < 150; ++i) REQUIRE(rq_enqueue(c, "r", 1, &t[i]) == RQ_OK);
     // Another process queues 5 acquires behind the first 150 tickets.
@@ -243,13 +232,7 @@ TEST_CASE("one thread serves 300 tickets in order, interleaved with another proc
     CHECK(in_order);
 }
 
-TEST_CASE("a forked child cannot use its parent's ticket") {
-    Segment seg;
-    Client c(seg.name);
-    rq_limit l[] = {conc(1)};
-    REQUIRE(rq_define(c, "r", l, 1, 0) == RQ_OK);
-    rq_permit held;
-    REQUIRE(rq_acquire(c, "r", 1, 0, &held) == RQ_OK);
+TEST_CASE_FIXTURE(OneHeld, "a forked child cannot use its parent's ticket") {
     rq_ticket t;
     REQUIRE(rq_enqueue(c, "r", 1, &t) == RQ_OK);
     pid_t child = spawn([&] {
