@@ -1,4 +1,6 @@
-// Operator repairs (rq_reset, rq_reap; used by rqctl). Not on any hot path.
+// Operator repairs (rq_reset, rq_reap; used by rqctl), and the reclaim of a
+// resource's dead holders that reset and a waiting head share. Not on any
+// hot path.
 #include "clock.hpp"
 #include "core.hpp"
 
@@ -46,7 +48,7 @@ int Engine::reset_one(uint32_t r, bool hard) {
     if (hard) {
         rc = lock(res.lock, false, r);
         if (rc != RQ_OK) return rc;
-        // Permits granted before this bump release as no-ops (client.cpp,
+        // Permits granted before this bump release as no-ops (acquire.cpp,
         // release); then nothing is held. Killed half way, the counters stay
         // at least what live holders still hold (a capacity loss, never an
         // over-admission) until the reset is run again.
@@ -73,6 +75,7 @@ int Engine::reap(rq_reap_report *out) {
     rep.size = sizeof rep;
     for (uint32_t p = 0; p < view_.geo.max_processes; ++p) {
         if (p == me_) continue;
+        // acquire: pairs with the acq_rel CASes on the process word (process_table.cpp).
         ProcWord w = ProcWord::unpack(view_.process(p).word.load(boost::memory_order_acquire));
         if (w.state == ProcState::kFree || (w.state == ProcState::kLive && alive(p))) continue;
         // What it holds now (a reclaimer that died half way may have
@@ -83,15 +86,28 @@ int Engine::reap(rq_reap_report *out) {
             req += h.req.load(boost::memory_order_relaxed);
             load += h.load.load(boost::memory_order_relaxed);
         }
-        rc = reclaim_if_dead(p);
-        if (rc < 0) return rc;
-        if (rc == 1) {
+        const Result<Reclaim> rec = reclaim_if_dead(p);
+        if (rec.kind == Reclaim::kFailed) return rec.rc;
+        if (rec.kind == Reclaim::kReclaimed) {
             ++rep.processes;
             rep.permits += req;
             rep.load += load;
         }
     }
     *out = rep;
+    return RQ_OK;
+}
+
+// Reclaims every dead process that holds concurrency on resource r.
+int Engine::reap_dead_holders(uint32_t r) {
+    for (uint32_t p = 0; p < view_.geo.max_processes; ++p) {
+        if (p == me_) continue;
+        Holding &h = view_.holding(p, r);
+        // relaxed: a hint of whom to check; the reclaim reads it again under the lock.
+        if (h.req.load(boost::memory_order_relaxed) == 0 && h.load.load(boost::memory_order_relaxed) == 0) continue;
+        const Result<Reclaim> rec = reclaim_if_dead(p);
+        if (rec.kind == Reclaim::kFailed) return rec.rc;
+    }
     return RQ_OK;
 }
 

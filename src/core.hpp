@@ -1,13 +1,22 @@
-// The C++ core behind the C ABI. Internal: not installed, not exported.
+// The C++ core behind the C ABI: the Engine (one process's attachment to one
+// segment), the resolved limits, the tuning constants, and the typed results
+// of the protocol steps. Internal: not installed, not exported.
 //
-// Functions return 0 or a negative RQ_E* code and never throw: std::bad_alloc
-// from the few allocations is caught by the C ABI shell, or, on the acquire
-// path (acquire_r is noexcept), where it happens (refresh_limits,
+// Engine methods return RQ_OK (0) or a negative RQ_E* code, or a typed
+// result (Result<Kind>, below) where a step can end in several ways; none
+// returns a positive sentinel. They never throw: std::bad_alloc from the few
+// allocations is caught by the C ABI shell (capi.cpp) or, on the acquire path
+// (acquire_r is noexcept), where it happens (refresh_limits,
 // register_after_fork).
+//
+// The acquire path, step by step, with the file that owns each step, is
+// drawn in src/README.md.
 #pragma once
 
 #include "clock.hpp"
+#include "crash_points.hpp"
 #include "layout.hpp"
+#include "permit.hpp"
 #include "ratequeue/ratequeue.h"
 
 #include <sys/stat.h>
@@ -27,14 +36,16 @@ class mapped_region;
 
 namespace rq::detail {
 
-// ---- Tuning ----------------------------------------------------------------------
+// Where POSIX shared-memory objects live (segment.cpp, inspect.cpp).
+inline constexpr const char *kShmDir = "/dev/shm/";
+
+// ---- Tuning -----------------------------------------------------------------------
 
 // How long a watcher (see kWatchDistance), a waiting head, or a lock waiter
 // sleeps before it checks whether the processes it waits on are alive. Dead
 // processes are reclaimed within about one or two of these (measured: 11 to
 // 24 ms, tests/test_crash.cpp); each check costs a wake-up plus an fcntl per
-// process checked, a few microseconds, so a watcher spends about 0.3 ms of
-// CPU per second.
+// process checked, a few microseconds.
 inline constexpr int64_t kWatchNs = 20'000'000;
 // Every other waiter sleeps at most this long, as a backstop for the case
 // where the kWatchDistance + 1 processes at the front all die at once: a
@@ -42,7 +53,7 @@ inline constexpr int64_t kWatchNs = 20'000'000;
 // second, and that multiple-death case recovers within about a second.
 inline constexpr int64_t kBackstopNs = 1'000'000'000;
 // The first tickets of the first kWatchDistance + 1 processes in a queue are
-// the watchers and sleep at most kWatchNs (see queue.cpp); the rest sleep
+// the watchers and sleep at most kWatchNs (see watch.cpp); the rest sleep
 // until woken or kBackstopNs. Two, so that one process dying at any
 // instruction, even while passing the head on, never leaves the live waiters
 // without a watcher.
@@ -50,6 +61,19 @@ inline constexpr uint32_t kWatchDistance = 2;
 // Spins on a contended lock word before sleeping; a lock is held for a few
 // dozen instructions (about 50 ns), so 100 pauses cover an uncontended holder.
 inline constexpr int kLockSpins = 100;
+// How many times the line-free path recomputes a lost CAS on one TAT at the
+// same instant before it takes a ticket: each loss means another acquire was
+// admitted, so a few cover the contention of a few processes; more would
+// only delay joining the line.
+inline constexpr int kFastRetries = 4;
+// How many tickets behind it a head serves before passing on: bounds the
+// work one acquire does for others (about 32 x 100 ns).
+inline constexpr uint32_t kMaxServedBehind = 32;
+// How many CASes on one shared word in a row a step may lose before it calls
+// the word damaged. A slot or process word changes only when its owner, a
+// passer or a reclaimer acts on it, a handful of times per step; a thousand
+// losses in a row do not happen in a sound segment.
+inline constexpr int kMaxCasTries = 1000;
 
 // ---- Resolved limits --------------------------------------------------------------
 
@@ -64,6 +88,8 @@ struct Limit {
     uint64_t unit_ns;
 };
 
+// A resource's limits, checked, with values derived once per definition.
+// Process-local (a per-process cache keyed by the config word, resource.cpp).
 // No default member initializers: a Limits is filled by normalize_limits or
 // read_limits, and the scratch copy every acquire declares costs nothing.
 struct Limits {
@@ -81,28 +107,57 @@ struct Limits {
     Limit limit[kMaxLimits];
 };
 
-// Sets has_conc, max_load, fast_max_load, one_request and first_load_rate
-// from the limits (resource.cpp).
+// resource.cpp: sets has_conc, max_load, fast_max_load, one_request and
+// first_load_rate from the limits.
 void finish_limits(Limits &lim);
-
-// Validates user limits and fills derived fields. RQ_EINVAL when bad.
+// resource.cpp: validates user limits and fills derived fields. RQ_EINVAL when bad.
 int normalize_limits(const rq_limit *in, size_t n, Limits &out);
 bool same_limits(const Limits &a, const Limits &b);
 
-// wait_turn's result when the head served the ticket on its owner's behalf
-// (serve_behind): its tokens are taken; the owner builds its permit.
-inline constexpr int kServed = 1;
-// try_fast's results when the line-free path does not apply (take a ticket):
-// someone in line, a pause, or a CAS lost; or the buckets refuse it now.
-inline constexpr int kFastMiss = 2;
-inline constexpr int kFastNoCapacity = 3;
-// How many times the line-free path retries a lost CAS on one TAT before it
-// takes a ticket (each loss means another acquire was admitted).
-inline constexpr int kFastRetries = 4;
-// How many tickets behind it a head serves before passing on.
-inline constexpr uint32_t kMaxServedBehind = 32;
+// ---- Typed results ----------------------------------------------------------------
 
-// The watchers at the front of a queue (queue.cpp, scan_front).
+// A step that can end in several ways returns its kind, and with kFailed the
+// RQ_E* code (rc is RQ_OK otherwise).
+template <class Kind>
+struct Result {
+    Kind kind;
+    int rc = RQ_OK;
+};
+
+// How a wait for the head ended (queue.cpp, wait_turn).
+enum class Turn {
+    kHead,    // the ticket is head: serve it (head.cpp, serve)
+    kServed,  // the head served it on its owner's behalf (serve_behind): its tokens are
+              // taken, the owner builds its permit (served_permit)
+    kFailed,  // timed out, cancelled, or damage: leave the line
+};
+
+// The line-free path's answer (line_free.cpp).
+enum class Fast {
+    kGranted,     // the permit is written
+    kMiss,        // the path did not apply (someone in line, a pause, a lost CAS, a
+                  // redefine): take a ticket
+    kNoCapacity,  // nobody in line, but the limits refuse the load now (a try fails at once)
+    kFailed,      // an error while taking or holding the resource lock (try_fast_conc sets rc)
+};
+
+// What breaking a dead owner's lock did (lock.cpp, break_dead_lock).
+enum class LockBreak {
+    kOurs,       // the lock is ours now (its journal undone)
+    kWaitAgain,  // it was, or will be, broken by a reclaim: wait on the word again
+    kFailed,
+};
+
+// What reclaim_if_dead did (process_table.cpp).
+enum class Reclaim {
+    kNothing,    // alive, free, or a live reclaimer is on it
+    kReclaimed,  // this call reclaimed the dead process's slot
+    kFailed,
+};
+
+// ---- Watching (watch.cpp) ----------------------------------------------------------
+
+// The watchers at the front of a queue (watch.cpp, scan_front).
 inline constexpr uint32_t kNoOwner = UINT32_MAX;
 struct Front {
     uint32_t ticket[kWatchDistance + 1];
@@ -130,87 +185,50 @@ private:
     bool (*call_)(const void *);
 };
 
-// Permits (client.cpp encodes them): "RQPT" in the high half of opaque[0],
-// flags in its low bits.
-inline constexpr uint64_t kPermitMagic = 0x52515054ull << 32;
-inline constexpr uint64_t kPermitConc = 1;      // holds concurrency
-inline constexpr uint64_t kPermitReleased = 2;
-inline constexpr uint64_t kPermitSettled = 4;
-inline constexpr uint64_t kPermitHasTat = 8;    // carries the TAT its grant wrote (see client.cpp)
-inline constexpr uint64_t kPermitFlags = 15;
+// ---- Cancellation of a waiting thread (tickets.cpp) ----------------------------------
 
-// ---- Crash points (test builds only) ----------------------------------------------
-
-enum class CrashPoint : int {
-    kNone = 0,
-    kAfterEnqueue,        // holds a ticket, has not waited yet
-    kHeadBeforeServe,     // is head, has taken nothing
-    kAfterRateTaken,      // TATs advanced, concurrency not yet taken
-    kInConcJournal,       // journal valid, in_use updated, holding not yet
-    kBeforePass,          // acquired, head not yet passed on
-    kInPass,              // head word moved on, next not yet granted
-    kInReleaseJournal,    // release half applied under the lock
-    kInDefine,            // new resource half built under the define lock
-    kInReclaim,           // reclaimer half way through a dead slot
-    kWhileHeadSleeping,   // head about to sleep for tokens
-    kInServeBehind,       // tokens taken for the ticket behind, not handed over yet
-    // The line-free path with concurrency limits (try_fast_conc), which a
-    // process armed with any other point does not take:
-    kFastAfterRateTaken,  // lock held, TATs advanced, concurrency not yet taken
-    kFastInConcJournal,   // lock held, journal valid, in_use updated, holding not yet
-    kFastBeforeUnlock,    // lock held, everything taken
-    kFastBeforeLock,      // saw the line empty, has not taken the lock yet (a stop point)
-};
-// Test builds (RQ_TEST_HOOKS) SIGKILL themselves at the chosen point, so tests
-// can kill a process at each step of a protocol. Other builds compile it away.
-void set_crash_point(CrashPoint p);
-// Test builds stop themselves (SIGSTOP), once, at the chosen point, so a test
-// can order other processes around that step and then SIGCONT them.
-void set_stop_point(CrashPoint p);
-
-// ---- Cancellation of a waiting thread (rq_wait) -----------------------------------
-
-// While a thread runs rq_wait, its ticket's state word (process-local memory
-// owned by the caller) is published here; wait_turn and serve return
-// RQ_ECANCELED once it leaves `waiting`, and their sleeps (Engine::sleep_on)
-// also wake when it changes. rq_cancel changes it, then futex_wakes it.
-// (The word is rq_ticket::opaque[3]: the state in its low 32 bits, which
-// the kernel's 32-bit futex reads on this little-endian target.)
+// While a thread runs rq_wait, its ticket's state word (the caller's
+// rq_ticket::opaque[3], see permit.hpp) is published here; wait_turn and
+// serve return RQ_ECANCELED once it leaves `waiting`, and their sleeps
+// (queue.cpp, sleep_on) also wake when it changes. rq_cancel changes it by
+// CAS, then futex_wakes it. The kernel's 32-bit futex reads the state in the
+// word's low half (little endian).
 struct CancelWord {
     uint64_t *word = nullptr;
     uint32_t waiting = 0;
 };
 extern thread_local CancelWord tl_cancel;
 bool cancel_requested() noexcept;
-#ifdef RQ_TEST_HOOKS
-void crash_point(CrashPoint p);
-bool line_free_allowed();
-#else
-inline void crash_point(CrashPoint) {}
-inline bool line_free_allowed() { return true; }
-#endif
 
 // ---- The engine -------------------------------------------------------------------
+//
+// One process's attachment to one segment. Thread-safe: any number of
+// threads may call any public method at once (the C ABI's contract). The
+// methods are grouped below by the file that defines them; each protocol's
+// transitions live in one of those files.
 
 class Engine {
 public:
-    // Opens or creates segment `name`; registers this process.
+    // process_table.cpp: opens or creates segment `name`; registers this process.
     static int open(const char *name, const rq_open_options *opts, Engine **out);
     ~Engine();
     Engine(const Engine &) = delete;
     Engine &operator=(const Engine &) = delete;
 
+    // resource.cpp
     int define(const char *name, const rq_limit *limits, size_t n, uint32_t flags);
     int describe(const char *name, rq_limit *limits, size_t cap, size_t *n);
-    // predicted (may be null): set when the acquire failed fast (RQ_ETIMEDOUT
-    // because the predicted start lies past the deadline) to the predicted wait.
+    // acquire.cpp. predicted (may be null): set when the acquire failed fast
+    // (RQ_ETIMEDOUT because the predicted start lies past the deadline) to
+    // the predicted wait.
     int acquire(const char *name, uint64_t load, int64_t timeout_ns, rq_permit *out, int64_t *predicted = nullptr);
-    int release(rq_permit *p);  // inline, below
+    int release(rq_permit *p);  // inline, below; the rest in acquire.cpp
     int resolve_handle(const char *name, rq_resource *out);
     // noexcept (nothing on its path throws: refresh_limits and
     // register_after_fork report ENOMEM), so the C shell reaches it by a
     // plain jump.
     int acquire_r(const rq_resource *h, uint64_t load, int64_t timeout_ns, rq_permit *out) noexcept;
+    // tickets.cpp
     int enqueue_ticket(const char *name, uint64_t load, rq_ticket *t);
     int wait_ticket(rq_ticket *t, int64_t timeout_ns, rq_permit *out);
     int cancel_ticket(rq_ticket *t);
@@ -219,22 +237,22 @@ public:
     int penalize(const char *name, int64_t pause_ns);
     int observe(const char *name, uint32_t index, uint64_t remaining, int64_t reset_ns);
     int predict_wait(const char *name, uint64_t load, int64_t *wait_ns);
-    // rq_reset: name NULL for every resource.
+    // admin.cpp. rq_reset: name NULL for every resource.
     int reset(const char *name, uint32_t flags);
     // rq_reap: reclaims every dead process now; counts what came back.
     int reap(rq_reap_report *out);
 
-    // Reclaims process slot p if its owner is dead. Returns 1 when this call
-    // reclaimed it, 0 when there was nothing to do, or an error.
-    int reclaim_if_dead(uint32_t p);
+    // process_table.cpp: reclaims process slot p if its owner is dead.
+    Result<Reclaim> reclaim_if_dead(uint32_t p);
 
     // Introspection for tests and tools.
     const View &view() const { return view_; }
     uint32_t process_slot() const { return me_; }
-    bool alive(uint32_t p) const;
+    bool alive(uint32_t p) const;  // process_table.cpp
+    // resource.cpp
     int lookup(std::string_view name, uint32_t &r) const;
     // A caller's resource name to its index: RQ_EINVAL for a bad or overlong
-    // name, RQ_ENOENT for one not defined (core.hpp, below).
+    // name, RQ_ENOENT for one not defined (inline, below).
     int find_named(const char *name, uint32_t &r) const;
     int read_limits(uint32_t r, Limits &out, uint64_t *word = nullptr) const;
     // Validated limits of resource r (r < max_resources): the cached copy for
@@ -244,16 +262,18 @@ public:
     }
     // now (optional): as for ensure_registered, read again after a refresh.
     int limits_of(const Resource &res, uint32_t r, Limits &scratch, const Limits *&out, int64_t *now = nullptr);
+    // process_table.cpp (the atfork child handler).
     void close_fd_after_fork() noexcept;
 
 private:
     Engine() = default;
 
-    // segment.cpp
+    // ---- segment.cpp: mapping
     int map_segment(const char *name, const rq_open_options *opts);
     void unmap_segment() noexcept;
     int reopen_segment_fd();
-    // process_table.cpp
+
+    // ---- process_table.cpp: process slots, liveness, reclaim, fork
     int register_process();
     int reclaim_slot(uint32_t p, uint64_t raw_word);
     int reclaim_steps(uint32_t p);
@@ -264,85 +284,109 @@ private:
     // registration ran (it takes time: a stale reading would backdate a charge).
     int ensure_registered(int64_t *now = nullptr);
     [[gnu::cold]] int register_after_fork() noexcept;
-    // lock.cpp
-    // lock: one CAS inline (the uncontended case), else lock_slow.
+
+    // ---- lock.cpp: the lock word and the concurrency journal it guards
+    // try_lock: the one CAS of an uncontended lock (inline, below); lock:
+    // try_lock, else lock_slow, which waits (define_lock and r say which
+    // journal a broken lock's breaker undoes).
+    bool try_lock(Shared<uint32_t> &word);
     int lock(Shared<uint32_t> &word, bool define_lock, uint32_t r);
     int lock_slow(Shared<uint32_t> &word, bool define_lock, uint32_t r);
     int take_over_lock(Shared<uint32_t> &word, uint32_t dead, bool define_lock, uint32_t r);
-    int break_dead_lock(Shared<uint32_t> &word, uint32_t owner, bool define_lock, uint32_t r);
+    Result<LockBreak> break_dead_lock(Shared<uint32_t> &word, uint32_t owner, bool define_lock, uint32_t r);
     void unlock(Shared<uint32_t> &word);  // inline, below
     static void wake_lock_waiter(Shared<uint32_t> &word);
     void return_holdings(uint32_t r, uint32_t p);
     int conc_update(uint32_t r, uint32_t p, int64_t d_req, int64_t d_load, CrashPoint cp, int64_t now = 0);
     void undo_resource(uint32_t r);
     void undo_define();
-    // client.cpp
-    int resolve(const char *name, uint64_t load, uint32_t &r, Limits &scratch, const Limits *&lim);
+
+    // ---- acquire.cpp: entry points, the line orchestration, permits
     [[gnu::cold]] int refuse(rq_permit *out, int rc);  // zeroes *out, returns rc
     // now: the clock, read by the caller first thing.
     int acquire_at(Resource &res, uint32_t r, const Limits *lim, uint64_t load, int64_t timeout_ns, rq_permit *out,
                    int64_t *predicted, int64_t now);
     [[gnu::noinline]] int acquire_line(uint32_t r, const Limits *lim, uint64_t load, int64_t timeout_ns,
-                                       rq_permit *out, int64_t *predicted, int fast);
-    int decode_ticket(const rq_ticket *t, uint32_t &r, uint32_t &ticket, uint64_t &load);
-    // queue.cpp
+                                       rq_permit *out, int64_t *predicted, Fast fast);
+    int release_slow(rq_permit *p);
+    // A permit's fields, checked against this process (not its released or
+    // settled flags): RQ_EINVAL when forged or another client's or process's.
+    int check_permit(const rq_permit *p, PermitCode &out);
+    // A registered caller, a defined resource and a valid load that can fit
+    // (rq_enqueue, rq_predict_wait).
+    int resolve(const char *name, uint64_t load, uint32_t &r, Limits &scratch, const Limits *&lim);
+    int resource_of(const char *name, uint32_t &r);
+
+    // ---- line_free.hpp, line_free.cpp: the line-free path
+    bool nobody_in_line(Resource &res, uint32_t r) const;
+    Fast try_fast(Resource &res, uint32_t r, const Limits &lim, uint64_t load, int64_t now, rq_permit *out);
+    [[gnu::noinline]] Fast try_fast_any(Resource &res, uint32_t r, const Limits &lim, uint64_t load, int64_t now,
+                                        rq_permit *out);
+    [[gnu::noinline, gnu::cold]] Fast try_fast_contended(Resource &res, uint32_t r, const Limits &lim, uint64_t load,
+                                                         int64_t now, int64_t found_tat, rq_permit *out);
+    // kFailed: rc holds the error.
+    Fast try_fast_conc(Resource &res, uint32_t r, const Limits &lim, uint64_t load, int64_t now, rq_permit *out,
+                       int &rc);
+
+    // ---- head.cpp: the head's own work
+    int serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, bool is_try, const Limits *lim,
+              rq_permit *out, int64_t since, int64_t *predicted);
+    void serve_behind(uint32_t r, uint32_t head);
+    // The permit of a ticket the head served (serve_behind).
+    void served_permit(uint32_t r, uint32_t ticket, uint64_t load, const Limits &lim, rq_permit *out);
+    // What every way out of the head does: serve behind, then pass on.
+    void leave_head(uint32_t r, uint32_t ticket);
+
+    // ---- tickets.cpp: the ticket API
+    int decode_ticket(rq_ticket *t, uint32_t &r, uint32_t &ticket, uint64_t &load);
+
+    // ---- queue.cpp: the queue-slot state machine
     int enqueue(uint32_t r, uint32_t &ticket, bool &at_head);
-    int wait_turn(uint32_t r, uint32_t ticket, int64_t deadline);
-    int passed_over(uint32_t r, uint32_t t, uint32_t head);
-    void scan_front(uint32_t r, uint32_t head, uint32_t stop, Front &f);
+    Result<Turn> wait_turn(uint32_t r, uint32_t ticket, int64_t deadline);
+    Result<Turn> passed_over(uint32_t r, uint32_t t, uint32_t head);
     int pass_head(uint32_t r, uint32_t ticket);
+    int abandon_dead(uint32_t r, uint32_t x, uint64_t word);
     // Leaves the line; true when the head had served the ticket meanwhile
     // (its tokens are taken: the caller returns the permit instead).
     bool abandon(uint32_t r, uint32_t ticket);
     int abandon_owned(uint32_t r, uint32_t p);
-    void promote_behind(uint32_t r, uint32_t head);
+    void promote_behind(uint32_t r);
     int head_sleep(uint32_t r, uint32_t ticket, SlotState how, int64_t until, const SleepCheck &still);
     void wake_head(uint32_t r, bool conc_only);
+    // Ticket t behind head, as serve_behind may serve it: its noted load and
+    // wait start, and the slot word they were read with.
+    struct QueuedTicket {
+        uint64_t word;
+        uint64_t load;  // 1..RQ_MAX_AMOUNT
+        int64_t since;
+    };
+    enum class Behind {
+        kQueued,  // out is filled
+        kSkip,    // left the line, or served already
+        kStop,    // not (yet) a queued ticket with a noted load: it serves itself
+    };
+    Behind queued_ticket(uint32_t r, uint32_t head, uint32_t t, QueuedTicket &out);
+    // Hands ticket t over as served (kDone), with the TAT its grant wrote;
+    // false when its owner or a reclaimer got there first.
+    bool hand_over(uint32_t r, uint32_t t, uint64_t word, int64_t grant_tat);
+    // The grant TAT a served ticket's slot carries, or 0 when lost.
+    int64_t served_grant_tat(uint32_t r, uint32_t ticket) const;
+    void note_wait(uint32_t r, uint32_t ticket, uint64_t load, int64_t since);
+    int64_t noted_since(uint32_t r, uint32_t ticket) const;
+
+    // ---- watch.cpp: who watches whom at the front of a line, and the checks
+    void scan_front(uint32_t r, uint32_t head, uint32_t stop, Front &f);
     int reclaim_ticket_owner(uint32_t r, uint32_t x);
     int reclaim_dead_behind(uint32_t r, uint32_t head);
-    // client.cpp
-    int serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, bool is_try, const Limits *lim,
-              rq_permit *out, int64_t since, int64_t *predicted);
-    struct PermitView {
-        uint32_t resource;
-        uint64_t load;
-        uint32_t epoch;
-        bool has_tat;
-        int64_t grant_tat;  // a lower bound (1024 ns granules) of the TAT the grant wrote on the
-                            // resource's first load-cost rate limit, when has_tat
-    };
-    // Checks a permit's fields against this process (not its released or
-    // settled flags): RQ_EINVAL when forged or another client's or process's.
-    int check_permit(const rq_permit *p, PermitView &out);
-    // llm.cpp
-    int resource_of(const char *name, uint32_t &r);
-    int64_t predict_start(uint32_t r, uint64_t load, const Limits &lim, int64_t now);
-    void note_wait(uint32_t r, uint32_t ticket, uint64_t load, int64_t since);
-    void serve_behind(uint32_t r, uint32_t head);
-    bool nobody_in_line(Resource &res, uint32_t r) const;
-    int try_fast(Resource &res, uint32_t r, const Limits &lim, uint64_t load, int64_t now, rq_permit *out);
-    // Returns RQ_OK, kFastMiss, kFastNoCapacity or an error (< 0).
-    int try_fast_conc(Resource &res, uint32_t r, const Limits &lim, uint64_t load, int64_t now, rq_permit *out);
-    int release_slow(rq_permit *p);
-    // The line-free path's charges: per limit, the TAT read and the TAT to
-    // write (client.cpp, plan_rates).
-    struct FastCharge {
-        int64_t tat[kMaxLimits];
-        int64_t new_tat[kMaxLimits];
-    };
-    [[gnu::noinline, gnu::cold]] int try_fast_contended(uint32_t r, const Limits &lim, uint64_t load, int64_t now,
-                                                        uint32_t i, FastCharge &c, rq_permit *out);
-    [[gnu::noinline]] int try_fast_any(Resource &res, uint32_t r, const Limits &lim, uint64_t load, int64_t now,
-                                       rq_permit *out);
-    void grant_fast(Resource &res, uint32_t r, const Limits &lim, uint64_t load, const FastCharge &c, rq_permit *out);
-    void served_permit(uint32_t r, uint32_t ticket, uint64_t load, const Limits &lim, rq_permit *out);
-    int64_t noted_since(uint32_t r, uint32_t ticket) const;
+
+    // ---- resource.cpp: limits
     [[gnu::cold]] int refresh_limits(uint32_t r, Limits &scratch, const Limits *&out) noexcept;
-    int reap_dead_holders(uint32_t r);
-    // admin.cpp
-    int reset_one(uint32_t r, bool hard);
     int write_limits(uint32_t r, const Limits &lim);
     void carry_rate_debt(uint32_t r, const Limits &old_lim, const Limits &new_lim);
+
+    // ---- admin.cpp: operator repairs
+    int reset_one(uint32_t r, bool hard);
+    int reap_dead_holders(uint32_t r);
 
     View view_{};
     boost::interprocess::mapped_region *region_ = nullptr;
@@ -386,10 +430,21 @@ int read_limits_in(const View &view, uint32_t r, Limits &out, uint64_t *word = n
 int validate_header(const Header &h, uint64_t file_size, Geometry &geo);
 int check_owner_and_mode(const struct stat &st, bool group);
 bool valid_segment_name(std::string_view n);
+// The 16 bytes of /proc/sys/kernel/random/boot_id (zero when unreadable).
+void read_boot_id(uint8_t out[16]);
 
 // Names and hashing (resource.cpp).
 bool valid_resource_name(std::string_view name);
-uint64_t name_hash(std::string_view name);
+// FNV-1a over n bytes, continuing from h: few instructions for short names.
+inline constexpr uint64_t kFnvBasis = 0xcbf29ce484222325ull;
+inline uint64_t fnv1a(const void *bytes, size_t n, uint64_t h = kFnvBasis) {
+    for (size_t i = 0; i < n; ++i) {
+        h ^= static_cast<const uint8_t *>(bytes)[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+inline uint64_t name_hash(std::string_view name) { return fnv1a(name.data(), name.size()); }
 
 inline int Engine::ensure_registered(int64_t *now) {
     // acquire: pairs with register_after_fork()'s release store.
@@ -420,7 +475,8 @@ inline int Engine::limits_of(const Resource &res, uint32_t r, Limits &scratch, c
 inline int Engine::release(rq_permit *p) {
     if (p != nullptr) [[likely]] {
         const uint64_t w0 = p->opaque[0];
-        if ((w0 & ~uint64_t{0xffffffff}) == kPermitMagic && (w0 & (kPermitConc | kPermitReleased)) == 0) [[likely]] {
+        // One compare: a permit (is_permit) that holds no concurrency and is not released.
+        if ((w0 & (kPermitMagicMask | kPermitConc | kPermitReleased)) == kPermitMagic) [[likely]] {
             p->opaque[0] = w0 | kPermitReleased;
             return RQ_OK;
         }
@@ -428,18 +484,19 @@ inline int Engine::release(rq_permit *p) {
     return release_slow(p);
 }
 
-inline int Engine::lock(Shared<uint32_t> &word, bool define_lock, uint32_t r) {
+[[gnu::always_inline]] inline bool Engine::try_lock(Shared<uint32_t> &word) {
     uint32_t expected = 0;
     // acquire: pairs with unlock()'s release exchange.
-    if (word.compare_exchange_strong(expected, me_ + 1, boost::memory_order_acquire, boost::memory_order_relaxed))
-        [[likely]] {
-        return RQ_OK;
-    }
+    return word.compare_exchange_strong(expected, me_ + 1, boost::memory_order_acquire, boost::memory_order_relaxed);
+}
+
+inline int Engine::lock(Shared<uint32_t> &word, bool define_lock, uint32_t r) {
+    if (try_lock(word)) [[likely]] return RQ_OK;
     return lock_slow(word, define_lock, r);
 }
 
-inline void Engine::unlock(Shared<uint32_t> &word) {
-    // release: pairs with the acquire CAS of the next owner.
+[[gnu::always_inline]] inline void Engine::unlock(Shared<uint32_t> &word) {
+    // release: pairs with the acquire CAS of the next owner (try_lock, lock_slow).
     const uint32_t old = word.exchange(0, boost::memory_order_release);
     if ((old & kLockWaiters) != 0) [[unlikely]] wake_lock_waiter(word);
 }

@@ -1,3 +1,4 @@
+// The futex system calls (see futex.hpp).
 #include "futex.hpp"
 
 #include "clock.hpp"
@@ -40,13 +41,15 @@ FutexResult futex_wait(const void *word, uint32_t expected, int64_t deadline_ns)
 }
 
 namespace {
-// Whether futex_waitv exists: 1 yes, 0 not known yet, -1 no (ENOSYS).
-std::atomic<int> g_have_waitv{0};
+// Set once futex_waitv failed with an error that will not go away (ENOSYS on
+// kernels before 5.16, EPERM under a seccomp profile). relaxed: a hint only;
+// a thread that has not seen it yet makes one more failing call.
+std::atomic<bool> g_no_waitv{false};
 }  // namespace
 
 FutexResult futex_wait2(const void *word, uint32_t expected, const void *local, uint32_t local_expected,
                         int64_t deadline_ns) noexcept {
-    if (g_have_waitv.load(std::memory_order_relaxed) >= 0) {
+    if (!g_no_waitv.load(std::memory_order_relaxed)) {
         // Both words shared (no FUTEX_PRIVATE_FLAG), so plain FUTEX_WAKE on
         // either one matches.
         futex_waitv w[2] = {};
@@ -66,7 +69,7 @@ FutexResult futex_wait2(const void *word, uint32_t expected, const void *local, 
             // ENOSYS (kernel before 5.16), EPERM (a seccomp profile that
             // denies it), anything else: never try again, or every sleep
             // would return at once and the waiter would spin.
-            default: g_have_waitv.store(-1, std::memory_order_relaxed); break;
+            default: g_no_waitv.store(true, std::memory_order_relaxed); break;
         }
     }
     // Old kernel: sleep on `word` in bounded steps; the caller re-checks *local.

@@ -1,4 +1,5 @@
-// The futex wrapper: the one place that makes futex system calls.
+// The futex wrapper: the one place that makes futex system calls, and the
+// spin-wait pause that goes before some of them.
 //
 // Words live in shared memory, so these are the shared (non-private) futex
 // operations. Deadlines are absolute CLOCK_MONOTONIC nanoseconds, which lets a
@@ -28,6 +29,16 @@ FutexResult futex_wait(const void *word, uint32_t expected, int64_t deadline_ns)
 FutexResult futex_wait2(const void *word, uint32_t expected, const void *local, uint32_t local_expected,
                         int64_t deadline_ns) noexcept;
 inline constexpr int64_t kFallbackNs = 5'000'000;
+
+// One pause of a spin-wait loop (x86 PAUSE: lets the sibling hyperthread
+// run and saves power; about 40 ns here). Thread-safe, no system call.
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#else
+    __asm__ __volatile__("" ::: "memory");
+#endif
+}
 
 // Wakes up to `count` sleepers on word. Thread-safe. Cost: one system call
 // (about 240 ns with nobody waiting): callers only call it when a state word

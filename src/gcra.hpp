@@ -53,8 +53,9 @@ inline bool derive_rate(uint64_t amount, uint64_t period_ns, uint64_t burst, Rat
     return true;
 }
 
-// ceil(cost * period / amount). cost <= burst is checked first by callers, so
-// the result is at most burst_ns + 1 <= 2^62 + 1.
+// ceil(cost * period / amount). cost <= burst is checked first by callers
+// (a larger cost can never be admitted: RQ_E2BIG), so the result is at most
+// burst_ns + 1 <= 2^62 + 1.
 inline uint64_t increment_ns(const RateParams &p, uint64_t cost) {
     if (cost == 1) return p.request_ns;
     if (p.unit_ns != 0) return cost * p.unit_ns;
@@ -62,8 +63,25 @@ inline uint64_t increment_ns(const RateParams &p, uint64_t cost) {
     return static_cast<uint64_t>((num + p.amount - 1) / p.amount);
 }
 
-// True when cost can never be admitted, even from a full bucket.
-inline bool never_fits(const RateParams &p, uint64_t cost) { return cost > p.burst; }
+// ceil(cost * period / amount) for any cost up to RQ_MAX_AMOUNT (a settle's
+// actual usage may exceed the burst), clamped to kMaxBurstNs.
+inline int64_t increment_any_ns(uint64_t amount, uint64_t period_ns, uint64_t cost) {
+    const u128 ns = (static_cast<u128>(cost) * period_ns + amount - 1) / amount;
+    return static_cast<int64_t>(ns < kMaxBurstNs ? ns : kMaxBurstNs);
+}
+
+// When does the bucket fit: the earliest instant at or after now at which a
+// cost whose increment is inc is admitted, with nothing else charged
+// meanwhile. The normal clause holds from tat + inc - burst_ns on, the
+// full-bucket clause from tat on: whichever comes first. Any tat is handled
+// (saturating), as it comes from shared memory.
+inline int64_t gcra_ready_at(int64_t tat, int64_t now, uint64_t inc, uint64_t burst_ns) {
+    if (tat <= now) return now;
+    if (inc > burst_ns) return tat;
+    int64_t ready;
+    if (__builtin_add_overflow(tat, static_cast<int64_t>(inc - burst_ns), &ready)) return INT64_MAX;
+    return ready > now ? ready : now;
+}
 
 struct GcraStep {
     bool admit;
@@ -71,18 +89,17 @@ struct GcraStep {
     int64_t ready_at;  // when !admit: earliest instant this cost fits
 };
 
-// One GCRA decision for cost (<= burst; callers check never_fits first) whose
-// increment is inc. tat comes from shared memory: any value is handled (a
-// TAT absurdly far ahead just means "not yet").
+// One GCRA decision for cost (<= burst, checked by callers) whose increment
+// is inc. tat comes from shared memory: any value is handled (a TAT
+// absurdly far ahead just means "not yet").
 inline GcraStep gcra_step(int64_t tat, int64_t now, uint64_t inc, const RateParams &p) {
     int64_t base = tat > now ? tat : now;
     int64_t new_tat;
     if (__builtin_add_overflow(base, static_cast<int64_t>(inc), &new_tat)) return {false, 0, INT64_MAX};
     if (static_cast<uint64_t>(new_tat - now) <= p.burst_ns || tat <= now) return {true, new_tat, 0};
-    // tat > now here. The normal clause holds from tat + inc - burst_ns on,
-    // the full-bucket clause from tat on: whichever comes first.
-    int64_t ready = inc > p.burst_ns ? tat : new_tat - static_cast<int64_t>(p.burst_ns);
-    return {false, 0, ready};
+    // tat > now and tat + inc did not overflow: gcra_ready_at's arithmetic
+    // cannot either.
+    return {false, 0, gcra_ready_at(tat, now, inc, p.burst_ns)};
 }
 
 }  // namespace rq::detail

@@ -1,7 +1,10 @@
-// The read-only inspector (see inspect.hpp).
+// The read-only inspector (see inspect.hpp). It reads the segment's words
+// with the same memory orders as the engine's readers, and pairs with the
+// same writers: each load says which.
 #include "inspect.hpp"
 
 #include "clock.hpp"
+#include "gcra.hpp"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -13,9 +16,10 @@
 namespace rq::detail {
 namespace {
 
-__extension__ using u128 = unsigned __int128;
-
-constexpr const char *kShmDir = "/dev/shm/";
+// read_resource: reads of a resource's holders and queue that may see them
+// change before the snapshot is marked inconsistent (a busy line changes
+// every few microseconds; the operator sees the last read either way).
+constexpr int kMaxSnapshotReads = 8;
 
 const char *waiter_state(SlotState s) {
     switch (s) {
@@ -41,11 +45,7 @@ void rate_status(const Limit &l, int64_t tat, int64_t now, LimitInfo &out) {
         out.available = static_cast<uint64_t>(static_cast<u128>(free_ns) * l.amount / l.period_ns);
         if (out.available > l.burst) out.available = l.burst;
     }
-    if (out.available == 0) {
-        // One unit fits once lag <= depth - request_ns.
-        const int64_t need = lag - (depth - static_cast<int64_t>(l.request_ns));
-        out.next_unit_ns = need > 0 ? need : 0;
-    }
+    if (out.available == 0) out.next_unit_ns = gcra_ready_at(tat, now, l.request_ns, l.burst_ns) - now;
 }
 
 }  // namespace
@@ -144,7 +144,7 @@ int Inspector::snapshot(SegmentInfo &out, const std::string *only, bool details)
     out.reclaims = h.reclaims.load(boost::memory_order_relaxed);
     for (uint32_t p = 0; p < view_.geo.max_processes; ++p) {
         const Process &proc = view_.process(p);
-        // acquire: pairs with the owner's release when it registers.
+        // acquire: pairs with the acq_rel CASes on the process word (process_table.cpp).
         ProcWord w = ProcWord::unpack(proc.word.load(boost::memory_order_acquire));
         if (w.state == ProcState::kFree) continue;
         ProcessInfo pi;
@@ -199,6 +199,7 @@ void Inspector::read_resource(uint32_t r, bool details, int64_t now, ResourceInf
     out.settle_refunded = res.usage.settle_refunded.load(boost::memory_order_relaxed);
     out.settle_charged = res.usage.settle_charged.load(boost::memory_order_relaxed);
     out.observes = res.usage.observes.load(boost::memory_order_relaxed);
+    // seq_cst: as the engine reads it (pairs with penalize()'s CAS).
     const int64_t paused = res.paused_until.load(boost::memory_order_seq_cst);
     out.paused_ns = paused > now ? paused - now : 0;
     for (uint32_t b = 0; b < kWaitBuckets; ++b) {
@@ -212,8 +213,11 @@ void Inspector::read_resource(uint32_t r, bool details, int64_t now, ResourceInf
         out.holders.clear();
         out.waiters.clear();
         out.live_holders = out.dead_holders = 0;
+        // acquire: pairs with the lock holder's unlock (release exchange),
+        // after which the counters and holdings it wrote are visible.
         const uint64_t req1 = res.in_use_req.load(boost::memory_order_acquire);
         const uint64_t load1 = res.in_use_load.load(boost::memory_order_acquire);
+        // seq_cst: the queue word, as every reader of the line (queue.cpp).
         const uint64_t q1 = res.queue.load(boost::memory_order_seq_cst);
         for (uint32_t p = 0; p < view_.geo.max_processes; ++p) {
             const Holding &hd = view_.holding(p, r);
@@ -223,6 +227,7 @@ void Inspector::read_resource(uint32_t r, bool details, int64_t now, ResourceInf
             HolderInfo hi;
             hi.slot = p;
             const Process &proc = view_.process(p);
+            // acquire: as above.
             ProcWord w = ProcWord::unpack(proc.word.load(boost::memory_order_acquire));
             hi.pid = w.state == ProcState::kFree ? 0 : proc.pid.load(boost::memory_order_relaxed);
             hi.alive = w.state == ProcState::kLive && alive(p);
@@ -241,6 +246,7 @@ void Inspector::read_resource(uint32_t r, bool details, int64_t now, ResourceInf
         }
         for (uint32_t t = q.head; t != q.head + depth; ++t) {
             const Slot &s = view_.slot(r, t);
+            // acquire: pairs with note_wait's release store of the tag (queue.cpp).
             const uint64_t tag1 = s.tag.load(boost::memory_order_acquire);
             const uint64_t ld = s.load.load(boost::memory_order_relaxed);
             const int64_t since = s.since_ns.load(boost::memory_order_relaxed);
@@ -265,6 +271,7 @@ void Inspector::read_resource(uint32_t r, bool details, int64_t now, ResourceInf
             }
             out.waiters.push_back(wi);
         }
+        // acquire: the reads above happen before the re-reads that validate them.
         boost::atomic_thread_fence(boost::memory_order_acquire);
         const bool same = res.queue.load(boost::memory_order_seq_cst) == q1 &&
                           res.in_use_req.load(boost::memory_order_relaxed) == req1 &&
@@ -272,7 +279,7 @@ void Inspector::read_resource(uint32_t r, bool details, int64_t now, ResourceInf
         out.in_use_req = req1;
         out.in_use_load = load1;
         if (same) break;
-        if (attempt == 8) {
+        if (attempt == kMaxSnapshotReads) {
             out.consistent = false;
             break;
         }
@@ -282,6 +289,7 @@ void Inspector::read_resource(uint32_t r, bool details, int64_t now, ResourceInf
         LimitInfo li;
         li.lim = lim.limit[i];
         if (li.lim.kind == RQ_LIMIT_RATE) {
+            // acquire: pairs with the acq_rel CASes on the TAT (charge.hpp).
             rate_status(li.lim, res.tat[i].load(boost::memory_order_acquire), now, li);
         } else {
             li.in_use = li.lim.cost == RQ_COST_LOAD ? out.in_use_load : out.in_use_req;

@@ -384,6 +384,8 @@ enum class SlotState : uint32_t {
 };
 inline constexpr uint32_t kTicketBits = 29;
 inline constexpr uint32_t kTicketMask = (1u << kTicketBits) - 1;
+// What a slot word keeps of ticket t.
+constexpr uint32_t ticket_bits(uint32_t t) { return t & kTicketMask; }
 
 struct SlotWord {
     uint32_t ticket;   // t mod 2^29
@@ -397,7 +399,6 @@ struct SlotWord {
         return (uint64_t{owner} << 32) | (uint64_t{ticket & kTicketMask} << 3) |
                static_cast<uint64_t>(state);
     }
-    constexpr uint32_t futex_value() const { return static_cast<uint32_t>(pack()); }
 };
 
 // Besides the word, a waiting ticket's owner notes its load and when it

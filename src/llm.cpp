@@ -1,12 +1,14 @@
 // LLM quota semantics: settle actual usage, share a provider's back-off,
 // follow the provider's rate-limit headers, and predict waits so that
 // acquires can fail fast (rq_settle, rq_penalize, rq_observe,
-// rq_predict_wait; the fail-fast itself is in client.cpp).
+// rq_predict_wait; the fail-fast itself is in acquire.cpp, the prediction
+// in charge.cpp).
 //
 // Every change to a TAT here is one CAS on that word, in the same exact
 // integer nanoseconds as the acquire path (gcra.hpp), so it composes with
 // concurrent acquires: a head that read the old TAT fails its CAS and
 // recomputes.
+#include "charge.hpp"
 #include "clock.hpp"
 #include "core.hpp"
 #include "gcra.hpp"
@@ -17,55 +19,12 @@
 namespace rq::detail {
 namespace {
 
-// ceil(cost * period / amount) for any cost up to RQ_MAX_AMOUNT (not only up
-// to the burst), clamped to kMaxBurstNs.
-int64_t any_increment_ns(const Limit &l, uint64_t cost) {
-    u128 num = static_cast<u128>(cost) * l.period_ns;
-    u128 ns = (num + l.amount - 1) / l.amount;
-    return static_cast<int64_t>(std::min<u128>(ns, kMaxBurstNs));
-}
-
-uint64_t cost_of(const Limit &l, uint64_t load) { return l.cost == RQ_COST_LOAD ? load : 1; }
-
 int64_t saturating_add(int64_t a, int64_t b) {
     int64_t r;
     return __builtin_add_overflow(a, b, &r) ? (b > 0 ? INT64_MAX : INT64_MIN) : r;
 }
 
 }  // namespace
-
-int Engine::resource_of(const char *name, uint32_t &r) {
-    if (name == nullptr) return RQ_EINVAL;
-    const int rc = ensure_registered();
-    return rc != RQ_OK ? rc : find_named(name, r);
-}
-
-// The earliest instant an acquire of `load` joining the line now could
-// start, as far as the rate limits and a pause tell: a strict lower bound.
-// Only our own load counts: anyone queued ahead may still leave (time out,
-// fail fast, cancel), and the head may already be charged; the concurrency
-// limits and the queue can only make the real wait longer.
-int64_t Engine::predict_start(uint32_t r, uint64_t load, const Limits &lim, int64_t now) {
-    Resource &res = view_.resource(r);
-    int64_t start = now;
-    // seq_cst: pairs with penalize()'s CAS.
-    const int64_t paused = res.paused_until.load(boost::memory_order_seq_cst);
-    if (paused > start) start = paused;
-    for (uint32_t i = 0; i < lim.count; ++i) {
-        const Limit &l = lim.limit[i];
-        if (l.kind != RQ_LIMIT_RATE) continue;
-        const uint64_t total = cost_of(l, load);
-        // acquire: pairs with the head's acq_rel CAS.
-        const int64_t tat = res.tat[i].load(boost::memory_order_acquire);
-        const int64_t base = tat > now ? tat : now;
-        // Admitting `total` needs the TAT to reach base + inc(total) with at
-        // most burst_ns of it ahead of the clock (1 ns of slack for the
-        // full-bucket clause's rounding).
-        const int64_t ready = saturating_add(base, any_increment_ns(l, total) - static_cast<int64_t>(l.burst_ns) - 1);
-        if (ready > start) start = ready;
-    }
-    return start;
-}
 
 int Engine::predict_wait(const char *name, uint64_t load, int64_t *wait_ns) {
     if (wait_ns == nullptr) return RQ_EINVAL;
@@ -80,7 +39,7 @@ int Engine::predict_wait(const char *name, uint64_t load, int64_t *wait_ns) {
     if (rc != RQ_OK) return rc;
     if (load > lim->max_load) return RQ_E2BIG;
     const int64_t now = now_ns();
-    *wait_ns = predict_start(r, load, *lim, now) - now;
+    *wait_ns = predict_start(view_.resource(r), *lim, load, now) - now;
     return RQ_OK;
 }
 
@@ -92,7 +51,9 @@ int Engine::penalize(const char *name, int64_t pause_ns) {
     Resource &res = view_.resource(r);
     const int64_t until = now_ns() + pause_ns;
     int64_t cur = res.paused_until.load(boost::memory_order_seq_cst);
-    // Only ever raised. seq_cst: a serve that starts after this returns reads it.
+    // Only ever raised. seq_cst: pairs with the seq_cst loads of every
+    // admitting path (serve, serve_behind, the line-free path): one that
+    // starts after this returns reads it.
     while (cur < until && !res.paused_until.compare_exchange_weak(cur, until, boost::memory_order_seq_cst)) {
     }
     res.counters.penalties.fetch_add(1, boost::memory_order_relaxed);
@@ -123,6 +84,7 @@ int Engine::observe(const char *name, uint32_t index, uint64_t remaining, int64_
         rem_ns >= l.burst_ns ? 0 : static_cast<int64_t>(l.burst_ns - static_cast<uint64_t>(rem_ns));
     const int64_t target = now + std::max(lag_for_remaining, reset_ns);
     bool lowered = false;
+    // acquire: pairs with the acq_rel CASes on the TAT (charge.hpp).
     int64_t tat = res.tat[index].load(boost::memory_order_acquire);
     // Never lowers the TAT: capacity never goes up. acq_rel: pairs with the
     // head's CAS, which then recomputes.
@@ -139,7 +101,7 @@ int Engine::observe(const char *name, uint32_t index, uint64_t remaining, int64_
 int Engine::settle(rq_permit *p, uint64_t actual) {
     if (p == nullptr || actual > RQ_MAX_AMOUNT) return RQ_EINVAL;
     const uint64_t w0 = p->opaque[0];
-    PermitView pv;
+    PermitCode pv;
     int rc = check_permit(p, pv);
     if (rc != RQ_OK) return rc;
     if ((w0 & (kPermitReleased | kPermitSettled)) != 0) return RQ_EINVAL;
@@ -151,15 +113,13 @@ int Engine::settle(rq_permit *p, uint64_t actual) {
     if (rc != RQ_OK) return rc;
     Resource &res = view_.resource(r);
     bool refunded = false;
-    bool first_load_rate = true;
     for (uint32_t i = 0; i < lim->count; ++i) {
         const Limit &l = lim->limit[i];
-        if (l.kind != RQ_LIMIT_RATE || l.cost != RQ_COST_LOAD) continue;
-        const bool has_grant_tat = first_load_rate && pv.has_tat;
-        first_load_rate = false;
-        if (actual == est) continue;
+        if (l.kind != RQ_LIMIT_RATE || l.cost != RQ_COST_LOAD || actual == est) continue;
+        // The permit carries the TAT its grant wrote on the first load-cost rate limit only.
+        const bool has_grant_tat = static_cast<int32_t>(i) == lim->first_load_rate && (pv.flags & kPermitHasTat) != 0;
         // What the acquire charged was inc(est); make it inc(actual).
-        const int64_t d = any_increment_ns(l, actual) - any_increment_ns(l, est);
+        const int64_t d = increment_any_ns(l.amount, l.period_ns, actual) - increment_any_ns(l.amount, l.period_ns, est);
         // A refund gives back only what of the grant's charge is still ahead
         // of the clock: once the bucket has drained past it (and maybe filled
         // and been charged again), giving it back would be capacity the rate
@@ -169,6 +129,7 @@ int Engine::settle(rq_permit *p, uint64_t actual) {
         // nothing drained; nothing at all without G (a second load-cost rate
         // limit: the permit carries G for the first only).
         if (d < 0 && !has_grant_tat) continue;
+        // acquire: pairs with the acq_rel CASes on the TAT (charge.hpp).
         int64_t tat = res.tat[i].load(boost::memory_order_acquire);
         for (;;) {
             const int64_t now = now_ns();
@@ -181,7 +142,7 @@ int Engine::settle(rq_permit *p, uint64_t actual) {
                 // Charged now: from the clock when the bucket is full.
                 moved = std::min(saturating_add(tat > now ? tat : now, d), saturating_add(now, kMaxBurstNs));
             }
-            // acq_rel: pairs with the head's CAS (it recomputes on failure).
+            // acq_rel: pairs with every other CAS on this TAT (charge.hpp).
             if (res.tat[i].compare_exchange_weak(tat, moved, boost::memory_order_acq_rel)) {
                 refunded |= d < 0;
                 break;
@@ -192,6 +153,7 @@ int Engine::settle(rq_permit *p, uint64_t actual) {
         rc = lock(res.lock, false, r);
         if (rc != RQ_OK) return rc;
         // A hard reset since the grant forgot the permit: nothing is held.
+        // (relaxed: under the lock.)
         if (pv.epoch == res.hard_epoch.load(boost::memory_order_relaxed)) {
             rc = conc_update(r, me_, 0, static_cast<int64_t>(actual) - static_cast<int64_t>(est), CrashPoint::kNone);
         }

@@ -1,4 +1,6 @@
-// Robust lock words and the concurrency accounting they guard.
+// The lock word protocol (a robust lock whose owner is a process slot) and
+// the concurrency accounting it guards, with its undo journal. Every
+// transition of a lock word is here or in core.hpp's inline try_lock/unlock.
 //
 // A lock word is 0 when free, else (owner process slot + 1) | kLockWaiters.
 // It guards a few dozen instructions, so contenders spin briefly, then sleep
@@ -15,8 +17,6 @@
 #include "core.hpp"
 #include "futex.hpp"
 
-#include <immintrin.h>
-
 #include <algorithm>
 
 namespace rq::detail {
@@ -32,13 +32,15 @@ int Engine::lock_slow(Shared<uint32_t> &word, bool define_lock, uint32_t r) {
                                        boost::memory_order_relaxed)) {
             return RQ_OK;
         }
-        _mm_pause();
+        cpu_relax();
     }
     int64_t check_at = now_ns() + kWatchNs;
     for (;;) {
+        // relaxed: only a value to CAS from; the CAS that takes the lock acquires.
         uint32_t v = word.load(boost::memory_order_relaxed);
         if (v == 0) {
             // Others may sleep on the word: keep the waiters bit so our unlock wakes one.
+            // acquire: pairs with unlock()'s release exchange.
             if (word.compare_exchange_weak(v, mine | kLockWaiters, boost::memory_order_acquire,
                                            boost::memory_order_relaxed)) {
                 return RQ_OK;
@@ -46,6 +48,8 @@ int Engine::lock_slow(Shared<uint32_t> &word, bool define_lock, uint32_t r) {
             continue;
         }
         if ((v & kLockWaiters) == 0) {
+            // relaxed: the waiters bit publishes nothing; unlock's exchange
+            // reads it back, and futex_wait re-checks the word in the kernel.
             if (!word.compare_exchange_weak(v, v | kLockWaiters, boost::memory_order_relaxed)) continue;
             v |= kLockWaiters;
         }
@@ -61,48 +65,55 @@ int Engine::lock_slow(Shared<uint32_t> &word, bool define_lock, uint32_t r) {
             return take_over_lock(word, owner, define_lock, r);
         }
         if (owner < view_.geo.max_processes && alive(owner)) continue;
-        int rc = break_dead_lock(word, owner, define_lock, r);
-        if (rc != 0) return rc > 0 ? RQ_OK : rc;  // 1: the lock is ours now
+        const Result<LockBreak> b = break_dead_lock(word, owner, define_lock, r);
+        if (b.kind == LockBreak::kOurs) return RQ_OK;
+        if (b.kind == LockBreak::kFailed) return b.rc;
     }
 }
 
 // The owner of `word` is dead. A lock word names only a slot, and a new
 // process may take that slot over and write the same value into the word, so
 // a lock is broken only under the reclaim claim on the dead owner's slot,
-// which keeps the slot from being reused meanwhile. Returns 1 when the lock
-// is ours now, 0 when it was (or will be) broken by a reclaim and the caller
-// should wait on the word again, or an error.
-int Engine::break_dead_lock(Shared<uint32_t> &word, uint32_t owner, bool define_lock, uint32_t r) {
-    auto take = [&] {
-        int rc = take_over_lock(word, owner, define_lock, r);
-        return rc == RQ_OK ? 1 : rc;
+// which keeps the slot from being reused meanwhile. kOurs: the lock is ours
+// now; kWaitAgain: it was (or will be) broken by a reclaim, wait on the word
+// again.
+Result<LockBreak> Engine::break_dead_lock(Shared<uint32_t> &word, uint32_t owner, bool define_lock,
+                                                      uint32_t r) {
+    auto take = [&]() -> Result<LockBreak> {
+        const int rc = take_over_lock(word, owner, define_lock, r);
+        if (rc != RQ_OK) return {LockBreak::kFailed, rc};
+        return {LockBreak::kOurs};
     };
     // A value no process can have written: no reuse to fear.
     if (owner >= view_.geo.max_processes) return take();
     Process &proc = view_.process(owner);
+    // acquire: pairs with the acq_rel CASes on the process word (process_table.cpp).
     uint64_t raw = proc.word.load(boost::memory_order_acquire);
     ProcWord w = ProcWord::unpack(raw);
     if (w.state == ProcState::kReclaiming && w.by == me_) return take();
     if (w.state != ProcState::kFree) {
-        int rc = reclaim_if_dead(owner);  // its reclaim steps break the lock
-        return rc < 0 ? rc : 0;
+        const Result<Reclaim> rec = reclaim_if_dead(owner);  // its reclaim steps break the lock
+        if (rec.kind == Reclaim::kFailed) return {LockBreak::kFailed, rec.rc};
+        return {LockBreak::kWaitAgain};
     }
     // A free slot that still holds a lock: only damage leaves that behind.
     // Claim the slot so it cannot be registered while we break the lock.
     const uint64_t claim = ProcWord{w.gen, ProcState::kReclaiming, me_}.pack();
     // acq_rel: pairs with the registrant's CAS to kLive and with other
     // claimers, as in reclaim_slot().
-    if (!proc.word.compare_exchange_strong(raw, claim, boost::memory_order_acq_rel)) return 0;
-    int rc = take();
+    if (!proc.word.compare_exchange_strong(raw, claim, boost::memory_order_acq_rel)) return {LockBreak::kWaitAgain};
+    const Result<LockBreak> b = take();
     uint64_t expected = claim;
+    // acq_rel: as the claim above.
     proc.word.compare_exchange_strong(expected, raw, boost::memory_order_acq_rel);
-    return rc;
+    return b;
 }
 
 // Takes the lock from the dead owner `dead` (or, if it changed hands, waits
 // for it as lock() does). Either way the caller then holds it.
 int Engine::take_over_lock(Shared<uint32_t> &word, uint32_t dead, bool define_lock, uint32_t r) {
     for (;;) {
+        // acquire: pairs with unlock()'s release exchange (when it changed hands).
         uint32_t v = word.load(boost::memory_order_acquire);
         if ((v & kLockOwnerMask) != dead + 1) return lock(word, define_lock, r);
         // acquire: like lock(); the dead owner's stores were published by its
@@ -122,6 +133,7 @@ int Engine::take_over_lock(Shared<uint32_t> &word, uint32_t dead, bool define_lo
 void Engine::undo_resource(uint32_t r) {
     Resource &res = view_.resource(r);
     ConcJournal &j = res.journal;
+    // acquire: pairs with conc_update's release store of valid = 1.
     if (j.valid.load(boost::memory_order_acquire) != 1) return;
     uint32_t p = j.proc.load(boost::memory_order_relaxed);
     if (p < view_.geo.max_processes) {
@@ -131,20 +143,26 @@ void Engine::undo_resource(uint32_t r) {
     }
     res.in_use_req.store(j.in_use_req_before.load(boost::memory_order_relaxed), boost::memory_order_relaxed);
     res.in_use_load.store(j.in_use_load_before.load(boost::memory_order_relaxed), boost::memory_order_relaxed);
+    // release: the restored values before the journal reads closed (to the
+    // next lock taker, who also gets them through the lock).
     j.valid.store(0, boost::memory_order_release);
 }
 
 void Engine::undo_define() {
     Header &h = view_.header();
+    // acquire: pairs with define()'s release store of valid = 1 (resource.cpp).
     if (h.define_journal_valid.load(boost::memory_order_acquire) != 1) return;
     uint32_t r = h.define_journal_resource.load(boost::memory_order_relaxed);
     if (r < view_.geo.max_resources) {
         Resource &res = view_.resource(r);
+        // acquire: pairs with define()'s release store of kReady.
         if (res.state.load(boost::memory_order_acquire) != static_cast<uint32_t>(ResourceState::kReady)) {
-            // Half built: no one else saw it (lookups skip kDefining); free it again.
+            // Half built: no one else saw it (lookups skip kDefining); free it
+            // again. release: pairs with lookups' acquire loads of the state.
             res.state.store(static_cast<uint32_t>(ResourceState::kFree), boost::memory_order_release);
         }
     }
+    // release: the journal closes after the repair (to the next lock taker).
     h.define_journal_valid.store(0, boost::memory_order_release);
 }
 
@@ -182,6 +200,7 @@ int Engine::conc_update(uint32_t r, uint32_t p, int64_t d_req, int64_t d_load, C
     h.req.store(add(held_req, d_req), boost::memory_order_relaxed);
     h.load.store(add(held_load, d_load), boost::memory_order_relaxed);
     if (held_req == 0 && d_req > 0) h.since_ns.store(now, boost::memory_order_relaxed);  // display only
+    // release: the update is complete before the journal reads closed.
     j.valid.store(0, boost::memory_order_release);
     return RQ_OK;
 }

@@ -1,4 +1,5 @@
-// Process identity, liveness and reclaim.
+// The process-slot protocol: identity, liveness, reclaim, and fork. Every
+// transition of a process word (layout.hpp, ProcWord) is in this file.
 //
 // Slot p belongs to whoever holds the OFD write lock on byte kProcLockBase + p
 // of the segment file; the kernel drops it when the process dies, whatever
@@ -9,6 +10,11 @@
 // tickets. It runs under a claim in the slot word (kReclaiming by r); every
 // step is idempotent, so if the reclaimer dies too, whoever finds it dead
 // takes the claim over and runs the steps again.
+//
+// Memory orders: every CAS on a process word is acq_rel and every load of it
+// acquire; they pair with each other (a claimer sees what the previous owner
+// or claimer published before its CAS). The owner's death itself is observed
+// through the kernel (F_OFD_GETLK), which orders everything it wrote.
 #include "core.hpp"
 
 #include <fcntl.h>
@@ -128,6 +134,7 @@ int Engine::register_process() {
         for (uint32_t k = 0; k < n; ++k) {
             uint32_t p = (start + k) % n;
             Process &proc = view_.process(p);
+            // acquire: pairs with the acq_rel CASes on the process word.
             ProcWord w = ProcWord::unpack(proc.word.load(boost::memory_order_acquire));
             if (pass == 0 && w.state != ProcState::kFree) continue;
             if (ofd_try_lock(fd_, p) != 0) continue;  // a live process owns it
@@ -136,13 +143,17 @@ int Engine::register_process() {
             // leaves holding anything), and claims it held on other slots.
             // Until we are live, a lock word naming p is the old owner's.
             me_ = p;
+            // relaxed: read by this process's own threads in lock_slow, and
+            // none of them holds a lock while we register.
             registering_.store(true, std::memory_order_relaxed);
+            // acquire: pairs with the acq_rel CASes on the process word.
             uint64_t raw = proc.word.load(boost::memory_order_acquire);
             int rc = ProcWord::unpack(raw).state == ProcState::kFree ? reclaim_steps(p) : reclaim_slot(p, raw);
             if (rc == RQ_OK) release_claims_of(p);
             registering_.store(false, std::memory_order_relaxed);
             if (rc == RQ_OK) {
-                for (int tries = 0; tries < 1000; ++tries) {
+                for (int tries = 0; tries < kMaxCasTries; ++tries) {
+                    // acquire: pairs with the acq_rel CASes on the process word.
                     uint64_t raw = proc.word.load(boost::memory_order_acquire);
                     ProcWord cur = ProcWord::unpack(raw);
                     if (cur.state != ProcState::kFree) break;
@@ -171,7 +182,7 @@ int Engine::register_process() {
 int Engine::reclaim_slot(uint32_t p, uint64_t raw) {
     Process &proc = view_.process(p);
     const uint32_t gen = ProcWord::unpack(raw).gen;
-    for (int tries = 0; tries < 1000; ++tries) {
+    for (int tries = 0; tries < kMaxCasTries; ++tries) {
         ProcWord w = ProcWord::unpack(raw);
         if (w.gen != gen || w.state == ProcState::kFree) return RQ_OK;
         if (w.state != ProcState::kLive && w.state != ProcState::kReclaiming) return RQ_ECORRUPT;
@@ -185,10 +196,12 @@ int Engine::reclaim_slot(uint32_t p, uint64_t raw) {
         uint64_t expected = claim;
         if (rc != RQ_OK) {
             // Give the claim back so that a later finder tries again.
+            // acq_rel: as the claim.
             proc.word.compare_exchange_strong(expected, ProcWord{gen, ProcState::kLive, 0}.pack(),
                                               boost::memory_order_acq_rel);
             return rc;
         }
+        // acq_rel: the steps' stores before kFree, to the next registrant.
         proc.word.compare_exchange_strong(expected, ProcWord{gen, ProcState::kFree, 0}.pack(),
                                           boost::memory_order_acq_rel);
         view_.header().reclaims.fetch_add(1, boost::memory_order_relaxed);
@@ -197,32 +210,35 @@ int Engine::reclaim_slot(uint32_t p, uint64_t raw) {
     return RQ_EINTERNAL;
 }
 
-int Engine::reclaim_if_dead(uint32_t p) {
-    if (p >= view_.geo.max_processes) return RQ_EINVAL;
-    if (p == me_) return 0;
+Result<Reclaim> Engine::reclaim_if_dead(uint32_t p) {
+    if (p >= view_.geo.max_processes) return {Reclaim::kFailed, RQ_EINVAL};
+    if (p == me_) return {Reclaim::kNothing};
     Process &proc = view_.process(p);
+    // acquire: pairs with the acq_rel CASes on the process word.
     uint64_t raw = proc.word.load(boost::memory_order_acquire);
     ProcWord w = ProcWord::unpack(raw);
-    if (w.state == ProcState::kFree) return 0;
-    if (w.state == ProcState::kLive && alive(p)) return 0;
+    if (w.state == ProcState::kFree) return {Reclaim::kNothing};
+    if (w.state == ProcState::kLive && alive(p)) return {Reclaim::kNothing};
     if (w.state == ProcState::kReclaiming &&
         (w.by == me_ || (w.by < view_.geo.max_processes && alive(w.by)))) {
-        return 0;
+        return {Reclaim::kNothing};
     }
-    if (w.state != ProcState::kLive && w.state != ProcState::kReclaiming) return RQ_ECORRUPT;
-    int rc = reclaim_slot(p, raw);
-    return rc == RQ_OK ? 1 : rc == RQ_EAGAIN ? 0 : rc;
+    if (w.state != ProcState::kLive && w.state != ProcState::kReclaiming) return {Reclaim::kFailed, RQ_ECORRUPT};
+    const int rc = reclaim_slot(p, raw);
+    if (rc == RQ_OK) return {Reclaim::kReclaimed};
+    if (rc == RQ_EAGAIN) return {Reclaim::kNothing};  // a live reclaimer is on it
+    return {Reclaim::kFailed, rc};
 }
 
 void Engine::unregister_process() {
     if (me_ == UINT32_MAX || view_.base == nullptr) return;
     Process &proc = view_.process(me_);
+    // acquire: pairs with the acq_rel CASes on the process word.
     reclaim_slot(me_, proc.word.load(boost::memory_order_acquire));
     ofd_unlock(fd_, me_);
     me_ = UINT32_MAX;
 }
 
-// The steps of reclaiming slot p: each is idempotent.
 // The steps of reclaiming slot p: each is idempotent. A resource that fails
 // (damage) does not stop the others; the first error is returned.
 int Engine::reclaim_steps(uint32_t p) {
@@ -230,8 +246,11 @@ int Engine::reclaim_steps(uint32_t p) {
     int first_error = RQ_OK;
     for (uint32_t r = 0; r < view_.geo.max_resources; ++r) {
         Resource &res = view_.resource(r);
+        // acquire: pairs with define()'s release store of kReady.
         if (res.state.load(boost::memory_order_acquire) != static_cast<uint32_t>(ResourceState::kReady)) continue;
         Holding &h = view_.holding(p, r);
+        // relaxed: p is dead (seen through the kernel); these only choose
+        // whether to take the lock, under which the holding is read again.
         bool holds = h.req.load(boost::memory_order_relaxed) != 0 || h.load.load(boost::memory_order_relaxed) != 0;
         bool locked_by_p = (res.lock.load(boost::memory_order_relaxed) & kLockOwnerMask) == mine;
         int rc = RQ_OK;
@@ -262,6 +281,7 @@ int Engine::reclaim_steps(uint32_t p) {
 void Engine::release_claims_of(uint32_t p) {
     for (uint32_t q = 0; q < view_.geo.max_processes; ++q) {
         Process &proc = view_.process(q);
+        // acquire: pairs with the acq_rel CASes on the process word.
         uint64_t raw = proc.word.load(boost::memory_order_acquire);
         ProcWord w = ProcWord::unpack(raw);
         if (q == p || w.state != ProcState::kReclaiming || w.by != p) continue;

@@ -1,11 +1,11 @@
-// The ticketed FIFO wait queue of one resource.
+// The ticketed FIFO wait queue of one resource: the queue-slot state
+// machine. Every transition of a slot word (layout.hpp draws the states)
+// and of the queue word happens in this file, and nowhere else.
 //
 // Tickets are uint32, taken in order. The queue word holds head and tail;
-// ticket t owns ring slot t % queue_slots while head <= t < tail (see
-// layout.hpp for the slot states). Only the head takes from the limits, so a
-// stacked acquire is taken at one instant; so does an acquirer that found the
-// line empty (the line-free paths in client.cpp, try_fast and try_fast_conc),
-// which gives back what it took if a CAS fails and then joins the line.
+// ticket t owns ring slot t % queue_slots while head <= t < tail. Only the
+// head takes from the limits (head.cpp), so a stacked acquire is taken at one
+// instant; so does an acquirer that found the line empty (line_free.hpp).
 //
 // Two Dekker-style handshakes keep wake-ups exact (all seq_cst):
 //   passer:  CAS queue word (head = t)      then load slot t
@@ -14,16 +14,14 @@
 // that it is head and does not sleep. Nobody calls FUTEX_WAKE unless a slot
 // word says its owner sleeps, and a pass wakes only the next owner (and, when
 // needed, the one behind it so that it starts watching): no thundering herd.
+// Who watches whom, and when, is watch.cpp's; the transitions it makes are
+// this file's (abandon_dead).
 //
-// Liveness: a process dies with all its tickets, so watching is per process.
-// The watchers are the first tickets of the first kWatchDistance + 1 distinct
-// owners in the queue (the head's owner first): they sleep at most kWatchNs
-// and, when the head has not moved for that long, check that the owners ahead
-// of them are alive (the head checks those behind it), reclaiming any that is
-// not. It takes kWatchDistance + 1 processes dying at once to leave no live
-// watcher; for that case everyone else wakes every kBackstopNs and, if the
-// head has not moved meanwhile, checks the front too. So 1,000 waiters cost
-// about what three do, plus one wake-up a second each.
+// Memory orders: every access to a queue or slot word is seq_cst, because
+// the handshakes above are Dekker-style (a store, then a load of the other
+// side's word). The slot's noted load and wait start (note_wait) are
+// published by a release store of its tag; served_grant_tat reads them like
+// a seqlock.
 #include "clock.hpp"
 #include "core.hpp"
 #include "futex.hpp"
@@ -39,19 +37,24 @@ namespace {
 constexpr auto kSeqCst = boost::memory_order_seq_cst;
 
 // Spinning before a sleep (wait_turn): only the ticket right behind the
-// head, for at most kSpinNs.
+// head, for at most kSpinNs. A head serves and passes in well under a
+// microsecond, a futex sleep and wake costs tens of microseconds (DESIGN:
+// 27 us median here): 20 us covers a handoff without a sleep.
 constexpr uint32_t kSpinDistance = 1;
 constexpr int64_t kSpinNs = 20'000;
+// Pauses per spin round (about 64 x 40 ns here), and a sched_yield every
+// kSpinYieldEvery rounds so that a head on an oversubscribed CPU gets to run.
+constexpr int kSpinPauses = 64;
+constexpr uint32_t kSpinYieldEvery = 8;
+// enqueue: attempts at claiming the tail slot. Each lost attempt means
+// another process claimed or bumped the tail meanwhile; a million in a row
+// would take every other process looping too (damage, or a livelock).
+constexpr int kMaxEnqueueTries = 1'000'000;
+// enqueue: times the tail slot may name neither its ticket nor the ticket a
+// lap before while the queue word stays put, before that is damage (a stale
+// snapshot changes the queue word).
+constexpr int kMaxStaleTail = 16;
 
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#else
-    __asm__ __volatile__("" ::: "memory");
-#endif
-}
-
-uint32_t tbits(uint32_t t) { return t & kTicketMask; }
 bool queued_state(SlotState s) {
     return s == SlotState::kWaiting || s == SlotState::kSleeping || s == SlotState::kWatching;
 }
@@ -63,26 +66,17 @@ uint64_t with_state(SlotWord w, SlotState s) {
     return w.pack();
 }
 
-}  // namespace
-
-thread_local CancelWord tl_cancel;
-
-bool cancel_requested() noexcept {
-    if (tl_cancel.word == nullptr) return false;
-    // acquire: pairs with rq_cancel's CAS (client.cpp, cancel_ticket).
-    return static_cast<uint32_t>(std::atomic_ref<uint64_t>(*tl_cancel.word).load(std::memory_order_acquire)) !=
-           tl_cancel.waiting;
-}
-
 // Every sleep of a waiter: on its slot word, and also on its ticket's cancel
-// word while it runs rq_wait.
-static void sleep_on(const Shared<uint64_t> &word, uint32_t expected, int64_t until) {
+// word while it runs rq_wait (tickets.cpp).
+void sleep_on(const Shared<uint64_t> &word, uint32_t expected, int64_t until) {
     if (tl_cancel.word == nullptr) {
         futex_wait(&word, expected, until);
     } else {
         futex_wait2(&word, expected, tl_cancel.word, tl_cancel.waiting, until);
     }
 }
+
+}  // namespace
 
 // Takes the next ticket. at_head: the queue was empty when we claimed it, so
 // the head word already names our ticket (nothing can pass a ticket that has
@@ -91,7 +85,7 @@ int Engine::enqueue(uint32_t r, uint32_t &ticket, bool &at_head) {
     Resource &res = view_.resource(r);
     const uint32_t n = view_.geo.queue_slots;
     int odd = 0;
-    for (int spins = 0; spins < 1'000'000; ++spins) {
+    for (int tries = 0; tries < kMaxEnqueueTries; ++tries) {
         uint64_t qraw = res.queue.load(kSeqCst);
         QueueWord q = QueueWord::unpack(qraw);
         uint32_t depth = q.tail - q.head;
@@ -101,18 +95,18 @@ int Engine::enqueue(uint32_t r, uint32_t &ticket, bool &at_head) {
         Slot &s = view_.slot(r, t);
         uint64_t v = s.word.load(kSeqCst);
         SlotWord sw = SlotWord::unpack(v);
-        if (sw.ticket == tbits(t)) {
+        if (sw.ticket == ticket_bits(t)) {
             // Claimed by someone whose tail bump is not in yet: help it along.
             res.queue.compare_exchange_strong(qraw, QueueWord{q.head, t + 1}.pack(), kSeqCst);
             continue;
         }
-        if (sw.ticket != tbits(t - n)) {
+        if (sw.ticket != ticket_bits(t - n)) {
             // Either our snapshot is stale or the ring is damaged.
-            if (res.queue.load(kSeqCst) == qraw && ++odd > 16) return RQ_ECORRUPT;
+            if (res.queue.load(kSeqCst) == qraw && ++odd > kMaxStaleTail) return RQ_ECORRUPT;
             continue;
         }
         // The claim: the single transition that creates ticket t with its owner.
-        if (!s.word.compare_exchange_strong(v, SlotWord{tbits(t), SlotState::kWaiting, me_}.pack(), kSeqCst)) {
+        if (!s.word.compare_exchange_strong(v, SlotWord{ticket_bits(t), SlotState::kWaiting, me_}.pack(), kSeqCst)) {
             continue;
         }
         for (;;) {
@@ -127,29 +121,7 @@ int Engine::enqueue(uint32_t r, uint32_t &ticket, bool &at_head) {
     return RQ_EINTERNAL;
 }
 
-// Collects, in queue order over [head, stop), the first ticket of each
-// distinct owner, the head's first, until kWatchDistance + 1 owners are seen.
-// Abandoned tickets after the head are skipped; slots that do not name their
-// ticket (damage) count as one more owner, kNoOwner. Reads at most
-// stop - head <= queue_slots slot words.
-void Engine::scan_front(uint32_t r, uint32_t head, uint32_t stop, Front &f) {
-    f.n = 0;
-    // A damaged queue word may put stop far past head: never walk the ring twice.
-    if (stop - head > view_.geo.queue_slots) stop = head + view_.geo.queue_slots;
-    for (uint32_t x = head; x != stop && !f.full(); ++x) {
-        SlotWord sw = SlotWord::unpack(view_.slot(r, x).word.load(kSeqCst));
-        uint32_t owner = sw.ticket == tbits(x) ? sw.owner : kNoOwner;
-        if (x != head && owner != kNoOwner && (sw.state == SlotState::kAbandoned || sw.state == SlotState::kDone)) {
-            continue;  // left the line, or already served
-        }
-        if (f.has(owner)) continue;
-        f.ticket[f.n] = x;
-        f.owner[f.n] = owner;
-        ++f.n;
-    }
-}
-
-int Engine::wait_turn(uint32_t r, uint32_t t, int64_t deadline) {
+Result<Turn> Engine::wait_turn(uint32_t r, uint32_t t, int64_t deadline) {
     Resource &res = view_.resource(r);
     Slot &s = view_.slot(r, t);
     const uint32_t n = view_.geo.queue_slots;
@@ -165,28 +137,28 @@ int Engine::wait_turn(uint32_t r, uint32_t t, int64_t deadline) {
             // head word may name ours for a moment after the head served it:
             // then move on past it ourselves; never serve it a second time.
             const SlotWord hw = SlotWord::unpack(s.word.load(kSeqCst));
-            if (hw.ticket == tbits(t) && hw.state == SlotState::kDone) {
+            if (hw.ticket == ticket_bits(t) && hw.state == SlotState::kDone) {
                 pass_head(r, t);
-                return kServed;
+                return {Turn::kServed};
             }
-            return RQ_OK;
+            return {Turn::kHead};
         }
         if (t - q.head > n) return passed_over(r, t, q.head);
         uint64_t v = s.word.load(kSeqCst);
         SlotWord sw = SlotWord::unpack(v);
-        if (sw.ticket != tbits(t) || sw.owner != me_) {
+        if (sw.ticket != ticket_bits(t) || sw.owner != me_) {
             // Served, passed, and the slot reused since we read the queue word?
             return passed_over(r, t, QueueWord::unpack(res.queue.load(kSeqCst)).head);
         }
-        if (sw.state == SlotState::kDone) return kServed;  // the head served us (serve_behind)
-        if (head_state(sw.state)) return RQ_OK;
+        if (sw.state == SlotState::kDone) return {Turn::kServed};  // the head served us (serve_behind)
+        if (head_state(sw.state)) return {Turn::kHead};
         if (sw.state == SlotState::kSleeping || sw.state == SlotState::kWatching) {
             // A promoter changed our sleep state while we were awake: take it back.
             s.word.compare_exchange_strong(v, with_state(sw, SlotState::kWaiting), kSeqCst);
             continue;
         }
-        if (sw.state != SlotState::kWaiting) return RQ_EINTERNAL;
-        if (cancel_requested()) return RQ_ECANCELED;
+        if (sw.state != SlotState::kWaiting) return {Turn::kFailed, RQ_EINTERNAL};
+        if (cancel_requested()) return {Turn::kFailed, RQ_ECANCELED};
         int64_t now = now_ns();
         Front f;
         if (now >= deadline) {
@@ -199,18 +171,16 @@ int Engine::wait_turn(uint32_t r, uint32_t t, int64_t deadline) {
                     if (f.owner[i] != me_) reclaim_ticket_owner(r, f.ticket[i]);
                 }
             }
-            return RQ_ETIMEDOUT;
+            return {Turn::kFailed, RQ_ETIMEDOUT};
         }
-        // Next in line: spin a little before sleeping. A head serves and
-        // passes in well under a microsecond, a futex sleep and wake costs
-        // tens; sleeping at once would turn every handoff under contention
-        // into a context switch. Yield while spinning, so that a head on an
-        // oversubscribed CPU gets to run.
+        // Next in line: spin a little before sleeping (kSpinNs); sleeping
+        // at once would turn every handoff under contention into a context
+        // switch.
         if (t - q.head <= kSpinDistance) {
             if (spin_until == 0) spin_until = now + kSpinNs;
             if (now < spin_until) {
-                for (int i = 0; i < 64; ++i) cpu_relax();
-                if ((++spins & 7) == 0) sched_yield();
+                for (int i = 0; i < kSpinPauses; ++i) cpu_relax();
+                if (++spins % kSpinYieldEvery == 0) sched_yield();
                 continue;
             }
         }
@@ -227,7 +197,7 @@ int Engine::wait_turn(uint32_t r, uint32_t t, int64_t deadline) {
             for (uint32_t i = 0; i < f.n; ++i) {
                 if (f.owner[i] == me_) continue;
                 int rc = reclaim_ticket_owner(r, f.ticket[i]);
-                if (rc != RQ_OK) return rc;
+                if (rc != RQ_OK) return {Turn::kFailed, rc};
             }
             watched_since = now;
             continue;
@@ -260,59 +230,21 @@ int Engine::wait_turn(uint32_t r, uint32_t t, int64_t deadline) {
 // head served on our behalf is passed over while its owner lives (a passer
 // abandons only the tickets of dead owners), so kServed, even when the slot
 // was claimed again since. Anything else is damage.
-int Engine::passed_over(uint32_t r, uint32_t t, uint32_t head) {
-    if (static_cast<int32_t>(head - t) <= 0) return RQ_ECORRUPT;
+Result<Turn> Engine::passed_over(uint32_t r, uint32_t t, uint32_t head) {
+    if (static_cast<int32_t>(head - t) <= 0) return {Turn::kFailed, RQ_ECORRUPT};
     const SlotWord sw = SlotWord::unpack(view_.slot(r, t).word.load(kSeqCst));
-    if (sw.ticket != tbits(t) || sw.state == SlotState::kDone) return kServed;
-    return RQ_ECORRUPT;
+    if (sw.ticket != ticket_bits(t) || sw.state == SlotState::kDone) return {Turn::kServed};
+    return {Turn::kFailed, RQ_ECORRUPT};
 }
 
-// Reclaims the owner of ticket x if it is dead. An owner no live process can
-// be (an index out of range, a free slot, a dead one whose reclaim left the
-// ticket behind) gets its ticket abandoned directly.
-int Engine::reclaim_ticket_owner(uint32_t r, uint32_t x) {
+// Abandons ticket x for an owner that is dead (or that no live process can
+// be): one CAS from `word`, as the caller read it when it found the owner
+// dead; then those behind may start watching, and a head is passed on.
+int Engine::abandon_dead(uint32_t r, uint32_t x, uint64_t word) {
     Slot &s = view_.slot(r, x);
-    uint64_t v = s.word.load(kSeqCst);
-    SlotWord sw = SlotWord::unpack(v);
-    // Read after the slot: if x is still head, the slot still belongs to x.
-    const bool is_head = QueueWord::unpack(view_.resource(r).queue.load(kSeqCst)).head == x;
-    if (sw.ticket != tbits(x)) {
-        // Below the tail every ticket was claimed; a head whose slot names
-        // another ticket can only come from a damaged segment.
-        return is_head ? RQ_ECORRUPT : RQ_OK;
-    }
-    if (sw.state == SlotState::kAbandoned || sw.state == SlotState::kDone) {
-        // An abandoned or served head nobody moved past: its passer died
-        // between moving the head word and skipping it.
-        return is_head ? pass_head(r, x) : RQ_OK;
-    }
-    if (sw.owner == me_) return RQ_OK;
-    if (sw.owner < view_.geo.max_processes) {
-        int rc = reclaim_if_dead(sw.owner);
-        if (rc < 0) return rc;
-        if (alive(sw.owner)) return RQ_OK;
-        v = s.word.load(kSeqCst);  // the reclaim usually abandoned it already
-        sw = SlotWord::unpack(v);
-        if (sw.ticket != tbits(x) || sw.state == SlotState::kAbandoned) return RQ_OK;
-    }
-    if (s.word.compare_exchange_strong(v, with_state(sw, SlotState::kAbandoned), kSeqCst)) {
-        promote_behind(r, x);
+    if (s.word.compare_exchange_strong(word, with_state(SlotWord::unpack(word), SlotState::kAbandoned), kSeqCst)) {
+        promote_behind(r);
         if (QueueWord::unpack(view_.resource(r).queue.load(kSeqCst)).head == x) return pass_head(r, x);
-    }
-    return RQ_OK;
-}
-
-// For a waiting head: the watchers behind it, so that the ones watching it
-// are alive.
-int Engine::reclaim_dead_behind(uint32_t r, uint32_t head) {
-    QueueWord q = QueueWord::unpack(view_.resource(r).queue.load(kSeqCst));
-    if (head - q.head >= q.tail - q.head) return RQ_OK;
-    Front f;
-    scan_front(r, head, q.tail, f);
-    for (uint32_t i = 1; i < f.n; ++i) {
-        if (f.owner[i] == me_) continue;
-        int rc = reclaim_ticket_owner(r, f.ticket[i]);
-        if (rc != RQ_OK) return rc;
     }
     return RQ_OK;
 }
@@ -320,12 +252,12 @@ int Engine::reclaim_dead_behind(uint32_t r, uint32_t head) {
 bool Engine::abandon(uint32_t r, uint32_t t) {
     Slot &s = view_.slot(r, t);
     bool served = false;
-    for (int tries = 0; tries < 1000; ++tries) {
+    for (int tries = 0; tries < kMaxCasTries; ++tries) {
         uint64_t v = s.word.load(kSeqCst);
         SlotWord sw = SlotWord::unpack(v);
-        if (sw.ticket != tbits(t) || sw.owner != me_) {
+        if (sw.ticket != ticket_bits(t) || sw.owner != me_) {
             // Reused: the head passed us, so it served us (passed_over).
-            return passed_over(r, t, QueueWord::unpack(view_.resource(r).queue.load(kSeqCst)).head) == kServed;
+            return passed_over(r, t, QueueWord::unpack(view_.resource(r).queue.load(kSeqCst)).head).kind == Turn::kServed;
         }
         if (sw.state == SlotState::kAbandoned) break;
         // Served by the head meanwhile: the tokens are taken, the permit is
@@ -338,7 +270,7 @@ bool Engine::abandon(uint32_t r, uint32_t t) {
     }
     // Those behind us are now closer to the head: the first of them may have
     // to start watching.
-    promote_behind(r, t);
+    promote_behind(r);
     // If we are head (granted, or about to be), move the head past us; the
     // head CAS makes this safe to race with a passer that skips us too.
     if (QueueWord::unpack(view_.resource(r).queue.load(kSeqCst)).head == t) pass_head(r, t);
@@ -360,10 +292,10 @@ int Engine::pass_head(uint32_t r, uint32_t t) {
         if (tail == next) return RQ_OK;  // nobody queued: a later claimer sees head == its ticket
         Slot &s = view_.slot(r, next);
         for (int tries = 0;; ++tries) {
-            if (tries > 1000) return RQ_ECORRUPT;
+            if (tries > kMaxCasTries) return RQ_ECORRUPT;
             uint64_t v = s.word.load(kSeqCst);
             SlotWord sw = SlotWord::unpack(v);
-            if (sw.ticket != tbits(next)) {
+            if (sw.ticket != ticket_bits(next)) {
                 // Below the tail, so it was claimed; unless its owner saw
                 // head == next, served, passed, and the slot was reused since.
                 if (QueueWord::unpack(res.queue.load(kSeqCst)).head != next) return RQ_OK;
@@ -384,7 +316,7 @@ int Engine::pass_head(uint32_t r, uint32_t t) {
             if (!s.word.compare_exchange_strong(v, with_state(sw, grant), kSeqCst)) continue;
             if (grant == SlotState::kAbandoned) break;
             if (sw.state != SlotState::kWaiting) futex_wake(&s.word, 1);
-            promote_behind(r, next);
+            promote_behind(r);
             return RQ_OK;
         }
         t = next;  // skip the abandoned ticket
@@ -397,7 +329,7 @@ int Engine::pass_head(uint32_t r, uint32_t t) {
 // Wakes untimed sleepers that are now watchers (see scan_front) so that they
 // sleep bounded. The new state is kWatching, not kWaiting: if we die before
 // the futex_wake, a later grant still sees a sleeper and wakes it.
-void Engine::promote_behind(uint32_t r, uint32_t) {
+void Engine::promote_behind(uint32_t r) {
     QueueWord q = QueueWord::unpack(view_.resource(r).queue.load(kSeqCst));
     if (q.tail - q.head < 2) return;
     Front f;
@@ -406,7 +338,7 @@ void Engine::promote_behind(uint32_t r, uint32_t) {
         Slot &s = view_.slot(r, f.ticket[i]);
         uint64_t v = s.word.load(kSeqCst);
         SlotWord sw = SlotWord::unpack(v);
-        if (sw.ticket != tbits(f.ticket[i]) || sw.state != SlotState::kSleeping) continue;
+        if (sw.ticket != ticket_bits(f.ticket[i]) || sw.state != SlotState::kSleeping) continue;
         if (s.word.compare_exchange_strong(v, with_state(sw, SlotState::kWatching), kSeqCst)) {
             futex_wake(&s.word, 1);
         }
@@ -420,7 +352,7 @@ void Engine::wake_head(uint32_t r, bool conc_only) {
     Slot &s = view_.slot(r, q.head);
     uint64_t v = s.word.load(kSeqCst);
     SlotWord sw = SlotWord::unpack(v);
-    if (sw.ticket != tbits(q.head)) return;
+    if (sw.ticket != ticket_bits(q.head)) return;
     bool sleeping = sw.state == SlotState::kHeadConcSleep || (!conc_only && sw.state == SlotState::kHeadRateSleep);
     if (sleeping && s.word.compare_exchange_strong(v, with_state(sw, SlotState::kHead), kSeqCst)) {
         futex_wake(&s.word, 1);
@@ -432,7 +364,7 @@ int Engine::head_sleep(uint32_t r, uint32_t t, SlotState how, int64_t until, con
     uint64_t v = s.word.load(kSeqCst);
     SlotWord sw = SlotWord::unpack(v);
     // (A head that found the line empty still has its claim state, kWaiting.)
-    if (sw.ticket != tbits(t) || sw.owner != me_ || sw.state == SlotState::kDone ||
+    if (sw.ticket != ticket_bits(t) || sw.owner != me_ || sw.state == SlotState::kDone ||
         sw.state == SlotState::kAbandoned) {
         return RQ_EINTERNAL;
     }
@@ -456,15 +388,15 @@ int Engine::abandon_owned(uint32_t r, uint32_t p) {
     for (uint32_t i = 0; i <= depth && i < n; ++i) {
         const uint32_t t = q.head + i;
         Slot &s = view_.slot(r, t);
-        for (int tries = 0; tries < 1000; ++tries) {
+        for (int tries = 0; tries < kMaxCasTries; ++tries) {
             uint64_t v = s.word.load(kSeqCst);
             SlotWord sw = SlotWord::unpack(v);
-            if (sw.ticket != tbits(t) || sw.owner != p) break;
+            if (sw.ticket != ticket_bits(t) || sw.owner != p) break;
             if (sw.state != SlotState::kAbandoned && sw.state != SlotState::kDone &&
                 !s.word.compare_exchange_strong(v, with_state(sw, SlotState::kAbandoned), kSeqCst)) {
                 continue;
             }
-            promote_behind(r, t);
+            promote_behind(r);
             if (QueueWord::unpack(res.queue.load(kSeqCst)).head == t) {
                 int rc = pass_head(r, t);
                 if (rc != RQ_OK) return rc;
@@ -473,6 +405,77 @@ int Engine::abandon_owned(uint32_t r, uint32_t p) {
         }
     }
     return RQ_OK;
+}
+
+// ---- Serving behind the head (head.cpp, serve_behind) and the slot's notes ----
+
+Engine::Behind Engine::queued_ticket(uint32_t r, uint32_t head, uint32_t t, QueuedTicket &out) {
+    const QueueWord q = QueueWord::unpack(view_.resource(r).queue.load(kSeqCst));
+    if (q.head != head || t - head >= q.tail - head) return Behind::kStop;
+    Slot &s = view_.slot(r, t);
+    out.word = s.word.load(kSeqCst);
+    const SlotWord sw = SlotWord::unpack(out.word);
+    if (sw.ticket != ticket_bits(t)) return Behind::kStop;
+    if (sw.state == SlotState::kAbandoned || sw.state == SlotState::kDone) return Behind::kSkip;
+    if (!queued_state(sw.state)) return Behind::kStop;
+    // Its load as its owner noted it; not noted yet: it serves itself.
+    // acquire: pairs with note_wait's release store of the tag.
+    if (s.tag.load(boost::memory_order_acquire) != (kInfoValid | t)) return Behind::kStop;
+    out.load = s.load.load(boost::memory_order_relaxed);
+    out.since = s.since_ns.load(boost::memory_order_relaxed);
+    if (out.load == 0 || out.load > RQ_MAX_AMOUNT) return Behind::kStop;
+    return Behind::kQueued;
+}
+
+// One CAS from the queued state read as `word` to kDone, after the caller
+// took the ticket's tokens. The slot's since_ns then carries the grant TAT
+// for the owner's permit (served_grant_tat), published by that CAS.
+bool Engine::hand_over(uint32_t r, uint32_t t, uint64_t word, int64_t grant_tat) {
+    Slot &s = view_.slot(r, t);
+    s.since_ns.store(grant_tat, boost::memory_order_relaxed);
+    SlotWord sw = SlotWord::unpack(word);
+    for (;;) {
+        // seq_cst: Dekker with the owner's sleep-state CAS (as pass_head).
+        if (s.word.compare_exchange_strong(word, SlotWord{sw.ticket, SlotState::kDone, sw.owner}.pack(), kSeqCst)) {
+            if (sw.state != SlotState::kWaiting) futex_wake(&s.word, 1);
+            return true;
+        }
+        sw = SlotWord::unpack(word);
+        if (sw.ticket != ticket_bits(t) || !queued_state(sw.state)) return false;
+    }
+}
+
+int64_t Engine::served_grant_tat(uint32_t r, uint32_t ticket) const {
+    const Slot &s = view_.slot(r, ticket);
+    // Read like a seqlock: the word, the grant TAT, the word again. If the
+    // slot still names this ticket, served, g is what the head stored before
+    // its CAS (hand_over); if another ticket has claimed it since (the head
+    // passed us, so anyone may), the grant TAT is lost and settle refunds
+    // nothing.
+    const uint64_t w1 = s.word.load(kSeqCst);
+    const int64_t g = s.since_ns.load(boost::memory_order_relaxed);
+    // acquire: orders the load of g before the re-read of the word.
+    boost::atomic_thread_fence(boost::memory_order_acquire);
+    const uint64_t w2 = s.word.load(boost::memory_order_relaxed);
+    const SlotWord sw = SlotWord::unpack(w2);
+    const bool held = w1 == w2 && sw.ticket == ticket_bits(ticket) && sw.state == SlotState::kDone;
+    return held && g > 0 ? g : 0;
+}
+
+void Engine::note_wait(uint32_t r, uint32_t ticket, uint64_t load, int64_t since) {
+    Slot &s = view_.slot(r, ticket);
+    s.load.store(load, boost::memory_order_relaxed);
+    s.since_ns.store(since, boost::memory_order_relaxed);
+    // release: pairs with the readers' acquire load of the tag (queued_ticket,
+    // noted_since, inspect.cpp).
+    s.tag.store(kInfoValid | ticket, boost::memory_order_release);
+}
+
+int64_t Engine::noted_since(uint32_t r, uint32_t ticket) const {
+    const Slot &s = view_.slot(r, ticket);
+    // acquire: pairs with note_wait's release store of the tag.
+    if (s.tag.load(boost::memory_order_acquire) != (kInfoValid | ticket)) return 0;
+    return s.since_ns.load(boost::memory_order_relaxed);
 }
 
 }  // namespace rq::detail

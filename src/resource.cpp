@@ -1,4 +1,6 @@
-// Resources: names, the lock-free lookup table, and their limits.
+// Resources: names, the lock-free lookup table, their limits (the config
+// seqlock: every write is write_limits, every read read_limits_in), and
+// rq_define / rq_describe.
 //
 // The resource table is an open-addressing hash table keyed by name. Entries
 // are only ever added (under the define lock), never removed, so linear
@@ -21,15 +23,6 @@ bool valid_resource_name(std::string_view name) {
         if (ch < 0x21 || ch > 0x7e) return false;
     }
     return true;
-}
-
-uint64_t name_hash(std::string_view name) {
-    uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a: few instructions for short names
-    for (char ch : name) {
-        h ^= static_cast<uint8_t>(ch);
-        h *= 0x100000001b3ull;
-    }
-    return h;
 }
 
 int normalize_limits(const rq_limit *in, size_t n, Limits &out) {
@@ -113,6 +106,15 @@ int lookup_in(const View &view_, std::string_view name, uint32_t &r) {
 
 namespace {
 
+// read_limits_in: reads of the config seqlock that may see a definer at work
+// before it calls the config damaged. A definer flips the buffers once per
+// define, under the define lock; 64 changes during one read of a few hundred
+// bytes do not happen in a sound segment.
+constexpr int kMaxConfigReads = 64;
+// carry_rate_debt: CASes on one TAT it may lose to acquires (each one is an
+// admission) before it leaves the debt in ns of the old rate.
+constexpr int kMaxDebtTries = 100;
+
 // Checks one limit read from shared memory: kinds, ranges, and that the
 // derived constants agree with the definition (cheap multiplications only).
 bool sane(const Limit &l) {
@@ -144,7 +146,7 @@ int Engine::read_limits(uint32_t r, Limits &out, uint64_t *word) const {
 
 int read_limits_in(const View &view_, uint32_t r, Limits &out, uint64_t *word) {
     Resource &res = view_.resource(r);
-    for (int attempt = 0; attempt < 64; ++attempt) {
+    for (int attempt = 0; attempt < kMaxConfigReads; ++attempt) {
         // acquire: pairs with write_limits()'s release store of the word.
         uint64_t w1 = res.config_word.load(boost::memory_order_acquire);
         const Config &c = res.config[ConfigWord::unpack(w1).active];
@@ -221,9 +223,12 @@ int Engine::refresh_limits(uint32_t r, Limits &scratch, const Limits *&out) noex
 // Under the define lock (single writer). Fills the inactive buffer and flips.
 int Engine::write_limits(uint32_t r, const Limits &lim) {
     Resource &res = view_.resource(r);
+    // relaxed: the only writer is us, under the define lock.
     ConfigWord cw = ConfigWord::unpack(res.config_word.load(boost::memory_order_relaxed));
     // Seqlock write side: bump the version before touching the inactive
     // buffer, so a reader still on it from two versions ago sees a change.
+    // The release fence orders this store before the field stores below; it
+    // pairs with the readers' acquire fence before their re-check.
     res.config_word.store(ConfigWord{cw.version + 1, cw.active}.pack(), boost::memory_order_relaxed);
     boost::atomic_thread_fence(boost::memory_order_release);
     Config &c = res.config[cw.active ^ 1];
@@ -254,14 +259,16 @@ void Engine::carry_rate_debt(uint32_t r, const Limits &old_lim, const Limits &ne
     for (uint32_t i = 0; i < std::min(old_lim.count, new_lim.count); ++i) {
         const Limit &o = old_lim.limit[i], &n = new_lim.limit[i];
         if (o.kind != RQ_LIMIT_RATE || n.kind != RQ_LIMIT_RATE) continue;
-        for (int tries = 0; tries < 100; ++tries) {
+        for (int tries = 0; tries < kMaxDebtTries; ++tries) {
+            // acquire: pairs with the acq_rel CASes on the TAT (charge.hpp).
             int64_t tat = res.tat[i].load(boost::memory_order_acquire);
             int64_t now = now_ns();
             if (tat <= now) break;
             u128 owed = (static_cast<u128>(tat - now) * o.amount + o.period_ns - 1) / o.period_ns;
             u128 ns = (std::min<u128>(owed, RQ_MAX_AMOUNT) * n.period_ns + n.amount - 1) / n.amount;
             int64_t moved = now + static_cast<int64_t>(std::min<u128>(ns, kMaxBurstNs));
-            // acq_rel: races only with the head's CAS, which then re-reads the limits.
+            // acq_rel: pairs with every other CAS on this TAT (charge.hpp); an
+            // acquire that loses to it re-reads the limits.
             if (res.tat[i].compare_exchange_strong(tat, moved, boost::memory_order_acq_rel)) break;
         }
     }
@@ -305,8 +312,11 @@ int Engine::define(const char *name, const rq_limit *limits, size_t n, uint32_t 
         const uint64_t hash = name_hash(nm);
         for (uint32_t i = 0, idx = home_index(hash, cap); i < cap; ++i, idx = idx + 1 == cap ? 0 : idx + 1) {
             Resource &res = view_.resource(idx);
+            // acquire: pairs with the release stores of the state (below, and
+            // a breaker's undo_define in lock.cpp).
             if (res.state.load(boost::memory_order_acquire) != static_cast<uint32_t>(ResourceState::kFree)) continue;
             h.define_journal_resource.store(idx, boost::memory_order_relaxed);
+            // release: pairs with undo_define's acquire load (lock.cpp).
             h.define_journal_valid.store(1, boost::memory_order_release);
             res.state.store(static_cast<uint32_t>(ResourceState::kDefining), boost::memory_order_relaxed);
             res.name_len = static_cast<uint32_t>(nm.size());
@@ -318,6 +328,7 @@ int Engine::define(const char *name, const rq_limit *limits, size_t n, uint32_t 
             crash_point(CrashPoint::kInDefine);
             // release: publishes name and limits to lookup()'s acquire load.
             res.state.store(static_cast<uint32_t>(ResourceState::kReady), boost::memory_order_release);
+            // release: pairs with undo_define's acquire load (lock.cpp).
             h.define_journal_valid.store(0, boost::memory_order_release);
             rc = RQ_OK;
             break;

@@ -39,22 +39,19 @@ namespace {
 // where that segment has a resource of the same name at the same index.
 // Never 0, so a zeroed handle never matches.
 uint32_t segment_tag(const Header &h) {
-    uint64_t x = 0xcbf29ce484222325ull;  // FNV-1a over the fields' bytes
-    auto mix = [&x](const void *p, size_t n) {
-        for (size_t i = 0; i < n; ++i) {
-            x ^= static_cast<const uint8_t *>(p)[i];
-            x *= 0x100000001b3ull;
-        }
-    };
-    mix(&h.creator_pid, sizeof h.creator_pid);
-    mix(&h.created_realtime_ns, sizeof h.created_realtime_ns);
-    mix(&h.created_mono_ns, sizeof h.created_mono_ns);
-    mix(h.boot_id, sizeof h.boot_id);
+    uint64_t x = fnv1a(&h.creator_pid, sizeof h.creator_pid);
+    x = fnv1a(&h.created_realtime_ns, sizeof h.created_realtime_ns, x);
+    x = fnv1a(&h.created_mono_ns, sizeof h.created_mono_ns, x);
+    x = fnv1a(h.boot_id, sizeof h.boot_id, x);
     return static_cast<uint32_t>(x ^ (x >> 32)) | 1u;
 }
 
-constexpr const char *kShmDir = "/dev/shm/";
 constexpr size_t kMaxSegmentName = 200;
+// map_segment: rounds of open-or-create. Each round that does not end in a
+// mapping lost a race (a creator linked its segment, a stale one was
+// replaced) and the next sees the winner; 8 losses in a row means the name
+// keeps changing under us.
+constexpr int kMaxOpenAttempts = 8;
 // Lock byte of the segment file that serialises replacing a stale segment;
 // process slot p uses byte kProcLockBase + p (core.hpp). Both lie past the end
 // of the file, which OFD locks allow.
@@ -72,8 +69,6 @@ bool valid_segment_name(std::string_view n) {
     return true;
 }
 
-namespace {
-
 void read_boot_id(uint8_t out[16]) {
     std::memset(out, 0, 16);
     FILE *f = std::fopen("/proc/sys/kernel/random/boot_id", "re");
@@ -90,8 +85,6 @@ void read_boot_id(uint8_t out[16]) {
         ++k;
     }
 }
-
-}  // namespace
 
 // Ownership and mode rules: ours (or our group's when group-shared), and no
 // permission bits beyond what we create with.
@@ -301,7 +294,7 @@ int Engine::map_segment(const char *segment, const rq_open_options *opts) {
     int rc = RQ_OK;
     uint8_t boot[16];
     read_boot_id(boot);
-    for (int attempt = 0; attempt < 8; ++attempt) {
+    for (int attempt = 0; attempt < kMaxOpenAttempts; ++attempt) {
         Mapping m;
         Geometry g;
         rc = open_existing(name_, group, m, g);

@@ -28,7 +28,6 @@ using rq::detail::GcraStep;
 using rq::detail::increment_ns;
 using rq::detail::kMaxBurstNs;
 using rq::detail::kMinInexactUnitNs;
-using rq::detail::never_fits;
 using rq::detail::RateParams;
 using rq::detail::u128;
 
@@ -156,7 +155,7 @@ struct Bucket {
 
     uint64_t full_bucket_admits = 0;  // admitted only through the full-bucket clause
 
-    // Callers check never_fits (cost > burst: RQ_E2BIG) first; only costs
+    // Callers refuse cost > burst (RQ_E2BIG) first; only costs
     // up to the burst are ever offered.
     GcraStep offer(int64_t now, uint64_t cost) {
         REQUIRE(cost >= 1);
@@ -289,14 +288,8 @@ TEST_CASE("increment_ns is ceil(cost * period / amount) on every path") {
     }
 }
 
-TEST_CASE("never_fits is exactly cost > burst, and a load equal to the burst fits a full bucket whatever the rounding") {
+TEST_CASE("a load equal to the burst fits a full bucket whatever the rounding (a larger one is RQ_E2BIG)") {
     RateParams p{};
-    // Plain case: cost above burst never fits, burst itself does.
-    REQUIRE(derive_rate(10, kSec, 5, p));
-    CHECK(never_fits(p, 6));
-    CHECK(never_fits(p, UINT64_MAX));
-    CHECK_FALSE(never_fits(p, 5));
-    CHECK_FALSE(never_fits(p, 1));
     const int64_t now = int64_t{1} << 40;
 
     // Rounding: 7 per second with burst 1. burst_ns = floor(1e9/7) = 142857142
@@ -306,8 +299,6 @@ TEST_CASE("never_fits is exactly cost > burst, and a load equal to the burst fit
     CHECK(p.burst_ns == 142'857'142);
     const uint64_t inc = increment_ns(p, 1);
     CHECK(inc == 142'857'143);
-    CHECK_FALSE(never_fits(p, 1));
-    CHECK(never_fits(p, 2));
     GcraStep st = gcra_step(0, now, inc, p);
     REQUIRE(st.admit);
     CHECK(st.new_tat == now + static_cast<int64_t>(inc));
@@ -325,9 +316,6 @@ TEST_CASE("never_fits is exactly cost > burst, and a load equal to the burst fit
     REQUIRE(derive_rate(3, 1000, 2, p));
     CHECK(p.burst_ns == 666);
     CHECK(increment_ns(p, 2) == 667);
-    CHECK_FALSE(never_fits(p, 2));
-    CHECK_FALSE(never_fits(p, 1));
-    CHECK(never_fits(p, 3));
     st = gcra_step(now, now, 667, p);  // full bucket (TAT == now): admitted
     CHECK(st.admit);
     CHECK(st.new_tat == now + 667);
@@ -342,17 +330,14 @@ TEST_CASE("never_fits is exactly cost > burst, and a load equal to the burst fit
     CHECK_FALSE(gcra_step(now + 667, now + 334, 334, p).admit);
     CHECK(gcra_step(now + 667, now + 335, 334, p).admit);
 
-    // Random: never_fits(c) <=> c > burst; every cost up to the burst is
-    // admitted from a full bucket (TAT in the past, or exactly now).
+    // Random: every cost up to the burst is admitted from a full bucket (TAT in the past, or exactly now).
     std::mt19937_64 rng(test_seed() + 2);
     uint64_t rounding_cases = 0, refused = 0;
     for (int k = 0; k < 20000; ++k) {
         Spec s = random_spec(rng, &refused);
         for (uint64_t cost : {uint64_t{1}, s.burst, s.burst + 1, random_cost(rng, s), UINT64_MAX}) {
-            const bool nf = never_fits(s.p, cost);
             INFO(describe(s) << " cost=" << cost);
-            CHECK(nf == (cost > s.burst));
-            if (nf) continue;
+            if (cost > s.burst) continue;  // RQ_E2BIG before any GCRA step
             const uint64_t inc = increment_ns(s.p, cost);
             CHECK(inc == exact_inc(s.amount, s.period, cost));
             // Since period >= amount, the increment can exceed the bucket depth
@@ -471,8 +456,7 @@ TEST_CASE("GCRA never over-admits: brute-force sliding window over random limits
         int64_t now = static_cast<int64_t>(uniform(rng, 0, uint64_t{1} << 50));
         for (int k = 0; k < kRequests; ++k) {
             const uint64_t cost = tight && rng() % 2 == 0 ? s.burst : random_cost(rng, s);
-            REQUIRE_FALSE(never_fits(s.p, cost));  // cost <= burst: always admissible in time
-            REQUIRE(never_fits(s.p, s.burst + 1));
+            REQUIRE(cost <= s.burst);  // always admissible in time
             const uint64_t inc = increment_ns(s.p, cost);
             REQUIRE(inc == exact_inc(s.amount, s.period, cost));
             const int mode = static_cast<int>(rng() % 10);
@@ -541,7 +525,7 @@ TEST_CASE("GCRA uses the quota: sustained demand reaches 99% of burst + amount*T
                                                                      INT64_MAX / 4));
         while (b.admitted.size() < 100'000 && now - t0 < horizon) {
             const uint64_t cost = random_cost(rng, s);  // never above burst: all of it is demand
-            REQUIRE_FALSE(never_fits(s.p, cost));
+            REQUIRE(cost <= s.burst);
             const uint64_t inc = increment_ns(s.p, cost);
             GcraStep st = b.offer(now, cost);
             if (!st.admit) {  // always waiting: retried at its ready_at

@@ -44,7 +44,7 @@ struct ReclaimSlot {
     using type = int (rd::Engine::*)(uint32_t, uint64_t);
 };
 struct BreakDeadLock {
-    using type = int (rd::Engine::*)(rd::Shared<uint32_t> &, uint32_t, bool, uint32_t);
+    using type = rd::Result<rd::LockBreak> (rd::Engine::*)(rd::Shared<uint32_t> &, uint32_t, bool, uint32_t);
 };
 struct LockWord {
     using type = int (rd::Engine::*)(rd::Shared<uint32_t> &, bool, uint32_t);
@@ -352,7 +352,7 @@ TEST_CASE("a reclaimer that saw a dead generation leaves the live process now in
     REQUIRE(ProcWord::unpack(stale).state == ProcState::kLive);
     REQUIRE_FALSE(r_eng->alive(d));
     // Meanwhile R2 reclaims d, and X registers there and takes the permit.
-    REQUIRE(r2->reclaim_if_dead(d) == 1);
+    REQUIRE(r2->reclaim_if_dead(d).kind == rq::detail::Reclaim::kReclaimed);
     pid_t x_pid = spawn([&]() -> int {
         rd::Engine *x = engine_or_die(seg, o);
         rq_permit pm;
@@ -417,7 +417,7 @@ TEST_CASE("a lock breaker that saw the owner dead does not take the lock of a li
     REQUIRE_FALSE(w->alive(d));  // W's observation, before it is preempted
     rd::Engine *r2 = engine_or_die(seg, o);
     rd::Engine *filler = engine_or_die(seg, o);  // d will be the only free slot
-    REQUIRE(r2->reclaim_if_dead(d) == 1);
+    REQUIRE(r2->reclaim_if_dead(d).kind == rq::detail::Reclaim::kReclaimed);
     REQUIRE(word.load() == 0);
     pid_t x_pid = spawn([&] {
         rd::Engine *e = engine_or_die(seg, o);
@@ -430,7 +430,7 @@ TEST_CASE("a lock breaker that saw the owner dead does not take the lock of a li
     const uint32_t held = word.load();
     REQUIRE((held & rd::kLockOwnerMask) == d + 1);
     // W resumes: "the owner of this word, slot d, is dead".
-    CHECK((w->*member(BreakDeadLock{}))(word, d, false, r) == 0);  // 0: wait on the word again
+    CHECK((w->*member(BreakDeadLock{}))(word, d, false, r).kind == rd::LockBreak::kWaitAgain);
     REQUIRE(word.load() == held);                                    // still X's
     CHECK(w->alive(d));
     // Once X dies holding it, the lock is broken as usual.

@@ -29,10 +29,9 @@ extern "C" {
 #define RQ_API
 #endif
 
-/* Compile-time version; compare with rq_version() to see what was loaded. */
-#define RQ_VERSION_MAJOR 0
-#define RQ_VERSION_MINOR 1
-#define RQ_VERSION_PATCH 0
+/* Compile-time version (ratequeue/version.h, generated from meson's
+ * project()); compare with rq_version() to see what was loaded. */
+#include "ratequeue/version.h"
 #define RQ_VERSION_NUMBER (RQ_VERSION_MAJOR * 10000 + RQ_VERSION_MINOR * 100 + RQ_VERSION_PATCH)
 
 /* One table generates the codes, rq_strerror() and rq_errname(). */
