@@ -138,6 +138,7 @@ int Engine::acquire_line(uint32_t r, const Limits *lim, uint64_t load, int64_t t
             // (one fcntl, only on this path).
             rc = reclaim_ticket_owner(r, q.head);
             if (rc != RQ_OK) return rc;
+            // seq_cst: as above.
             q = QueueWord::unpack(res.queue.load(boost::memory_order_seq_cst));
             if (q.head != q.tail) return RQ_EAGAIN;
         }

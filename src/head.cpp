@@ -69,6 +69,7 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
             int rc = lock(res.lock, false, r);
             if (rc != RQ_OK) return rc;
             // A penalty that came while we waited for the lock holds too.
+            // seq_cst: pairs with penalize()'s CAS, as above.
             const int64_t pu = res.paused_until.load(boost::memory_order_seq_cst);
             if (pu != 0 && pu > now_ns()) {
                 unlock(res.lock);

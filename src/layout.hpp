@@ -69,7 +69,11 @@ inline constexpr uint32_t kMaxResourcesCap = 65536;
 inline constexpr uint32_t kMaxProcessesCap = 65536;
 inline constexpr uint32_t kMaxQueueSlotsCap = 1u << 20;
 
-enum class InitState : uint32_t { kUninitialized = 0, kInitializing = 1, kReady = 2, kCorrupt = 3 };
+// Header::init_state. A segment is built complete under a temporary name and
+// linked into place (segment.cpp), so an opener never sees one half built:
+// the only state written is kReady, and any other value is a segment that is
+// not ours to use (RQ_ECORRUPT). 2 for compatibility with layout 1.
+enum class InitState : uint32_t { kReady = 2 };
 
 // ---- Header ------------------------------------------------------------------
 
@@ -136,9 +140,10 @@ inline constexpr uint32_t kLockOwnerMask = kLockWaiters - 1;
 
 // ---- Process table -------------------------------------------------------------
 //
-// A process slot is owned by whoever holds the OFD write lock on byte `index`
-// of the companion lock file; the kernel drops it when the process dies.
-// `word` packs the slot's lifecycle; every change is one CAS.
+// A process slot p is owned by whoever holds the OFD write lock on byte
+// kProcLockBase + p of the segment file itself (core.hpp; there is no
+// companion file); the kernel drops it when the process dies. `word` packs
+// the slot's lifecycle; every change is one CAS (process_table.cpp).
 //
 //   state       meaning                                   next
 //   kFree       no holdings, no tickets, no locks           kLive (new owner, gen+1)
@@ -163,10 +168,12 @@ struct ProcWord {
 };
 
 struct Process {
-    Shared<uint64_t> word;             // ProcWord; CAS by owner and reclaimers
-    Shared<uint32_t> pid;              // owner after kLive; for display only
+    Shared<uint64_t> word;             // ProcWord: CAS (acq_rel) by the registrant and reclaimers;
+                                       // read (acquire) by anyone checking a lock or holding
+    Shared<uint32_t> pid;              // the owner, after kLive (relaxed); rqctl and test dumps
+                                       // only: liveness never trusts a pid
     uint32_t reserved0;
-    Shared<int64_t> started_realtime_ns;  // owner; display only
+    Shared<int64_t> started_realtime_ns;  // the owner, after kLive (relaxed); rqctl only
     uint8_t reserved1[64 - 24];
 };
 static_assert(offsetof(Process, word) == 0);
@@ -239,9 +246,11 @@ struct ConcJournal {
 static_assert(sizeof(ConcJournal) == 40);
 
 // Per-resource counters, read by rqctl without any lock (each value on its
-// own; relaxed). admitted, admitted_load, wait_ns_total and the histogram
-// are written only by the queue head (a plain relaxed load + store: there is
-// one head at a time); the others with relaxed fetch_add.
+// own; relaxed). Nothing in the protocol reads them. wait_ns_total and the
+// histogram are written only by the queue head (a relaxed load + store:
+// there is one head at a time, serve or serve_behind); the others by anyone
+// admitting or refusing (the head, the line-free path, reclaimers, reset)
+// with relaxed fetch_add.
 struct Counters {
     Shared<uint64_t> admitted;
     Shared<uint64_t> admitted_load;
@@ -289,21 +298,32 @@ struct alignas(kCacheLine) Resource {
     uint32_t name_len;              // definer, before kReady; immutable after
     uint64_t name_hash;             // definer, before kReady
     char name[kMaxNameLen + 1];     // definer, before kReady; NUL padded
-    Shared<uint64_t> config_word;   // ConfigWord
+    Shared<uint64_t> config_word;   // ConfigWord: the definer (write_limits, under define_lock,
+                                    // release); every reader of the limits (acquire), and the
+                                    // line-free path and the head re-check it before they charge
     // rq_penalize: nobody is admitted before this CLOCK_MONOTONIC instant.
-    // Only ever raised (CAS, seq_cst); read by the head in serve (seq_cst).
-    Shared<int64_t> paused_until;
+    // Only ever raised (llm.cpp, CAS, seq_cst); read (seq_cst) by the head,
+    // serve_behind, the line-free path and the fail-fast prediction.
+    Shared<int64_t> paused_until;   // (seq_cst: also read by every admitting path)
     uint8_t reserved0[128 - 96];
     // -- limits --
     Config config[2];               // 2 x 456
     uint8_t reserved1[1088 - 128 - 2 * sizeof(Config)];
-    // -- rate state: written only by the queue head (and by reset/redefine) --
-    Shared<int64_t> tat[kMaxLimits];  // GCRA theoretical arrival time, CLOCK_MONOTONIC ns
+    // -- rate state --
+    // GCRA theoretical arrival time, CLOCK_MONOTONIC ns, per rate limit.
+    // Changed only by CAS (acq_rel; charge.hpp says who pairs with whom):
+    // charged by the head and the line-free path, moved by settle and
+    // observe (llm.cpp) and a redefine (carry_rate_debt); reset stores 0
+    // (seq_cst). Read by all of them and by rqctl. Any value is safe: a TAT
+    // far ahead only means "not yet" (gcra.hpp).
+    Shared<int64_t> tat[kMaxLimits];
     // -- queue (own cache line) --
-    Shared<uint64_t> queue;         // QueueWord; seq_cst CAS (Dekker with slot words)
+    Shared<uint64_t> queue;         // QueueWord; seq_cst CAS by enqueuers (tail) and passers
+                                    // (head), queue.cpp only (Dekker with the slot words)
     uint8_t reserved3[56];
     // -- concurrency (own cache line) --
-    Shared<uint32_t> lock;          // like Header::define_lock, guards in_use_* and holdings
+    Shared<uint32_t> lock;          // like Header::define_lock (lock.cpp), guards in_use_*,
+                                    // hard_epoch, the journal and this resource's holdings
     Shared<uint32_t> hard_epoch;    // under lock: bumped by a hard reset; permits of an
                                     // older epoch were forgotten and release as no-ops
     Shared<uint64_t> in_use_req;    // sum over holders of requests held (under lock)
@@ -314,7 +334,7 @@ struct alignas(kCacheLine) Resource {
     Counters counters;
     UsageCounters usage;
     uint8_t reserved7[32];
-    WaitHistogram waits;            // head only (see Counters)
+    WaitHistogram waits;            // the head only (see Counters); rqctl reads
 };
 static_assert(offsetof(Resource, state) == 0);
 static_assert(offsetof(Resource, name_len) == 4);
@@ -336,8 +356,10 @@ static_assert(offsetof(Resource, waits) == 1472);
 static_assert(sizeof(Resource) == 1728);
 
 // Concurrency held by one process on one resource. Written only under the
-// resource's lock (relaxed inside it); read by reclaimers under the same lock
-// and by rqctl without it.
+// resource's lock (relaxed inside it, through the undo journal: lock.cpp);
+// read by reclaimers under the same lock, and without it by reap and the
+// head's dead-holder check (as a hint, checked again under the lock) and
+// rqctl. Invariant: in_use_req / in_use_load are the sums of these columns.
 struct Holding {
     Shared<uint64_t> req;
     Shared<uint64_t> load;
@@ -358,13 +380,14 @@ static_assert(sizeof(Holding) == 24);
 //   state            who sets it                       wakes owner?
 //   kDone            initial; or the head, which served  the head, if it slept
 //                    this ticket on its owner's behalf
-//                    (queue.cpp, serve_behind): passers
-//                    skip it, its owner takes its permit
+//                    (head.cpp serve_behind, queue.cpp
+//                    hand_over): passers skip it, its
+//                    owner takes its permit
 //   kWaiting         owner (claim, or back from sleep) -
 //   kSleeping        owner, not a watcher: futex wait   passer wakes for grant;
 //                    bounded by kBackstopNs             promoter sets kWatching
 //                                                       and wakes it
-//   kWatching        owner that is a watcher (queue.cpp passer wakes for grant
+//   kWatching        owner that is a watcher (watch.cpp passer wakes for grant
 //                    scan_front): bounded by kWatchNs
 //   kHead            passer (grant), or owner that saw head == t
 //   kHeadRateSleep   head waiting for tokens (timed)    reset/redefine wake it
@@ -402,11 +425,16 @@ struct SlotWord {
 };
 
 // Besides the word, a waiting ticket's owner notes its load and when it
-// started waiting, for rqctl (display only, never trusted by the protocol):
-// it stores load and since_ns, then tag = t | kInfoValid (release). A reader
-// loads tag (acquire), the fields, then the word and tag again, and believes
-// the fields only if both tags are t | kInfoValid and the word names t.
-// Tickets served at once (the fast path) write none of this.
+// started waiting (queue.cpp, note_wait): it stores load and since_ns, then
+// tag = t | kInfoValid (release). rqctl shows them, and the head serving
+// tickets behind it (serve_behind) charges the noted load: a reader loads
+// tag (acquire), the fields, then the word and tag again, and believes the
+// fields only if both tags are t | kInfoValid and the word names t. Any
+// noted value is range-checked before use (a load above RQ_MAX_AMOUNT or
+// above what the limits admit is not served). Once the head has served the
+// ticket (kDone, hand_over), since_ns carries the TAT the grant wrote, for
+// its owner's permit (served_grant_tat reads it like a seqlock). Tickets
+// served at once (the line-free path) write none of this.
 inline constexpr uint64_t kInfoValid = uint64_t{1} << 32;
 struct Slot {
     Shared<uint64_t> word;

@@ -50,6 +50,7 @@ int Engine::penalize(const char *name, int64_t pause_ns) {
     if (rc != RQ_OK) return rc;
     Resource &res = view_.resource(r);
     const int64_t until = now_ns() + pause_ns;
+    // seq_cst: the value to raise from; the CAS below is what pairs.
     int64_t cur = res.paused_until.load(boost::memory_order_seq_cst);
     // Only ever raised. seq_cst: pairs with the seq_cst loads of every
     // admitting path (serve, serve_behind, the line-free path): one that

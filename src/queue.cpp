@@ -34,6 +34,8 @@
 namespace rq::detail {
 namespace {
 
+// Every access to a queue or slot word (see "Memory orders" above): each
+// pairs with the other side's access in the handshakes drawn at the top.
 constexpr auto kSeqCst = boost::memory_order_seq_cst;
 
 // Spinning before a sleep (wait_turn): only the ticket right behind the

@@ -161,7 +161,8 @@ int read_limits_in(const View &view_, uint32_t r, Limits &out, uint64_t *word) {
                                  lc.burst.load(boost::memory_order_relaxed), lc.burst_ns.load(boost::memory_order_relaxed),
                                  lc.request_ns.load(boost::memory_order_relaxed), lc.unit_ns.load(boost::memory_order_relaxed)};
         }
-        // Seqlock read side: the fence orders the field loads before the re-check.
+        // Seqlock read side: the fence orders the field loads before the
+        // re-check; it pairs with write_limits()'s release fence.
         boost::atomic_thread_fence(boost::memory_order_acquire);
         if (res.config_word.load(boost::memory_order_relaxed) != w1) continue;
         if (!shape) return RQ_ECORRUPT;
@@ -210,6 +211,8 @@ int Engine::refresh_limits(uint32_t r, Limits &scratch, const Limits *&out) noex
         cache_store_.push_back(std::move(fresh));
         ++cache_versions_[r];
         out = &c->lim;
+        // release: pairs with limits_of()'s acquire load (the copy is
+        // complete before it is published).
         limit_cache_[r].store(c, std::memory_order_release);
         return RQ_OK;
     } catch (const std::bad_alloc &) {

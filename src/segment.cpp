@@ -100,7 +100,7 @@ namespace {
 
 struct Mapping {
     std::unique_ptr<bip::mapped_region> region;
-    int shm_fd = -1;  // kept open for the life of the mapping (fstat, diagnostics)
+    int shm_fd = -1;  // our descriptor of it: the liveness OFD locks live on its open file description
 };
 
 }  // namespace
@@ -129,45 +129,42 @@ int validate_header(const Header &h, uint64_t file_size, Geometry &geo) {
 
 namespace {
 
+// An errno from opening a segment, as a code.
+int open_error(int err) {
+    errno = err;
+    if (err == ENOENT) return RQ_ENOENT;
+    if (err == EACCES || err == EPERM || err == ELOOP) return RQ_EACCES;  // ELOOP: a symlink (O_NOFOLLOW)
+    return RQ_ESYS;
+}
+
+// Opens the segment object, checks the very descriptor it opened (a regular
+// file, ours, modes, size), and maps that same object: no second open by
+// name, so the inode checked is the inode mapped. shm_open (Boost's
+// shared_memory_object) adds O_NOFOLLOW and O_CLOEXEC.
 int open_existing(const std::string &name, bool group, Mapping &m, Geometry &geo) {
-    std::string path = kShmDir + name;
-    int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) {
-        if (errno == ENOENT) return RQ_ENOENT;
-        if (errno == EACCES || errno == EPERM) return RQ_EACCES;
-        if (errno == ELOOP) return RQ_EACCES;
-        return RQ_ESYS;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        ::close(fd);
-        return RQ_ESYS;
-    }
-    int rc = !S_ISREG(st.st_mode) ? RQ_ECORRUPT : check_owner_and_mode(st, group);
-    if (rc == RQ_OK && static_cast<uint64_t>(st.st_size) < kHeaderSize) rc = RQ_ECORRUPT;
-    if (rc != RQ_OK) {
-        ::close(fd);
-        return rc;
-    }
     try {
         bip::shared_memory_object shm(bip::open_only, name.c_str(), bip::read_write);
-        m.region = std::make_unique<bip::mapped_region>(shm, bip::read_write, 0,
-                                                        static_cast<size_t>(st.st_size));
-    } catch (const bip::interprocess_exception &) {
-        ::close(fd);
-        return RQ_ESYS;
-    }
-    // The mapping may be of a different inode if the name was replaced in
-    // between; validate_header checks the size we mapped against the header.
-    rc = validate_header(*static_cast<const Header *>(m.region->get_address()),
-                         m.region->get_size(), geo);
-    if (rc != RQ_OK) {
-        m.region.reset();
-        ::close(fd);
+        const int fd = shm.get_mapping_handle().handle;
+        struct stat st;
+        if (fstat(fd, &st) != 0) return RQ_ESYS;
+        int rc = !S_ISREG(st.st_mode) ? RQ_ECORRUPT : check_owner_and_mode(st, group);
+        if (rc == RQ_OK && static_cast<uint64_t>(st.st_size) < kHeaderSize) rc = RQ_ECORRUPT;
+        if (rc != RQ_OK) return rc;
+        m.region = std::make_unique<bip::mapped_region>(shm, bip::read_write, 0, static_cast<size_t>(st.st_size));
+        rc = validate_header(*static_cast<const Header *>(m.region->get_address()), m.region->get_size(), geo);
+        if (rc == RQ_OK) {
+            // Our own descriptor of the same open file description (the OFD
+            // locks are its), kept for the life of the mapping; the object's
+            // own closes with it.
+            m.shm_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+            if (m.shm_fd < 0) rc = RQ_ESYS;
+        }
+        if (rc != RQ_OK) m.region.reset();
         return rc;
+    } catch (const bip::interprocess_exception &e) {
+        m.region.reset();
+        return open_error(e.get_native_error());
     }
-    m.shm_fd = fd;
-    return RQ_OK;
 }
 
 void init_contents(std::byte *base, const Geometry &g, uint32_t flags) {
@@ -200,7 +197,7 @@ void init_contents(std::byte *base, const Geometry &g, uint32_t flags) {
             v.slot(r, i).word.store(w.pack(), boost::memory_order_relaxed);
         }
     }
-    // Pairs with validate_header's acquire load in every opener.
+    // release: pairs with validate_header's acquire load in every opener.
     h.init_state.store(static_cast<uint32_t>(InitState::kReady), boost::memory_order_release);
 }
 
@@ -217,24 +214,26 @@ int create_new(const std::string &name, const rq_open_options &o, bool replace_s
     mode_t mode = group ? 0660 : 0600;
     Geometry g = geometry(o.max_resources, o.queue_slots, o.max_processes);
 
-    int fd = ::open(tmp_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
-    if (fd < 0) return errno == EACCES ? RQ_EACCES : RQ_ESYS;
+    // Created (O_EXCL), sized and mapped through one object: the file we
+    // build is the file we created.
     int rc = RQ_OK;
-    if (fchmod(fd, mode) != 0 || ftruncate(fd, 0) != 0) rc = RQ_ESYS;
-    if (rc == RQ_OK) {
-        int e = posix_fallocate(fd, 0, static_cast<off_t>(g.total_size));
-        if (e != 0) rc = e == ENOSPC ? RQ_ENOSPC : RQ_ESYS;
-    }
-    if (rc == RQ_OK) {
-        try {
-            bip::shared_memory_object shm(bip::open_only, tmp.c_str(), bip::read_write);
+    try {
+        bip::shared_memory_object shm(bip::create_only, tmp.c_str(), bip::read_write, bip::permissions(mode));
+        const int fd = shm.get_mapping_handle().handle;
+        if (fchmod(fd, mode) != 0) rc = RQ_ESYS;  // whatever the umask
+        if (rc == RQ_OK) {
+            const int e = posix_fallocate(fd, 0, static_cast<off_t>(g.total_size));
+            if (e != 0) rc = e == ENOSPC ? RQ_ENOSPC : RQ_ESYS;
+        }
+        if (rc == RQ_OK) {
             bip::mapped_region region(shm, bip::read_write, 0, g.total_size);
             init_contents(static_cast<std::byte *>(region.get_address()), g, o.flags);
-        } catch (const bip::interprocess_exception &) {
-            rc = RQ_ESYS;
         }
+    } catch (const bip::interprocess_exception &e) {
+        const int err = e.get_native_error();
+        if (err == EEXIST) return RQ_ESYS;  // someone squats our temporary name: nothing of ours to remove
+        rc = err == EACCES ? RQ_EACCES : RQ_ESYS;
     }
-    ::close(fd);
     if (rc == RQ_OK) {
         if (replace_stale) {
             if (::rename(tmp_path.c_str(), path.c_str()) != 0) rc = RQ_ESYS;

@@ -156,6 +156,7 @@ int Engine::wait_ticket(rq_ticket *t, int64_t timeout_ns, rq_permit *out) {
 
 int Engine::cancel_ticket(rq_ticket *t) {
     if (t == nullptr) return RQ_EINVAL;
+    // seq_cst: as tstate() (the zeroed ticket of a failed rq_enqueue).
     if (t->opaque[0] == 0 && t->opaque[1] == 0 && t->opaque[2] == 0 &&
         ticket_word(*t).load(std::memory_order_seq_cst) == 0) {
         return RQ_OK;

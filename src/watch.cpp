@@ -17,7 +17,9 @@
 
 namespace rq::detail {
 namespace {
-constexpr auto kSeqCst = boost::memory_order_seq_cst;  // as every access to a queue or slot word (queue.cpp)
+// As every access to a queue or slot word: pairs with the handshakes drawn
+// at the top of queue.cpp.
+constexpr auto kSeqCst = boost::memory_order_seq_cst;
 }  // namespace
 
 // Collects, in queue order over [head, stop), the first ticket of each
