@@ -104,7 +104,6 @@ public:
 private:
     void unlink_files() const {
         unlink(("/dev/shm/" + name_).c_str());
-        unlink(("/dev/shm/" + name_ + ".lock").c_str());
     }
     std::string name_;
     rq_client *client_ = nullptr;

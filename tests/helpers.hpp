@@ -31,10 +31,7 @@ inline int64_t now_ns() {
 
 inline void sleep_ms(int ms) { usleep(static_cast<useconds_t>(ms) * 1000); }
 
-inline void unlink_segment(const std::string &name) {
-    ::unlink(("/dev/shm/" + name).c_str());
-    ::unlink(("/dev/shm/" + name + ".lock").c_str());
-}
+inline void unlink_segment(const std::string &name) { ::unlink(("/dev/shm/" + name).c_str()); }
 
 // A segment name unique to this process and call; removed on destruction.
 struct Segment {
@@ -47,6 +44,13 @@ struct Segment {
     ~Segment() { unlink_segment(name); }
     const char *c_str() const { return name.c_str(); }
 };
+
+// In a forked child: a client of the segment, or exit 90.
+inline rq_client *open_or_die(const Segment &seg) {
+    rq_client *c = nullptr;
+    if (rq_open(seg.c_str(), &c) != RQ_OK) _exit(90);
+    return c;
+}
 
 // An open client that closes itself.
 struct Client {

@@ -11,32 +11,75 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <initializer_list>
 #include <string>
+#include <vector>
 
 #include "helpers.hpp"
 
 namespace rqtest {
 
+// Process slots whose liveness lock (an OFD write lock on byte
+// kProcLockBase + p of the segment file) someone holds, as any other process
+// sees them with F_OFD_GETLK through its own open file description. No
+// doctest assertions (safe in children); {UINT32_MAX} when a call fails.
+inline std::vector<uint32_t> locked_slots(const std::string &seg, uint32_t max_processes) {
+    int fd = ::open(("/dev/shm/" + seg).c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) return {UINT32_MAX};
+    std::vector<uint32_t> out;
+    for (uint32_t p = 0; p < max_processes; ++p) {
+        struct flock fl {};
+        fl.l_type = F_WRLCK;
+        fl.l_whence = SEEK_SET;
+        fl.l_start = rq::detail::kProcLockBase + p;
+        fl.l_len = 1;
+        if (::fcntl(fd, F_OFD_GETLK, &fl) != 0) {
+            out = {UINT32_MAX};
+            break;
+        }
+        if (fl.l_type != F_UNLCK) out.push_back(p);
+    }
+    ::close(fd);
+    return out;
+}
+
+
+// The one way tests map a segment: read-only (Peek, as rqctl does) or
+// writable (tests that damage a live segment on purpose).
 struct Peek {
+    enum Access { kReadOnly, kWritable };
     void *base = MAP_FAILED;
     size_t size = 0;
     rq::detail::View view;
 
-    explicit Peek(const std::string &segment) {
-        int fd = ::open(("/dev/shm/" + segment).c_str(), O_RDONLY);
+    explicit Peek(const std::string &segment, Access access = kReadOnly) {
+        const bool rw = access == kWritable;
+        int fd = ::open(("/dev/shm/" + segment).c_str(), (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC);
         REQUIRE(fd >= 0);
         struct stat st;
         REQUIRE(fstat(fd, &st) == 0);
         size = static_cast<size_t>(st.st_size);
-        base = mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+        base = mmap(nullptr, size, rw ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
         ::close(fd);
         REQUIRE(base != MAP_FAILED);
         auto *h = static_cast<rq::detail::Header *>(base);
         view.attach(static_cast<std::byte *>(base), rq::detail::geometry(h->max_resources, h->queue_slots, h->max_processes));
+        REQUIRE(view.geo.total_size == size);
     }
     ~Peek() {
         if (base != MAP_FAILED) munmap(base, size);
+    }
+    Peek(const Peek &) = delete;
+    Peek &operator=(const Peek &) = delete;
+
+    rq::detail::Header &header() const { return view.header(); }
+    rq::detail::Resource &resource(const std::string &name) const { return view.resource(index(name)); }
+    // The limit config readers use now.
+    rq::detail::Config &active_config(const std::string &name) const {
+        rq::detail::Resource &res = resource(name);
+        return res.config[rq::detail::ConfigWord::unpack(res.config_word.load()).active];
     }
 
     uint32_t index(const std::string &name) const {
@@ -80,7 +123,7 @@ struct Peek {
             out += "  t=" + std::to_string(t) + " bits=" + std::to_string(sw.ticket) + " state=" +
                    std::to_string(static_cast<int>(sw.state)) + " owner=" + std::to_string(sw.owner) + "\n";
         }
-        int fd = ::open(("/dev/shm/" + segment).c_str(), O_RDWR);
+        const std::vector<uint32_t> locked = locked_slots(segment, view.geo.max_processes);
         for (uint32_t p = 0; p < view.geo.max_processes; ++p) {
             auto w = ProcWord::unpack(view.process(p).word.load());
             if (w.state == ProcState::kFree && view.holding(p, r).req.load() == 0) continue;
@@ -91,19 +134,12 @@ struct Peek {
                 }
                 if (!in_queue) continue;
             }
-            struct flock fl {};
-            fl.l_type = F_WRLCK;
-            fl.l_whence = SEEK_SET;
-            fl.l_start = rq::detail::kProcLockBase + p;
-            fl.l_len = 1;
-            fcntl(fd, F_OFD_GETLK, &fl);
             out += "  proc " + std::to_string(p) + " state=" + std::to_string(static_cast<int>(w.state)) +
                    " gen=" + std::to_string(w.gen) + " by=" + std::to_string(w.by) +
                    " pid=" + std::to_string(view.process(p).pid.load()) +
-                   " locked=" + std::to_string(fl.l_type != F_UNLCK) +
+                   " locked=" + std::to_string(std::find(locked.begin(), locked.end(), p) != locked.end()) +
                    " held_req=" + std::to_string(view.holding(p, r).req.load()) + "\n";
         }
-        ::close(fd);
         return out;
     }
 
@@ -115,6 +151,26 @@ struct Peek {
         }
         return n;
     }
+};
+
+// The set-up most cases share: a fresh segment, a client on it, one
+// resource defined with `limits`, and a read-only peek at the segment.
+// hold() takes a permit of the resource and keeps it in `held`.
+struct Defined {
+    Segment seg;
+    Client c;
+    std::string res;
+    int define_rc;
+    Peek peek;
+    rq_permit held{};
+    Defined(std::string resource, std::initializer_list<rq_limit> limits)
+        : c(seg.name),
+          res(std::move(resource)),
+          define_rc(rq_define(c, res.c_str(), limits.begin(), limits.size(), 0)),
+          peek(seg.name) {
+        REQUIRE_MESSAGE(define_rc == RQ_OK, "rq_define: " << rq_strerror(define_rc));
+    }
+    void hold(uint64_t load = 1) { REQUIRE(rq_acquire(c, res.c_str(), load, -1, &held) == RQ_OK); }
 };
 
 // The order in which children were admitted (in shared memory).

@@ -13,12 +13,6 @@ constexpr uint64_t kSec = 1'000'000'000;
 // Generous: the design target is 100 ms; 2-core CI machines are noisy.
 constexpr int64_t kReclaimLimitNs = 2 * int64_t{kSec};
 
-rq_client *open_or_die(const Segment &seg) {
-    rq_client *c = nullptr;
-    if (rq_open(seg.c_str(), &c) != RQ_OK) _exit(90);
-    return c;
-}
-
 // Runs fn in a child that SIGKILLs itself at crash point p.
 void crash_at(CrashPoint p, const std::function<void()> &fn) {
     pid_t kid = spawn([&] {
@@ -54,14 +48,10 @@ void check_clean(const Peek &peek, const char *res) {
 }  // namespace
 
 TEST_CASE("a SIGKILLed holder's permit comes back") {
-    Segment seg;
-    Client c(seg.name);
-    rq_limit l[] = {conc(1)};
-    REQUIRE(rq_define(c, "hold", l, 1, 0) == RQ_OK);
-    Peek peek(seg.name);
+    Defined d("hold", {conc(1)});
     auto *ready = shared_block<std::atomic<int>>();
     pid_t kid = spawn([&] {
-        rq_client *cc = open_or_die(seg);
+        rq_client *cc = open_or_die(d.seg);
         rq_permit p;
         if (rq_acquire(cc, "hold", 1, -1, &p) != RQ_OK) return 10;
         ready->store(1);
@@ -71,28 +61,23 @@ TEST_CASE("a SIGKILLed holder's permit comes back") {
     REQUIRE(eventually([&] { return ready->load() == 1; }));
     kill(kid, SIGKILL);
     reap(kid);
-    report("holder killed", recover(c, "hold"));
-    check_clean(peek, "hold");
+    report("holder killed", recover(d.c, "hold"));
+    check_clean(d.peek, "hold");
 }
 
 TEST_CASE("a SIGKILLed head waiter is skipped") {
-    Segment seg;
-    Client c(seg.name);
-    rq_limit l[] = {conc(1)};
-    REQUIRE(rq_define(c, "head", l, 1, 0) == RQ_OK);
-    Peek peek(seg.name);
-    rq_permit held;
-    REQUIRE(rq_acquire(c, "head", 1, -1, &held) == RQ_OK);
+    Defined d("head", {conc(1)});
+    d.hold();
     auto *admitted_at = shared_block<std::atomic<int64_t>>();
     pid_t head = spawn([&] {
-        rq_client *cc = open_or_die(seg);
+        rq_client *cc = open_or_die(d.seg);
         rq_permit p;
         rq_acquire(cc, "head", 1, -1, &p);
         return 10;  // must never get here
     });
-    REQUIRE(eventually([&] { return peek.queued("head") == 1; }));
+    REQUIRE(eventually([&] { return d.peek.queued("head") == 1; }));
     pid_t behind = spawn([&] {
-        rq_client *cc = open_or_die(seg);
+        rq_client *cc = open_or_die(d.seg);
         rq_permit p;
         if (rq_acquire(cc, "head", 1, 10 * int64_t{kSec}, &p) != RQ_OK) return 11;
         admitted_at->store(now_ns());
@@ -100,38 +85,33 @@ TEST_CASE("a SIGKILLed head waiter is skipped") {
         rq_close(cc);
         return 0;
     });
-    REQUIRE(eventually([&] { return peek.queued("head") == 2; }));
+    REQUIRE(eventually([&] { return d.peek.queued("head") == 2; }));
     int64_t killed = now_ns();
     kill(head, SIGKILL);
-    REQUIRE(rq_release(c, &held) == RQ_OK);
+    REQUIRE(rq_release(d.c, &d.held) == RQ_OK);
     CHECK(reap(behind) == 0);
     reap(head);
     report("head waiter killed", admitted_at->load() - killed);
-    check_clean(peek, "head");
+    check_clean(d.peek, "head");
 }
 
 TEST_CASE("a SIGKILLed queued waiter is skipped, and order holds for the rest") {
-    Segment seg;
-    Client c(seg.name);
-    rq_limit l[] = {conc(1)};
-    REQUIRE(rq_define(c, "mid", l, 1, 0) == RQ_OK);
-    Peek peek(seg.name);
-    rq_permit held;
-    REQUIRE(rq_acquire(c, "mid", 1, -1, &held) == RQ_OK);
+    Defined d("mid", {conc(1)});
+    d.hold();
     auto *log = shared_block<AdmissionLog>();
     pid_t kids[3];
-    for (int i = 0; i < 3; ++i) kids[i] = spawn_in_line(seg.name, peek, "mid", i, 1, log, 5000);
+    for (int i = 0; i < 3; ++i) kids[i] = spawn_in_line(d.seg.name, d.peek, "mid", i, 1, log, 5000);
     kill(kids[1], SIGKILL);
     CHECK(reap(kids[1]) == -SIGKILL);
     int64_t t0 = now_ns();
-    REQUIRE(rq_release(c, &held) == RQ_OK);
+    REQUIRE(rq_release(d.c, &d.held) == RQ_OK);
     CHECK(reap(kids[0]) == 0);
     CHECK(reap(kids[2]) == 0);
     report("queued waiter killed", now_ns() - t0);
     REQUIRE(log->next.load() == 2);
     CHECK(log->order[0] == 0);
     CHECK(log->order[1] == 2);
-    check_clean(peek, "mid");
+    check_clean(d.peek, "mid");
 }
 
 TEST_CASE("SIGKILL at each step of acquire") {
@@ -175,17 +155,12 @@ void wait_stopped(pid_t pid) {
 // resumes must not take it past that head (it looks at the line again under
 // the lock). Ordered deterministically with SIGSTOP/SIGCONT.
 TEST_CASE("a try held up before the lock does not pass a head that joined and slept meanwhile") {
-    Segment seg;
-    Client c(seg.name);
-    rq_limit l[] = {rate(1000, kSec), conc(1)};
-    REQUIRE(rq_define(c, "fifo", l, 2, 0) == RQ_OK);
-    Peek peek(seg.name);
-    rq_permit held;
-    REQUIRE(rq_acquire(c, "fifo", 1, 0, &held) == RQ_OK);  // the only permit
+    Defined d("fifo", {rate(1000, kSec), conc(1)});
+    REQUIRE(rq_acquire(d.c, "fifo", 1, 0, &d.held) == RQ_OK);  // the only permit
     auto *x_rc = shared_block<std::atomic<int>>();
     x_rc->store(1);
     pid_t x = spawn([&] {  // the try: stops after its look at the (empty) line
-        rq_client *cc = open_or_die(seg);
+        rq_client *cc = open_or_die(d.seg);
         rq::detail::set_stop_point(CrashPoint::kFastBeforeLock);
         rq_permit p;
         const int rc = rq_acquire(cc, "fifo", 1, 0, &p);
@@ -206,7 +181,7 @@ TEST_CASE("a try held up before the lock does not pass a head that joined and sl
     reaper.pid[0] = x;
     wait_stopped(x);
     pid_t w = spawn([&] {  // the head: joins, finds the concurrency full, sleeps
-        rq_client *cc = open_or_die(seg);
+        rq_client *cc = open_or_die(d.seg);
         rq_permit p;
         const int rc = rq_acquire(cc, "fifo", 1, 10 * int64_t{kSec}, &p);
         if (rc == RQ_OK) rq_release(cc, &p);
@@ -214,9 +189,9 @@ TEST_CASE("a try held up before the lock does not pass a head that joined and sl
     });
     reaper.pid[1] = w;
     REQUIRE(eventually([&] {
-        const rq::detail::QueueWord q = peek.queue("fifo");
+        const rq::detail::QueueWord q = d.peek.queue("fifo");
         if (q.tail - q.head != 1) return false;
-        const auto sw = rq::detail::SlotWord::unpack(peek.view.slot(peek.index("fifo"), q.head).word.load());
+        const auto sw = rq::detail::SlotWord::unpack(d.peek.view.slot(d.peek.index("fifo"), q.head).word.load());
         return sw.state == rq::detail::SlotState::kHeadConcSleep;
     }));
     // Stop the head, so that it cannot take the permit before the try looks;
@@ -226,11 +201,11 @@ TEST_CASE("a try held up before the lock does not pass a head that joined and sl
         REQUIRE(tries < 100);
         ::kill(w, SIGSTOP);
         wait_stopped(w);
-        if ((peek.view.resource(peek.index("fifo")).lock.load() & rq::detail::kLockOwnerMask) == 0) break;
+        if ((d.peek.view.resource(d.peek.index("fifo")).lock.load() & rq::detail::kLockOwnerMask) == 0) break;
         ::kill(w, SIGCONT);
         sleep_ms(1);
     }
-    REQUIRE(rq_release(c, &held) == RQ_OK);  // the permit is free, the head still in line
+    REQUIRE(rq_release(d.c, &d.held) == RQ_OK);  // the permit is free, the head still in line
     ::kill(x, SIGCONT);
     CHECK(reap(x, 10000) == 0);
     reaper.pid[0] = 0;
@@ -238,7 +213,7 @@ TEST_CASE("a try held up before the lock does not pass a head that joined and sl
     ::kill(w, SIGCONT);
     CHECK(reap(w, 10000) == 0);  // the head gets it
     reaper.pid[1] = 0;
-    check_clean(peek, "fifo");
+    check_clean(d.peek, "fifo");
 }
 
 TEST_CASE("SIGKILL while the head sleeps for tokens") {
@@ -259,25 +234,21 @@ TEST_CASE("SIGKILL while the head sleeps for tokens") {
 }
 
 TEST_CASE("SIGKILL in the middle of a release is undone exactly") {
-    Segment seg;
-    Client c(seg.name);
-    rq_limit l[] = {conc(2), conc(10, RQ_COST_LOAD)};
-    REQUIRE(rq_define(c, "rel", l, 2, 0) == RQ_OK);
-    Peek peek(seg.name);
+    Defined d("rel", {conc(2), conc(10, RQ_COST_LOAD)});
     rq_permit mine;
-    REQUIRE(rq_acquire(c, "rel", 3, -1, &mine) == RQ_OK);
+    REQUIRE(rq_acquire(d.c, "rel", 3, -1, &mine) == RQ_OK);
     crash_at(CrashPoint::kInReleaseJournal, [&] {
-        rq_client *cc = open_or_die(seg);
+        rq_client *cc = open_or_die(d.seg);
         rq_permit p;
         if (rq_acquire(cc, "rel", 5, -1, &p) != RQ_OK) _exit(10);
         rq_release(cc, &p);
     });
-    // Our own 3 are still held: 7 more must fit once the dead child's 5 are back.
-    report("killed inside release", recover(c, "rel", 7));
-    CHECK(peek.in_use_load("rel") == 3);
-    CHECK(peek.in_use_req("rel") == 1);
-    REQUIRE(rq_release(c, &mine) == RQ_OK);
-    check_clean(peek, "rel");
+    // Our own 3 are still d.held: 7 more must fit once the dead child's 5 are back.
+    report("killed inside release", recover(d.c, "rel", 7));
+    CHECK(d.peek.in_use_load("rel") == 3);
+    CHECK(d.peek.in_use_req("rel") == 1);
+    REQUIRE(rq_release(d.c, &mine) == RQ_OK);
+    check_clean(d.peek, "rel");
 }
 
 TEST_CASE("SIGKILL in the middle of a define") {
@@ -342,45 +313,40 @@ TEST_CASE("SIGKILL of a reclaimer half way: another takes the claim over") {
 }
 
 TEST_CASE("a dead head does not outlast callers that only try or wait briefly") {
-    Segment seg;
-    Client c(seg.name);
-    rq_limit l[] = {conc(1)};
-    REQUIRE(rq_define(c, "brief", l, 1, 0) == RQ_OK);
-    Peek peek(seg.name);
-    rq_permit held;
-    REQUIRE(rq_acquire(c, "brief", 1, -1, &held) == RQ_OK);
+    Defined d("brief", {conc(1)});
+    d.hold();
     pid_t head = spawn([&] {
-        rq_client *cc = open_or_die(seg);
+        rq_client *cc = open_or_die(d.seg);
         rq_permit p;
         rq_acquire(cc, "brief", 1, -1, &p);
         return 10;
     });
-    REQUIRE(eventually([&] { return peek.queued("brief") == 1; }));
+    REQUIRE(eventually([&] { return d.peek.queued("brief") == 1; }));
     kill(head, SIGKILL);
     reap(head);
-    REQUIRE(rq_release(c, &held) == RQ_OK);
+    REQUIRE(rq_release(d.c, &d.held) == RQ_OK);
     // No caller ever waits as long as the watch interval: the try itself
     // checks the head it would otherwise give up behind.
     rq_permit p;
     int64_t t0 = now_ns();
-    CHECK(rq_acquire(c, "brief", 1, 0, &p) == RQ_OK);
+    CHECK(rq_acquire(d.c, "brief", 1, 0, &p) == RQ_OK);
     report("dead head, try-acquire", now_ns() - t0);
-    CHECK(rq_release(c, &p) == RQ_OK);
+    CHECK(rq_release(d.c, &p) == RQ_OK);
     // Same with 5 ms timeouts.
-    REQUIRE(rq_acquire(c, "brief", 1, -1, &held) == RQ_OK);
+    REQUIRE(rq_acquire(d.c, "brief", 1, -1, &d.held) == RQ_OK);
     head = spawn([&] {
-        rq_client *cc = open_or_die(seg);
+        rq_client *cc = open_or_die(d.seg);
         rq_permit q;
         rq_acquire(cc, "brief", 1, -1, &q);
         return 10;
     });
-    REQUIRE(eventually([&] { return peek.queued("brief") == 1; }));
+    REQUIRE(eventually([&] { return d.peek.queued("brief") == 1; }));
     kill(head, SIGKILL);
     reap(head);
-    REQUIRE(rq_release(c, &held) == RQ_OK);
+    REQUIRE(rq_release(d.c, &d.held) == RQ_OK);
     int rc = RQ_ETIMEDOUT;
-    for (int i = 0; i < 10 && rc == RQ_ETIMEDOUT; ++i) rc = rq_acquire(c, "brief", 1, 5'000'000, &p);
+    for (int i = 0; i < 10 && rc == RQ_ETIMEDOUT; ++i) rc = rq_acquire(d.c, "brief", 1, 5'000'000, &p);
     CHECK(rc == RQ_OK);
-    if (rc == RQ_OK) CHECK(rq_release(c, &p) == RQ_OK);
-    check_clean(peek, "brief");
+    if (rc == RQ_OK) CHECK(rq_release(d.c, &p) == RQ_OK);
+    check_clean(d.peek, "brief");
 }

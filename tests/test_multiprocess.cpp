@@ -59,17 +59,12 @@ TEST_CASE("the concurrency cap holds across 8 processes") {
 }
 
 TEST_CASE("waiters from different processes are served in ticket order") {
-    Segment seg;
-    Client c(seg.name);
-    rq_limit l[] = {conc(1)};
-    REQUIRE(rq_define(c, "fifo", l, 1, 0) == RQ_OK);
-    Peek peek(seg.name);
-    rq_permit held;
-    REQUIRE(rq_acquire(c, "fifo", 1, -1, &held) == RQ_OK);
+    Defined d("fifo", {conc(1)});
+    d.hold();
     auto *log = shared_block<AdmissionLog>();
     std::vector<pid_t> kids;
-    for (int i = 0; i < 6; ++i) kids.push_back(spawn_in_line(seg.name, peek, "fifo", i, 1, log, 2000));
-    REQUIRE(rq_release(c, &held) == RQ_OK);
+    for (int i = 0; i < 6; ++i) kids.push_back(spawn_in_line(d.seg.name, d.peek, "fifo", i, 1, log, 2000));
+    REQUIRE(rq_release(d.c, &d.held) == RQ_OK);
     for (pid_t k : kids) CHECK(reap(k) == 0);
     REQUIRE(log->next.load() == 6);
     for (int i = 0; i < 6; ++i) CHECK(log->order[i] == i);
@@ -99,16 +94,11 @@ TEST_CASE("a heavy load at the head is not starved by light ones behind it") {
 }
 
 TEST_CASE("try-acquire never barges past a waiter in another process") {
-    Segment seg;
-    Client c(seg.name);
-    rq_limit l[] = {conc(1)};
-    REQUIRE(rq_define(c, "barge", l, 1, 0) == RQ_OK);
-    Peek peek(seg.name);
-    rq_permit held;
-    REQUIRE(rq_acquire(c, "barge", 1, -1, &held) == RQ_OK);
+    Defined d("barge", {conc(1)});
+    d.hold();
     pid_t kid = spawn([&] {
         rq_client *cc = nullptr;
-        if (rq_open(seg.c_str(), &cc) != RQ_OK) return 10;
+        if (rq_open(d.seg.c_str(), &cc) != RQ_OK) return 10;
         rq_permit p;
         int rc = rq_acquire(cc, "barge", 1, 10'000'000'000, &p);
         usleep(50'000);
@@ -116,23 +106,18 @@ TEST_CASE("try-acquire never barges past a waiter in another process") {
         rq_close(cc);
         return rc == RQ_OK ? 0 : 11;
     });
-    wait_queued(peek, "barge", 1);
-    REQUIRE(rq_release(c, &held) == RQ_OK);
+    wait_queued(d.peek, "barge", 1);
+    REQUIRE(rq_release(d.c, &d.held) == RQ_OK);
     rq_permit p;
     // The waiter is served first; a try right now must not take its place.
-    int rc = rq_acquire(c, "barge", 1, 0, &p);
+    int rc = rq_acquire(d.c, "barge", 1, 0, &p);
     CHECK(rc == RQ_EAGAIN);
     CHECK(reap(kid) == 0);
 }
 
 TEST_CASE("a waiter blocked for 1 s uses under 20 ms of CPU") {
-    Segment seg;
-    Client c(seg.name);
-    rq_limit l[] = {conc(1)};
-    REQUIRE(rq_define(c, "idle", l, 1, 0) == RQ_OK);
-    Peek peek(seg.name);
-    rq_permit held;
-    REQUIRE(rq_acquire(c, "idle", 1, -1, &held) == RQ_OK);
+    Defined d("idle", {conc(1)});
+    d.hold();
     struct Shared {
         double cpu[3];
     };
@@ -143,7 +128,7 @@ TEST_CASE("a waiter blocked for 1 s uses under 20 ms of CPU") {
     for (int i = 0; i < 3; ++i) {
         kids.push_back(spawn([&, i] {
             rq_client *cc = nullptr;
-            if (rq_open(seg.c_str(), &cc) != RQ_OK) return 10;
+            if (rq_open(d.seg.c_str(), &cc) != RQ_OK) return 10;
             double before = cpu_seconds_self();
             rq_permit p;
             int rc = rq_acquire(cc, "idle", 1, 1'000'000'000, &p);
@@ -151,34 +136,30 @@ TEST_CASE("a waiter blocked for 1 s uses under 20 ms of CPU") {
             rq_close(cc);
             return rc == RQ_ETIMEDOUT ? 0 : 11;
         }));
-        wait_queued(peek, "idle", static_cast<uint32_t>(i + 1));
+        wait_queued(d.peek, "idle", static_cast<uint32_t>(i + 1));
     }
     for (pid_t k : kids) CHECK(reap(k) == 0);
     for (int i = 0; i < 3; ++i) {
         MESSAGE("waiter " << i << " used " << sh->cpu[i] * 1000 << " ms CPU over a 1 s wait");
         CHECK(sh->cpu[i] < 0.020);
     }
-    CHECK(rq_release(c, &held) == RQ_OK);
-    CHECK(peek.queued("idle") == 0);
+    CHECK(rq_release(d.c, &d.held) == RQ_OK);
+    CHECK(d.peek.queued("idle") == 0);
 }
 
 TEST_CASE("a forked child is a distinct holder and re-registers by itself") {
-    Segment seg;
-    Client c(seg.name);
-    rq_limit l[] = {conc(2)};
-    REQUIRE(rq_define(c, "fork", l, 1, 0) == RQ_OK);
-    Peek peek(seg.name);
-    uint32_t before = peek.live_processes();
+    Defined d("fork", {conc(2)});
+    uint32_t before = d.peek.live_processes();
     rq_permit parent_permit;
-    REQUIRE(rq_acquire(c, "fork", 1, -1, &parent_permit) == RQ_OK);
+    REQUIRE(rq_acquire(d.c, "fork", 1, -1, &parent_permit) == RQ_OK);
     pid_t kid = spawn([&] {
         // Uses the inherited client: it must register as a new process.
         rq_permit copy = parent_permit;
-        if (rq_release(c, &copy) != RQ_EINVAL) return 10;  // the parent's, not ours
+        if (rq_release(d.c, &copy) != RQ_EINVAL) return 10;  // the parent's, not ours
         rq_permit mine;
-        if (rq_acquire(c, "fork", 1, 0, &mine) != RQ_OK) return 11;
+        if (rq_acquire(d.c, "fork", 1, 0, &mine) != RQ_OK) return 11;
         rq_permit third;
-        if (rq_acquire(c, "fork", 1, 0, &third) != RQ_EAGAIN) return 12;  // 2 held: parent + us
+        if (rq_acquire(d.c, "fork", 1, 0, &third) != RQ_EAGAIN) return 12;  // 2 d.held: parent + us
         // Exit without releasing: our permit is reclaimed as a dead holder's.
         _exit(0);
     });
@@ -186,9 +167,44 @@ TEST_CASE("a forked child is a distinct holder and re-registers by itself") {
     // The child's permit comes back once the blocked head notices it is dead,
     // and its process slot is freed.
     rq_permit p;
-    CHECK(rq_acquire(c, "fork", 1, 5'000'000'000, &p) == RQ_OK);
-    CHECK(peek.live_processes() == before);
-    CHECK(rq_release(c, &p) == RQ_OK);
-    CHECK(rq_release(c, &parent_permit) == RQ_OK);
-    CHECK(eventually([&] { return peek.in_use_req("fork") == 0; }));
+    CHECK(rq_acquire(d.c, "fork", 1, 5'000'000'000, &p) == RQ_OK);
+    CHECK(d.peek.live_processes() == before);
+    CHECK(rq_release(d.c, &p) == RQ_OK);
+    CHECK(rq_release(d.c, &parent_permit) == RQ_OK);
+    CHECK(eventually([&] { return d.peek.in_use_req("fork") == 0; }));
+}
+
+// The line-free path must not barge past a ticket that is claimed but whose
+// tail bump has not landed yet (the claimer was preempted between the two).
+TEST_CASE("a claimed ticket whose tail bump is pending counts as someone in line") {
+    // Both line-free paths: rate limits only (try_fast), and with a
+    // concurrency limit (try_fast_conc).
+    for (const bool with_conc : {false, true}) {
+        CAPTURE(with_conc);
+        Segment seg;
+        rq_limit l[] = {rate(1000, kSec, 100), conc(10)};
+        Client c(seg.name);
+        REQUIRE(rq_define(c, "r", l, with_conc ? 2 : 1, 0) == RQ_OK);
+        rq_permit p;
+        REQUIRE(rq_acquire(c, "r", 1, 0, &p) == RQ_OK);  // registers us; the line is empty
+        REQUIRE(rq_release(c, &p) == RQ_OK);
+        uint32_t me = UINT32_MAX;
+        {
+            Peek m(seg.name, Peek::kWritable);
+            for (uint32_t i = 0; i < m.view.geo.max_processes; ++i) {
+                if (m.view.process(i).pid.load() == static_cast<uint32_t>(getpid()) &&
+                    rq::detail::ProcWord::unpack(m.view.process(i).word.load()).state == rq::detail::ProcState::kLive) {
+                    me = i;
+                }
+            }
+            REQUIRE(me != UINT32_MAX);
+            const uint32_t r = m.index("r");
+            const rq::detail::QueueWord q = rq::detail::QueueWord::unpack(m.view.resource(r).queue.load());
+            REQUIRE(q.head == q.tail);
+            // Our own claim of the tail ticket, as if we were preempted before the bump.
+            m.view.slot(r, q.tail).word.store(
+                rq::detail::SlotWord{q.tail & rq::detail::kTicketMask, rq::detail::SlotState::kWaiting, me}.pack());
+        }
+        CHECK(rq_acquire(c, "r", 1, 0, &p) == RQ_EAGAIN);  // not admitted past it
+    }
 }

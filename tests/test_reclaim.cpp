@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace rqtest;
@@ -84,12 +85,6 @@ struct Watchdog {
         signal(SIGALRM, SIG_DFL);
     }
 };
-
-rq_client *open_or_die(const Segment &seg) {
-    rq_client *c = nullptr;
-    if (rq_open(seg.c_str(), &c) != RQ_OK) _exit(90);
-    return c;
-}
 
 rd::Engine *engine_or_die(const Segment &seg, const rq_open_options &o) {
     rd::Engine *e = nullptr;
@@ -508,4 +503,96 @@ TEST_CASE("a head killed after moving the head word onto a ticket it served: tha
     rq_permit q;
     CHECK(rq_acquire(c, "r", 70, 0, &q) == RQ_OK);
     CHECK(rq_acquire(c, "r", 1, 0, &q) == RQ_EAGAIN);
+}
+
+// A holder that really dies is seen dead through its liveness lock: its
+// permit comes back (moved here from test_segment.cpp).
+TEST_CASE("a holder that dies is seen dead and its permit is reclaimed") {
+    Defined d("c", {conc(1)});
+    const auto before = locked_slots(d.seg.name, d.peek.view.geo.max_processes);
+    REQUIRE(before.size() == 1);  // this process
+    auto *state = shared_block<std::atomic<int>>();
+    pid_t kid = spawn(
+        [&] {
+            rq_client *c = open_or_die(d.seg);
+            rq_permit p;
+            if (rq_acquire(c, "c", 1, 0, &p) != RQ_OK) return 2;
+            state->store(1);
+            for (;;) pause();  // killed holding it
+        },
+        10);
+    REQUIRE(eventually([&] { return state->load() == 1; }));
+    CHECK(locked_slots(d.seg.name, d.peek.view.geo.max_processes).size() == 2);
+    rq_permit p;
+    CHECK(rq_acquire(d.c, "c", 1, 100'000'000, &p) == RQ_ETIMEDOUT);  // alive: not taken
+    ::kill(kid, SIGKILL);
+    CHECK(reap(kid, 5000) == -SIGKILL);
+    CHECK(locked_slots(d.seg.name, d.peek.view.geo.max_processes) == before);
+    REQUIRE(rq_acquire(d.c, "c", 1, 2'000'000'000, &p) == RQ_OK);
+    CHECK(rq_release(d.c, &p) == RQ_OK);
+    munmap(state, sizeof(std::atomic<int>));
+}
+
+
+// The realistic form of a dead process ahead of watchers, with no damage at
+// all (moved here from test_segment.cpp):
+// the head and the next ones. A waiter of another process must still get the
+// permit once the dead process is reclaimed: watching counts processes, not
+// tickets, so the waiter is a watcher however many threads are ahead of it.
+TEST_CASE("a waiter behind queued threads of a process that dies still gets the permit") {
+    // Two queued threads: the waiter is within watch distance of the dead
+    // head. Three: it is not.
+    const std::pair<int, int64_t> runs[] = {{2, int64_t{kSec}}, {2, -1}, {3, int64_t{kSec}}, {3, -1}};
+    for (const auto &[threads, timeout] : runs) {
+        CAPTURE(threads);
+        CAPTURE(timeout);
+        Defined d("c", {conc(1)});
+        auto &seg = d.seg;
+        auto *queued = shared_block<std::atomic<int>>();
+        // Process A: one thread holds the only permit, more queue behind it.
+        pid_t a = spawn(
+            [&] {
+                rq_client *c = open_or_die(seg);
+                rq_permit held;
+                if (rq_acquire(c, "c", 1, 0, &held) != RQ_OK) return 2;
+                std::vector<std::thread> ts;
+                for (int i = 0; i < threads; ++i) {
+                    ts.emplace_back([c] {
+                        rq_permit p;
+                        rq_acquire(c, "c", 1, -1, &p);
+                    });
+                }
+                queued->store(1);
+                for (;;) pause();  // killed while holding and queued
+            },
+            20);
+        REQUIRE(eventually([&] { return queued->load() == 1; }));
+        // (the holder took no ticket)
+        REQUIRE(eventually([&] { return d.peek.queued("c") == static_cast<uint32_t>(threads); }));
+        // Process B queues behind them, then A dies.
+        auto *got = shared_block<std::atomic<int>>();
+        got->store(1);
+        pid_t b = spawn(
+            [&] {
+                rq_client *c = open_or_die(seg);
+                rq_permit p;
+                int rc = rq_acquire(c, "c", 1, timeout, &p);
+                if (rc == RQ_OK) rc = rq_release(c, &p);
+                rq_close(c);
+                got->store(rc);
+                return 0;
+            },
+            3);
+        REQUIRE(eventually([&] { return d.peek.queued("c") == 1u + threads; }));
+        sleep_ms(50);
+        ::kill(a, SIGKILL);
+        CHECK(reap(a, 5000) == -SIGKILL);
+        const int st = reap(b, 5000);
+        INFO("B's acquire: " << (got->load() == 1 ? std::string("never returned") : std::string(rq_errname(got->load())))
+                             << ", B's exit status " << st << std::string(st == -SIGALRM ? " (hung)" : ""));
+        CHECK(st == 0);
+        CHECK(got->load() == RQ_OK);
+        munmap(queued, sizeof(std::atomic<int>));
+        munmap(got, sizeof(std::atomic<int>));
+    }
 }

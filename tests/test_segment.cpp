@@ -15,6 +15,7 @@
 #include "gcra.hpp"
 #include "helpers.hpp"
 #include "layout.hpp"
+#include "peek.hpp"
 
 #include <dirent.h>
 #include <grp.h>
@@ -125,41 +126,9 @@ std::set<std::string> shm_entries(const std::string &prefix) {
     return out;
 }
 
-// A writable mapping of a segment file, with typed views from its header.
-struct Mapped {
-    void *base = MAP_FAILED;
-    size_t size = 0;
-    rd::View view;
-
-    explicit Mapped(const std::string &seg) {
-        int fd = ::open(path_of(seg).c_str(), O_RDWR | O_CLOEXEC);
-        REQUIRE(fd >= 0);
-        size = static_cast<size_t>(size_of(path_of(seg)));
-        base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        ::close(fd);
-        REQUIRE(base != MAP_FAILED);
-        const rd::Header &h = *static_cast<const rd::Header *>(base);
-        view.attach(static_cast<std::byte *>(base), rd::geometry(h.max_resources, h.queue_slots, h.max_processes));
-        REQUIRE(view.geo.total_size == size);
-    }
-    ~Mapped() {
-        if (base != MAP_FAILED) ::munmap(base, size);
-    }
-    rd::Header &header() const { return view.header(); }
-
-    // Index of `name` when it is the only resource: its home slot.
-    uint32_t index(const char *name) const {
-        uint32_t r = rd::home_index(rd::name_hash(name), view.geo.max_resources);
-        REQUIRE(std::strcmp(view.resource(r).name, name) == 0);
-        REQUIRE(view.resource(r).state.load() == static_cast<uint32_t>(rd::ResourceState::kReady));
-        return r;
-    }
-    rd::Resource &resource(const char *name) const { return view.resource(index(name)); }
-    // The limit config readers use now.
-    rd::Config &active_config(const char *name) const {
-        rd::Resource &res = resource(name);
-        return res.config[rd::ConfigWord::unpack(res.config_word.load()).active];
-    }
+// A writable mapping of a segment file (peek.hpp).
+struct Mapped : Peek {
+    explicit Mapped(const std::string &seg) : Peek(seg, kWritable) {}
 };
 
 // What a forked child's rq_* calls came to.
@@ -201,45 +170,22 @@ Outcome acquire_in_child(const std::string &seg, const char *res, int64_t timeou
     });
 }
 
+// The library's boot id (segment.cpp, read_boot_id), checked against the
+// file's text: 32 hex digits and dashes.
 void read_boot_id(uint8_t out[16]) {
-    std::memset(out, 0, 16);
+    rd::read_boot_id(out);
     FILE *f = std::fopen("/proc/sys/kernel/random/boot_id", "re");
     REQUIRE(f != nullptr);
     char buf[64] = {};
-    size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    const size_t n = std::fread(buf, 1, sizeof buf - 1, f);
     std::fclose(f);
-    int k = 0;
-    for (size_t i = 0; i < n && k < 32; ++i) {
-        char ch = buf[i];
-        int v = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
-        if (v < 0) continue;
-        out[k / 2] = static_cast<uint8_t>(out[k / 2] | (k % 2 == 0 ? v << 4 : v));
-        ++k;
+    std::string want;
+    for (size_t i = 0; i < n; ++i) {
+        if (buf[i] != '-' && buf[i] != '\n') want += buf[i];
     }
-}
-
-// Process slots whose liveness lock (an OFD write lock on byte
-// kProcLockBase + p of the segment file) someone holds, as any other process
-// sees them with F_OFD_GETLK through its own open file description. No
-// doctest assertions (safe in children); {UINT32_MAX} when a call fails.
-std::vector<uint32_t> locked_slots(const std::string &seg, uint32_t max_processes) {
-    int fd = ::open(path_of(seg).c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) return {UINT32_MAX};
-    std::vector<uint32_t> out;
-    for (uint32_t p = 0; p < max_processes; ++p) {
-        struct flock fl {};
-        fl.l_type = F_WRLCK;
-        fl.l_whence = SEEK_SET;
-        fl.l_start = rd::kProcLockBase + p;
-        fl.l_len = 1;
-        if (::fcntl(fd, F_OFD_GETLK, &fl) != 0) {
-            out = {UINT32_MAX};
-            break;
-        }
-        if (fl.l_type != F_UNLCK) out.push_back(p);
-    }
-    ::close(fd);
-    return out;
+    char got[33];
+    for (int i = 0; i < 16; ++i) std::snprintf(got + 2 * i, 3, "%02x", out[i]);
+    REQUIRE(want == got);
 }
 
 struct Umask {
@@ -1212,35 +1158,6 @@ TEST_CASE("deleting, renaming or creating files next to the segment does not mak
     CHECK(shm_entries(seg.name) == std::set<std::string>{seg.name});
 }
 
-// A holder that really dies is seen dead through the same lock: its permit
-// comes back (the other half of liveness).
-TEST_CASE("a holder that dies is seen dead and its permit is reclaimed") {
-    Segment seg;
-    rq_limit one = conc(1);
-    make_good(seg.name, &kSmall, "c", &one, 1);
-    auto *state = shared_block<std::atomic<int>>();
-    pid_t kid = spawn(
-        [&] {
-            rq_client *c = nullptr;
-            if (rq_open_ex(seg.c_str(), &kSmall, &c) != RQ_OK) return 1;
-            rq_permit p;
-            if (rq_acquire(c, "c", 1, 0, &p) != RQ_OK) return 2;
-            state->store(1);
-            for (;;) pause();  // killed holding it
-        },
-        10);
-    REQUIRE(eventually([&] { return state->load() == 1; }));
-    CHECK(locked_slots(seg.name, kSmall.max_processes).size() == 1);
-    CHECK(acquire_in_child(seg.name, "c").rc == RQ_ETIMEDOUT);  // alive: not taken
-    ::kill(kid, SIGKILL);
-    CHECK(reap(kid, 5000) == -SIGKILL);
-    CHECK(locked_slots(seg.name, kSmall.max_processes).empty());
-    Outcome o = acquire_in_child(seg.name, "c", 2 * int64_t{kSec});
-    CHECK(o.exited());
-    CHECK(o.rc == RQ_OK);
-    munmap(state, sizeof(std::atomic<int>));
-}
-
 TEST_CASE("a corrupt process table is RQ_ECORRUPT on open") {
     Segment seg;
     make_good(seg.name);
@@ -1384,118 +1301,4 @@ TEST_CASE("16 processes creating the same segment at once all succeed on one seg
         CHECK_MESSAGE(rq_describe(c, mine.c_str(), got, RQ_MAX_LIMITS, &cnt) == RQ_OK, mine);
     }
     rq_close(c);
-}
-
-// ---- Liveness behind a dead multi-threaded process ----------------------------------
-
-// The realistic form of the watch-distance case above, with no damage at all:
-// a process with several threads queued on one resource dies. Its tickets are
-// the head and the next ones. A waiter of another process must still get the
-// permit once the dead process is reclaimed: watching counts processes, not
-// tickets, so the waiter is a watcher however many threads are ahead of it.
-TEST_CASE("a waiter behind queued threads of a process that dies still gets the permit") {
-    // Two queued threads: the waiter is within watch distance of the dead
-    // head. Three: it is not.
-    const std::pair<int, int64_t> runs[] = {{2, int64_t{kSec}}, {2, -1}, {3, int64_t{kSec}}, {3, -1}};
-    for (const auto &[threads, timeout] : runs) {
-        CAPTURE(threads);
-        CAPTURE(timeout);
-        Segment seg;
-        rq_limit one = conc(1);
-        make_good(seg.name, &kSmall, "c", &one, 1);
-        auto *queued = shared_block<std::atomic<int>>();
-        // Process A: one thread holds the only permit, more queue behind it.
-        pid_t a = spawn(
-            [&] {
-                rq_client *c = nullptr;
-                if (rq_open_ex(seg.c_str(), &kSmall, &c) != RQ_OK) return 1;
-                rq_permit held;
-                if (rq_acquire(c, "c", 1, 0, &held) != RQ_OK) return 2;
-                std::vector<std::thread> ts;
-                for (int i = 0; i < threads; ++i) {
-                    ts.emplace_back([c] {
-                        rq_permit p;
-                        rq_acquire(c, "c", 1, -1, &p);
-                    });
-                }
-                queued->store(1);
-                for (;;) pause();  // killed while holding and queued
-            },
-            20);
-        REQUIRE(eventually([&] { return queued->load() == 1; }));
-        REQUIRE(eventually([&] {
-            Mapped m(seg.name);
-            const rd::QueueWord q = rd::QueueWord::unpack(m.view.resource(m.index("c")).queue.load());
-            return q.tail - q.head == static_cast<uint32_t>(threads);  // (the holder took no ticket)
-        }));
-        // Process B queues behind them, then A dies.
-        auto *got = shared_block<std::atomic<int>>();
-        got->store(1);
-        pid_t b = spawn(
-            [&] {
-                rq_client *c = nullptr;
-                int rc = rq_open_ex(seg.c_str(), &kSmall, &c);
-                if (rc == RQ_OK) {
-                    rq_permit p;
-                    rc = rq_acquire(c, "c", 1, timeout, &p);
-                    if (rc == RQ_OK) rc = rq_release(c, &p);
-                    rq_close(c);
-                }
-                got->store(rc);
-                return 0;
-            },
-            3);
-        REQUIRE(eventually([&] {
-            Mapped m(seg.name);
-            const rd::QueueWord q = rd::QueueWord::unpack(m.view.resource(m.index("c")).queue.load());
-            return q.tail - q.head == 1u + threads;
-        }));
-        sleep_ms(50);
-        ::kill(a, SIGKILL);
-        CHECK(reap(a, 5000) == -SIGKILL);
-        const int st = reap(b, 5000);
-        INFO("B's acquire: " << (got->load() == 1 ? std::string("never returned") : std::string(rq_errname(got->load())))
-                             << ", B's exit status " << st << std::string(st == -SIGALRM ? " (hung)" : ""));
-        CHECK(st == 0);
-        CHECK(got->load() == RQ_OK);
-        munmap(queued, sizeof(std::atomic<int>));
-        munmap(got, sizeof(std::atomic<int>));
-    }
-}
-
-// The line-free path must not barge past a ticket that is claimed but whose
-// tail bump has not landed yet (the claimer was preempted between the two).
-TEST_CASE("a claimed ticket whose tail bump is pending counts as someone in line") {
-    // Both line-free paths: rate limits only (try_fast), and with a
-    // concurrency limit (try_fast_conc).
-    for (const bool with_conc : {false, true}) {
-        CAPTURE(with_conc);
-        Segment seg;
-        rq_limit l[] = {rate(1000, kSec, 100), conc(10)};
-        make_good(seg.name, &kSmall, "r", l, with_conc ? 2 : 1);
-        rq_client *c = nullptr;
-        REQUIRE(rq_open_ex(seg.c_str(), &kSmall, &c) == RQ_OK);
-        rq_permit p;
-        REQUIRE(rq_acquire(c, "r", 1, 0, &p) == RQ_OK);  // registers us; the line is empty
-        REQUIRE(rq_release(c, &p) == RQ_OK);
-        uint32_t me = UINT32_MAX;
-        {
-            Mapped m(seg.name);
-            for (uint32_t i = 0; i < m.view.geo.max_processes; ++i) {
-                if (m.view.process(i).pid.load() == static_cast<uint32_t>(getpid()) &&
-                    rd::ProcWord::unpack(m.view.process(i).word.load()).state == rd::ProcState::kLive) {
-                    me = i;
-                }
-            }
-            REQUIRE(me != UINT32_MAX);
-            const uint32_t r = m.index("r");
-            const rd::QueueWord q = rd::QueueWord::unpack(m.view.resource(r).queue.load());
-            REQUIRE(q.head == q.tail);
-            // Our own claim of the tail ticket, as if we were preempted before the bump.
-            m.view.slot(r, q.tail).word.store(
-                rd::SlotWord{q.tail & rd::kTicketMask, rd::SlotState::kWaiting, me}.pack());
-        }
-        CHECK(rq_acquire(c, "r", 1, 0, &p) == RQ_EAGAIN);  // not admitted past it
-        rq_close(c);
-    }
 }

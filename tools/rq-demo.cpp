@@ -148,7 +148,6 @@ int report(const Board &b, const Options &o, const std::vector<pid_t> &pids, dou
 
 void unlink_segment(const std::string &name) {
     ::unlink(("/dev/shm/" + name).c_str());
-    ::unlink(("/dev/shm/" + name + ".lock").c_str());
 }
 
 // Sends sig (0: none) to every worker and reaps them; returns how many failed.
