@@ -217,8 +217,10 @@ int create_new(const std::string &name, const rq_open_options &o, bool replace_s
     // Created (O_EXCL), sized and mapped through one object: the file we
     // build is the file we created.
     int rc = RQ_OK;
+    bool created = false;
     try {
         bip::shared_memory_object shm(bip::create_only, tmp.c_str(), bip::read_write, bip::permissions(mode));
+        created = true;
         const int fd = shm.get_mapping_handle().handle;
         if (fchmod(fd, mode) != 0) rc = RQ_ESYS;  // whatever the umask
         if (rc == RQ_OK) {
@@ -231,8 +233,11 @@ int create_new(const std::string &name, const rq_open_options &o, bool replace_s
         }
     } catch (const bip::interprocess_exception &e) {
         const int err = e.get_native_error();
-        if (err == EEXIST) return RQ_ESYS;  // someone squats our temporary name: nothing of ours to remove
         rc = err == EACCES ? RQ_EACCES : RQ_ESYS;
+        // Not created (a squatter at our temporary name, EMFILE, ...):
+        // nothing of ours to remove, and errno says why.
+        errno = err;
+        if (!created) return rc;
     }
     if (rc == RQ_OK) {
         if (replace_stale) {
