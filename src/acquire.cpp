@@ -184,9 +184,6 @@ int Engine::acquire_line(uint32_t r, const Limits *lim, uint64_t load, int64_t t
         }
         return turn.rc;
     }
-    // Whoever was behind us when we became head by ourselves (not through a
-    // grant, whose passer promotes) may need promoting to watcher.
-    if (!at_head) promote_behind(r);
     rc = serve(r, ticket, load, deadline, is_try, lim, out, since, predicted);
     crash_point(CrashPoint::kBeforePass);
     if (rc == RQ_ETIMEDOUT) res.counters.timeouts.fetch_add(1, boost::memory_order_relaxed);

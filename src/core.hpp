@@ -15,6 +15,7 @@
 
 #include "clock.hpp"
 #include "crash_points.hpp"
+#include "futex.hpp"
 #include "layout.hpp"
 #include "permit.hpp"
 #include "ratequeue/ratequeue.h"
@@ -41,22 +42,22 @@ inline constexpr const char *kShmDir = "/dev/shm/";
 
 // ---- Tuning -----------------------------------------------------------------------
 
-// How long a watcher (see kWatchDistance), a waiting head, or a lock waiter
-// sleeps before it checks whether the processes it waits on are alive. Dead
-// processes are reclaimed within about one or two of these (measured: 11 to
-// 24 ms, tests/test_crash.cpp); each check costs a wake-up plus an fcntl per
-// process checked, a few microseconds.
+// A sleeper hears of a death from the kernel (layout.hpp, the death word),
+// so it sleeps untimed. Only where that notice cannot be had (a process of
+// an older library, one whose sentinel has not started, a kernel without
+// futex_waitv) does it poll: it sleeps at most kWatchNs and then checks the
+// liveness lock (an fcntl, a few microseconds). So reclaim comes within a
+// few milliseconds of a death with notice, and within one or two kWatchNs
+// (20 to 40 ms) without. So does a lock waiter, whose lock is held for a few
+// dozen instructions unless its owner died.
 inline constexpr int64_t kWatchNs = 20'000'000;
-// Every other waiter sleeps at most this long, as a backstop for the case
-// where the kWatchDistance + 1 processes at the front all die at once: a
-// wake-up costs a few microseconds, so a waiter spends about 5 us of CPU per
-// second, and that multiple-death case recovers within about a second.
-inline constexpr int64_t kBackstopNs = 1'000'000'000;
-// The first tickets of the first kWatchDistance + 1 processes in a queue are
-// the watchers and sleep at most kWatchNs (see watch.cpp); the rest sleep
-// until woken or kBackstopNs. Two, so that one process dying at any
-// instruction, even while passing the head on, never leaves the live waiters
-// without a watcher.
+// The kernel marks the death word before it closes the dead process's files,
+// so a waiter may find the liveness lock still held for a moment after the
+// notice: it looks again this often (exit takes about a millisecond here).
+inline constexpr int64_t kDyingNs = 1'000'000;
+// How many processes ahead of it a waiter whose timeout passed checks on its
+// way out (watch.cpp, scan_front), so that a stuck front cannot outlast
+// every impatient caller.
 inline constexpr uint32_t kWatchDistance = 2;
 // Spins on a contended lock word before sleeping; a lock is held for a few
 // dozen instructions (about 50 ns), so 100 pauses cover an uncontended holder.
@@ -157,6 +158,17 @@ enum class Reclaim {
 
 // ---- Watching (watch.cpp) ----------------------------------------------------------
 
+// What a sleeper watches for a death: up to kMax death words to sleep on, and
+// whether a watched process gives no notice (poll: sleep at most kWatchNs,
+// then check) or has died (check now).
+struct DeathWatch {
+    static constexpr uint32_t kMax = 64;  // more holders than this: poll
+    FutexWord word[kMax];
+    uint32_t n = 0;
+    bool poll = false;
+    bool died = false;
+};
+
 // The watchers at the front of a queue (watch.cpp, scan_front).
 inline constexpr uint32_t kNoOwner = UINT32_MAX;
 struct Front {
@@ -206,6 +218,8 @@ bool cancel_requested() noexcept;
 // threads may call any public method at once (the C ABI's contract). The
 // methods are grouped below by the file that defines them; each protocol's
 // transitions live in one of those files.
+
+struct Sentinel;  // process_table.cpp
 
 class Engine {
 public:
@@ -284,6 +298,10 @@ private:
     // registration ran (it takes time: a stale reading would backdate a charge).
     int ensure_registered(int64_t *now = nullptr);
     [[gnu::cold]] int register_after_fork() noexcept;
+    // This process's sentinel thread, which holds the death word of our
+    // slot (layout.hpp) for the life of the attachment.
+    void start_sentinel() noexcept;
+    void stop_sentinel() noexcept;
 
     // ---- lock.cpp: the lock word and the concurrency journal it guards
     // try_lock: the one CAS of an uncontended lock (inline, below); lock:
@@ -350,8 +368,11 @@ private:
     // (its tokens are taken: the caller returns the permit instead).
     bool abandon(uint32_t r, uint32_t ticket);
     int abandon_owned(uint32_t r, uint32_t p);
-    void promote_behind(uint32_t r);
-    int head_sleep(uint32_t r, uint32_t ticket, SlotState how, int64_t until, const SleepCheck &still);
+    // Ticket t of process `left` (kNoOwner: a batch ending at t) left the
+    // line alive: wakes the sleepers that watched it, to look again.
+    void retarget_behind(uint32_t r, uint32_t t, uint32_t left);
+    int head_sleep(uint32_t r, uint32_t ticket, SlotState how, int64_t until, const SleepCheck &still,
+                   const DeathWatch *watch = nullptr);
     void wake_head(uint32_t r, bool conc_only);
     // Ticket t behind head, as serve_behind may serve it: its noted load and
     // wait start, and the slot word they were read with.
@@ -374,10 +395,25 @@ private:
     void note_wait(uint32_t r, uint32_t ticket, uint64_t load, int64_t since);
     int64_t noted_since(uint32_t r, uint32_t ticket) const;
 
-    // ---- watch.cpp: who watches whom at the front of a line, and the checks
+    // ---- watch.cpp: whose death a sleeper must hear of, and the checks
     void scan_front(uint32_t r, uint32_t head, uint32_t stop, Front &f);
     int reclaim_ticket_owner(uint32_t r, uint32_t x);
-    int reclaim_dead_behind(uint32_t r, uint32_t head);
+    // Reclaims the dead among the owners scan_front finds in [head, stop).
+    int check_front(uint32_t r, uint32_t head, uint32_t stop);
+    // The nearest ticket ahead of t (down to head) that another process
+    // owns: the one whose death the waiter of t must hear of. ticket == t:
+    // none (only our own tickets ahead). stuck: it is a head that is
+    // abandoned or served (its passer died): check it now.
+    struct Ahead {
+        uint32_t ticket;
+        uint32_t owner;
+        bool stuck;
+    };
+    Ahead ahead_of(uint32_t r, uint32_t head, uint32_t t) const;
+    // Adds process p's death word to w (or sets w.poll / w.died).
+    void watch_death(uint32_t p, DeathWatch &w);
+    // A head waiting for concurrency: the holders of resource r.
+    void watch_holders(uint32_t r, DeathWatch &w);
 
     // ---- resource.cpp: limits
     [[gnu::cold]] int refresh_limits(uint32_t r, Limits &scratch, const Limits *&out) noexcept;
@@ -400,6 +436,7 @@ private:
     // until it has registered a process slot of its own.
     // (A 32-bit word, not a bool: one compare with memory on every call.)
     std::atomic<uint32_t> forked_{0};
+    std::unique_ptr<Sentinel> sentinel_;  // null: none (not started, or failed: others poll us)
     std::mutex register_mu_;         // guards re-registration after fork
     std::atomic<bool> registering_{false};  // in register_process: locks naming me_ are stale
     // Checked copies of each resource's limits (resource.cpp, limits_of).

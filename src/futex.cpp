@@ -47,31 +47,38 @@ namespace {
 std::atomic<bool> g_no_waitv{false};
 }  // namespace
 
+FutexResult futex_wait_any(const FutexWord *words, uint32_t n, int64_t deadline_ns) noexcept {
+    if (g_no_waitv.load(std::memory_order_relaxed) || n == 0 || n > kMaxFutexWords) return FutexResult::kUnsupported;
+    // Every word shared (no FUTEX_PRIVATE_FLAG), so plain FUTEX_WAKE, and the
+    // kernel's robust-futex wake at a thread's death, match.
+    futex_waitv w[kMaxFutexWords];
+    for (uint32_t i = 0; i < n; ++i) {
+        w[i] = futex_waitv{};
+        w[i].val = words[i].expected;
+        w[i].uaddr = reinterpret_cast<uintptr_t>(words[i].word);
+        w[i].flags = FUTEX_32;
+    }
+    timespec ts{};
+    const long rc = syscall(SYS_futex_waitv, w, n, 0, deadline_ts(deadline_ns, ts), CLOCK_MONOTONIC);
+    if (rc >= 0) return FutexResult::kWoken;
+    switch (errno) {
+        case EAGAIN: return FutexResult::kValueChanged;
+        case ETIMEDOUT: return FutexResult::kTimedOut;
+        case EINTR: return FutexResult::kInterrupted;
+        // ENOSYS (kernel before 5.16), EPERM (a seccomp profile that
+        // denies it), anything else: never try again, or every sleep
+        // would return at once and the waiter would spin.
+        default: g_no_waitv.store(true, std::memory_order_relaxed); return FutexResult::kUnsupported;
+    }
+}
+
+bool have_futex_wait_any() noexcept { return !g_no_waitv.load(std::memory_order_relaxed); }
+
 FutexResult futex_wait2(const void *word, uint32_t expected, const void *local, uint32_t local_expected,
                         int64_t deadline_ns) noexcept {
-    if (!g_no_waitv.load(std::memory_order_relaxed)) {
-        // Both words shared (no FUTEX_PRIVATE_FLAG), so plain FUTEX_WAKE on
-        // either one matches.
-        futex_waitv w[2] = {};
-        w[0].val = expected;
-        w[0].uaddr = reinterpret_cast<uintptr_t>(word);
-        w[0].flags = FUTEX_32;
-        w[1].val = local_expected;
-        w[1].uaddr = reinterpret_cast<uintptr_t>(local);
-        w[1].flags = FUTEX_32;
-        timespec ts{};
-        long rc = syscall(SYS_futex_waitv, w, 2, 0, deadline_ts(deadline_ns, ts), CLOCK_MONOTONIC);
-        if (rc >= 0) return FutexResult::kWoken;
-        switch (errno) {
-            case EAGAIN: return FutexResult::kValueChanged;
-            case ETIMEDOUT: return FutexResult::kTimedOut;
-            case EINTR: return FutexResult::kInterrupted;
-            // ENOSYS (kernel before 5.16), EPERM (a seccomp profile that
-            // denies it), anything else: never try again, or every sleep
-            // would return at once and the waiter would spin.
-            default: g_no_waitv.store(true, std::memory_order_relaxed); break;
-        }
-    }
+    const FutexWord w[2] = {{word, expected}, {local, local_expected}};
+    const FutexResult r = futex_wait_any(w, 2, deadline_ns);
+    if (r != FutexResult::kUnsupported) return r;
     // Old kernel: sleep on `word` in bounded steps; the caller re-checks *local.
     const int64_t cap = now_ns() + kFallbackNs;
     return futex_wait(word, expected, deadline_ns < cap ? deadline_ns : cap);

@@ -15,17 +15,34 @@ enum class FutexResult {
     kValueChanged,  // *word != expected when the call started
     kTimedOut,      // the deadline passed
     kInterrupted,   // a signal arrived: re-check the condition
+    kUnsupported,   // futex_wait_any only: no futex_waitv here
 };
 
 // Sleeps while *word == expected, until woken or until deadline_ns
 // (INT64_MAX: no deadline). Thread-safe. Cost: one system call.
 FutexResult futex_wait(const void *word, uint32_t expected, int64_t deadline_ns) noexcept;
 
+// One word of a multi-word sleep.
+struct FutexWord {
+    const void *word;
+    uint32_t expected;
+};
+inline constexpr uint32_t kMaxFutexWords = 128;  // the kernel's limit for futex_waitv
+
+// Sleeps until any of the n words (n <= kMaxFutexWords) differs from its
+// expected value, a futex_wake on any of them, or deadline_ns. One
+// futex_waitv system call (Linux 5.16 and later). kUnsupported, at once,
+// where the kernel has none (or a seccomp profile denies it): the caller
+// then sleeps on one word in bounded steps. Thread-safe.
+FutexResult futex_wait_any(const FutexWord *words, uint32_t n, int64_t deadline_ns) noexcept;
+// Whether futex_wait_any works here (false once it has failed for good).
+bool have_futex_wait_any() noexcept;
+
 // Sleeps like futex_wait on `word`, but also returns as soon as the
 // process-local word *local differs from local_expected (a cancellation flag
-// that another thread changes before it calls futex_wake(local, ...)). One
-// futex_waitv system call (Linux 5.16 and later); on older kernels it sleeps
-// at most kFallbackNs per call so that the caller re-checks *local.
+// that another thread changes before it calls futex_wake(local, ...)). Without
+// futex_waitv it sleeps at most kFallbackNs per call so that the caller
+// re-checks *local.
 FutexResult futex_wait2(const void *word, uint32_t expected, const void *local, uint32_t local_expected,
                         int64_t deadline_ns) noexcept;
 inline constexpr int64_t kFallbackNs = 5'000'000;

@@ -58,10 +58,9 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
                 }
                 return true;
             };
-            // Bounded by kWatchNs: a waiting head checks on those watching it.
-            int rc = head_sleep(r, ticket, SlotState::kHeadRateSleep, std::min({ready_at, deadline, now + kWatchNs}),
-                                unchanged);
-            if (rc == RQ_OK && now_ns() >= now + kWatchNs) rc = reclaim_dead_behind(r, ticket);
+            // Until the tokens are there: a head waiting for tokens watches
+            // nobody (the one behind it watches it: watch.cpp).
+            const int rc = head_sleep(r, ticket, SlotState::kHeadRateSleep, std::min(ready_at, deadline), unchanged);
             if (rc != RQ_OK) return rc;
             continue;
         }
@@ -81,13 +80,22 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
                 if (now >= deadline) return RQ_ETIMEDOUT;
                 if (cancel_requested()) return RQ_ECANCELED;
                 if (since == 0) note_wait(r, ticket, load, since = now);
-                // Woken by a release; bounded so that we notice dead holders.
-                auto still_full = [&] { return !conc_fits(res, lim, load); };
-                rc = head_sleep(r, ticket, SlotState::kHeadConcSleep, std::min(deadline, now + kWatchNs), still_full);
-                if (rc != RQ_OK) return rc;
-                if (now_ns() >= now + kWatchNs) {
+                // Woken by a release, or by the kernel when a holder dies
+                // (watch.cpp); a holder that gives no notice is polled.
+                DeathWatch w;
+                watch_holders(r, w);
+                int64_t bound = w.died ? kDyingNs : w.poll ? kWatchNs : 0;
+                if (w.died) {
                     rc = reap_dead_holders(r);
-                    if (rc == RQ_OK) rc = reclaim_dead_behind(r, ticket);
+                    if (rc != RQ_OK) return rc;
+                    if (conc_fits(res, lim, load)) continue;  // it gave its permits back
+                }
+                auto still_full = [&] { return !conc_fits(res, lim, load); };
+                rc = head_sleep(r, ticket, SlotState::kHeadConcSleep, bound != 0 ? std::min(deadline, now + bound) : deadline,
+                                still_full, &w);
+                if (rc != RQ_OK) return rc;
+                if (bound != 0 && now_ns() >= now + bound) {
+                    rc = reap_dead_holders(r);
                     if (rc != RQ_OK) return rc;
                 }
                 continue;
@@ -136,26 +144,31 @@ void Engine::serve_behind(uint32_t r, uint32_t head) {
     const Limits *limp;
     if (limits_of(r, scratch, limp) != RQ_OK || limp->has_conc) return;
     const Limits &lim = *limp;
+    uint32_t last_served = head;
     for (uint32_t k = 1; k <= kMaxServedBehind; ++k) {
         const uint32_t t = head + k;
         QueuedTicket qt;
         const Behind b = queued_ticket(r, head, t, qt);
         if (b == Behind::kSkip) continue;
-        if (b == Behind::kStop || qt.load > lim.max_load) return;
+        if (b == Behind::kStop || qt.load > lim.max_load) break;
         const int64_t now = now_ns();
         // seq_cst: pairs with penalize()'s CAS (llm.cpp), as in serve.
-        if (res.paused_until.load(boost::memory_order_seq_cst) > now) return;
+        if (res.paused_until.load(boost::memory_order_seq_cst) > now) break;
         RatePlan plan;
-        if (plan_rates(res, lim, qt.load, now, plan) != 0) return;
-        if (!charge_all_or_nothing<true>(res, lim, qt.load, now, plan, 0).taken) return;
+        if (plan_rates(res, lim, qt.load, now, plan) != 0) break;
+        if (!charge_all_or_nothing<true>(res, lim, qt.load, now, plan, 0).taken) break;
         crash_point(CrashPoint::kInServeBehind);
         if (!hand_over(r, t, qt.word, grant_tat_of(lim, plan))) {
             give_back_rate(res, lim, lim.count, plan);
-            return;
+            break;
         }
         count_admission(res.counters, qt.load);
         count_wait(res, qt.since, now);
+        last_served = t;
     }
+    // Tickets served here leave the line: the first one behind them watched
+    // the last of them (watch.cpp), and looks again at whom it watches.
+    if (last_served != head) retarget_behind(r, last_served, kNoOwner);
 }
 
 // The permit of a ticket the head served (serve_behind): the tokens are

@@ -56,7 +56,9 @@ inline constexpr uint64_t kMagic = 0x544e4d4745535152ull;  // "RQSEGMNT" little 
 inline constexpr uint32_t kLayoutMajor = 2;
 // 2.1: pause (rq_penalize) and settle/penalty/observe counters, in space that
 // was reserved (zero), so 2.0 segments read as 2.1 ones without a pause.
-inline constexpr uint32_t kLayoutMinor = 1;
+// 2.2: Process::death_word, in space that was reserved (zero): a process of
+// an older library has none, and is watched by polling.
+inline constexpr uint32_t kLayoutMinor = 2;
 inline constexpr uint32_t kHeaderSize = 4096;
 inline constexpr uint32_t kMaxLimits = 8;
 inline constexpr uint32_t kMaxNameLen = 63;
@@ -172,14 +174,34 @@ struct Process {
                                        // read (acquire) by anyone checking a lock or holding
     Shared<uint32_t> pid;              // the owner, after kLive (relaxed); rqctl and test dumps
                                        // only: liveness never trusts a pid
-    uint32_t reserved0;
+    // The owner's death word (DeathWord below): a robust futex that the
+    // kernel marks, and wakes a waiter on, when the owner dies.
+    Shared<uint32_t> death_word;
     Shared<int64_t> started_realtime_ns;  // the owner, after kLive (relaxed); rqctl only
     uint8_t reserved1[64 - 24];
 };
 static_assert(offsetof(Process, word) == 0);
 static_assert(offsetof(Process, pid) == 8);
+static_assert(offsetof(Process, death_word) == 12);
 static_assert(offsetof(Process, started_realtime_ns) == 16);
 static_assert(sizeof(Process) == 64);
+
+// Process::death_word. 0: no notice (the owner has no sentinel yet, or is of
+// an older library): watchers poll its liveness lock. Otherwise the thread
+// id of the owner's sentinel thread (process_table.cpp), which holds the
+// word as a robust futex (set_robust_list) for the life of the attachment:
+// when that thread dies, which happens only when the process dies or
+// execs, the kernel sets kDeathOwnerDied (keeping kDeathWaiters) and wakes
+// one waiter. Waiters (watch.cpp) set kDeathWaiters by CAS before they
+// sleep on the word, and whoever sees kDeathOwnerDied wakes the rest. The
+// bits are the kernel's (FUTEX_WAITERS, FUTEX_OWNER_DIED, FUTEX_TID_MASK).
+// Only a hint that makes a waiter look: the liveness lock stays the truth.
+// Written: by the registrant (0, before kLive), its sentinel (the tid),
+// waiters (kDeathWaiters), the kernel (at death), and the owner when it
+// closes (0, after its sentinel stopped holding it).
+inline constexpr uint32_t kDeathWaiters = 0x80000000u;
+inline constexpr uint32_t kDeathOwnerDied = 0x40000000u;
+inline constexpr uint32_t kDeathTidMask = 0x3fffffffu;
 
 // ---- Resources -----------------------------------------------------------------
 

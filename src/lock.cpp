@@ -4,8 +4,9 @@
 //
 // A lock word is 0 when free, else (owner process slot + 1) | kLockWaiters.
 // It guards a few dozen instructions, so contenders spin briefly, then sleep
-// on the word with a bound of kWatchNs, after which they test whether the
-// owner is alive. A dead owner's lock is broken by one CAS (only one breaker
+// on the word and on the owner's death word (watch.cpp): the kernel wakes
+// them if the owner dies, and they test whether it is alive (an owner that
+// gives no notice is polled every kWatchNs). A dead owner's lock is broken by one CAS (only one breaker
 // wins), and the breaker undoes the owner's half-done operation from the
 // journal before doing anything else.
 //
@@ -53,10 +54,24 @@ int Engine::lock_slow(Shared<uint32_t> &word, bool define_lock, uint32_t r) {
             if (!word.compare_exchange_weak(v, v | kLockWaiters, boost::memory_order_relaxed)) continue;
             v |= kLockWaiters;
         }
-        FutexResult res = futex_wait(&word, v, check_at);
-        if (res != FutexResult::kTimedOut) continue;
-        check_at = now_ns() + kWatchNs;
         const uint32_t owner = (v & kLockOwnerMask) - 1;
+        // Whose death we must hear of: the owner's (watch.cpp), so the wait
+        // is untimed unless the owner gives no notice (then poll kWatchNs).
+        DeathWatch w;
+        if (owner != me_) watch_death(owner, w);
+        if (!w.died) {
+            FutexResult res;
+            if (w.n == 1) {
+                const FutexWord words[2] = {{&word, v}, w.word[0]};
+                res = futex_wait_any(words, 2, INT64_MAX);
+            } else {
+                res = futex_wait(&word, v, check_at);
+            }
+            // Woken, the word changed, or the owner's death word did: look again.
+            if (res != FutexResult::kTimedOut) continue;
+            check_at = now_ns() + kWatchNs;
+        }
+        // The owner died (notice), or the poll interval passed: check it.
         if (owner == me_) {
             // Our own slot: another thread of this process holds it. Except
             // while we register into the slot (no thread of ours holds a lock
@@ -64,7 +79,11 @@ int Engine::lock_slow(Shared<uint32_t> &word, bool define_lock, uint32_t r) {
             if (!registering_.load(std::memory_order_relaxed)) continue;
             return take_over_lock(word, owner, define_lock, r);
         }
-        if (owner < view_.geo.max_processes && alive(owner)) continue;
+        if (owner < view_.geo.max_processes && alive(owner)) {
+            // Its liveness lock can outlive the notice for a moment.
+            if (w.died) futex_wait(&word, v, now_ns() + kDyingNs);
+            continue;
+        }
         const Result<LockBreak> b = break_dead_lock(word, owner, define_lock, r);
         if (b.kind == LockBreak::kOurs) return RQ_OK;
         if (b.kind == LockBreak::kFailed) return b.rc;

@@ -18,8 +18,11 @@
 #include "core.hpp"
 
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -29,8 +32,93 @@
 #include <vector>
 
 #include "clock.hpp"
+#include "futex.hpp"
 
 namespace rq::detail {
+
+// ---- The sentinel: the kernel's notice of our death ----------------------------------
+//
+// A thread that does nothing but hold our slot's death word (layout.hpp) as
+// a robust futex: its robust list (set_robust_list) names the word, so when
+// the thread dies, which happens only when the whole process dies or execs,
+// the kernel marks the word kDeathOwnerDied and wakes one waiter, whatever
+// the pid namespaces. It lives from registration to close; at close it
+// empties its list first, so leaving alive is no death.
+struct Sentinel {
+    pthread_t thread{};
+    robust_list_head head{};
+    robust_list entry{};
+    Shared<uint32_t> *word = nullptr;
+    std::atomic<uint32_t> stop{0};   // process-local futex words
+    std::atomic<uint32_t> ready{0};  // 1: the word holds our tid (or notice failed)
+};
+
+namespace {
+
+// Small: the thread only makes two system calls and sleeps.
+constexpr size_t kSentinelStack = 64 * 1024;
+// How long an opener waits for its sentinel to hold the death word (a thread
+// starts in about 100 us here): a process killed right after rq_open is then
+// noticed at once, not polled. Past it, rq_open goes on without waiting.
+constexpr int64_t kSentinelStartNs = 1'000'000'000;
+
+void *sentinel_main(void *arg) {
+    auto *s = static_cast<Sentinel *>(arg);
+    s->entry.next = &s->head.list;
+    s->head.list.next = &s->entry;
+    s->head.futex_offset = reinterpret_cast<char *>(s->word) - reinterpret_cast<char *>(&s->entry);
+    s->head.list_op_pending = nullptr;
+    if (syscall(SYS_set_robust_list, &s->head, sizeof s->head) == 0) {
+        // release: pairs with the watchers' acquire load (watch.cpp); the
+        // kernel matches this tid (as this thread sees it) at its death.
+        s->word->store(static_cast<uint32_t>(gettid()) & kDeathTidMask, boost::memory_order_release);
+    }
+    // release: pairs with start_sentinel()'s acquire load.
+    s->ready.store(1, std::memory_order_release);
+    futex_wake(&s->ready, 1);
+    // acquire: pairs with stop_sentinel()'s release store.
+    while (s->stop.load(std::memory_order_acquire) == 0) futex_wait(&s->stop, 0, INT64_MAX);
+    s->head.list.next = &s->head.list;  // an empty list: this exit is no death
+    return nullptr;
+}
+
+}  // namespace
+
+void Engine::start_sentinel() noexcept {
+    std::unique_ptr<Sentinel> s(new (std::nothrow) Sentinel());
+    if (s == nullptr) return;  // no notice: others poll our liveness lock
+    s->word = &view_.process(me_).death_word;
+    pthread_attr_t attr;
+    if (pthread_attr_init(&attr) != 0) return;
+    pthread_attr_setstacksize(&attr, kSentinelStack);
+    // No signal is ever delivered to it: the caller's threads keep them all.
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    const int rc = pthread_create(&s->thread, &attr, sentinel_main, s.get());
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) return;
+    const int64_t until = now_ns() + kSentinelStartNs;
+    // acquire: pairs with the sentinel's release store of ready.
+    while (s->ready.load(std::memory_order_acquire) == 0 && now_ns() < until) futex_wait(&s->ready, 0, until);
+    sentinel_ = std::move(s);
+}
+
+void Engine::stop_sentinel() noexcept {
+    if (sentinel_ == nullptr) return;
+    // release: pairs with the sentinel's acquire load.
+    sentinel_->stop.store(1, std::memory_order_release);
+    futex_wake(&sentinel_->stop, 1);
+    pthread_join(sentinel_->thread, nullptr);
+    sentinel_.reset();
+    // Nothing holds the word now: those who watch us poll until our slot is
+    // free, and a change wakes every one of them. (relaxed store: the wake
+    // is what they wait for; they read it with acquire.)
+    Shared<uint32_t> &word = view_.process(me_).death_word;
+    word.store(0, boost::memory_order_relaxed);
+    futex_wake(&word, INT32_MAX);
+}
 
 namespace {
 
@@ -70,6 +158,7 @@ int Engine::open(const char *name, const rq_open_options *opts, Engine **out) {
         e->limit_cache_ = std::make_unique<std::atomic<const CachedLimits *>[]>(e->view_.geo.max_resources);
         e->cache_versions_.assign(e->view_.geo.max_resources, 0);
         rc = e->register_process();
+        if (rc == RQ_OK) e->start_sentinel();
     }
     if (rc != RQ_OK) {
         e->unmap_segment();
@@ -84,7 +173,10 @@ int Engine::open(const char *name, const rq_open_options *opts, Engine **out) {
 Engine::~Engine() {
     registry_remove(this);
     // A forked child that never registered owns no slot (its parent's is the parent's).
-    if (forked_.load(std::memory_order_relaxed) == 0) unregister_process();
+    if (forked_.load(std::memory_order_relaxed) == 0) {
+        stop_sentinel();
+        unregister_process();
+    }
     unmap_segment();
 }
 
@@ -94,6 +186,8 @@ void Engine::close_fd_after_fork() noexcept {
     // descriptor, so the parent's death stays visible; the mapping stays.
     if (fd_ >= 0) ::close(fd_);
     fd_ = -1;
+    // The parent's sentinel thread is not ours: forget it (no free here).
+    (void)sentinel_.release();
     new (&register_mu_) std::mutex();
     new (&cache_mu_) std::mutex();  // another thread may have held it at the fork
     forked_.store(1, std::memory_order_relaxed);
@@ -108,6 +202,7 @@ int Engine::register_after_fork() noexcept {
         if (rc == RQ_OK) {
             me_ = UINT32_MAX;
             rc = register_process();
+            if (rc == RQ_OK) start_sentinel();
         }
         // release: pairs with ensure_registered's acquire load (me_ and the
         // rest of the registration are visible to every thread that sees false).
@@ -152,6 +247,10 @@ int Engine::register_process() {
             if (rc == RQ_OK) release_claims_of(p);
             registering_.store(false, std::memory_order_relaxed);
             if (rc == RQ_OK) {
+                // No notice of our death until our sentinel holds the word:
+                // clear what a former owner left (relaxed: published by the
+                // kLive CAS below).
+                proc.death_word.store(0, boost::memory_order_relaxed);
                 for (int tries = 0; tries < kMaxCasTries; ++tries) {
                     // acquire: pairs with the acq_rel CASes on the process word.
                     uint64_t raw = proc.word.load(boost::memory_order_acquire);

@@ -68,14 +68,24 @@ uint64_t with_state(SlotWord w, SlotState s) {
     return w.pack();
 }
 
-// Every sleep of a waiter: on its slot word, and also on its ticket's cancel
-// word while it runs rq_wait (tickets.cpp).
-void sleep_on(const Shared<uint64_t> &word, uint32_t expected, int64_t until) {
-    if (tl_cancel.word == nullptr) {
+// Every sleep of a waiter: on its slot word, on its ticket's cancel word
+// while it runs rq_wait (tickets.cpp), and on the death words it watches
+// (watch.cpp). Without futex_waitv the watcher polls (watch_death set
+// w.poll, so `until` is bounded) and the cancel word is polled every
+// kFallbackNs.
+void sleep_on(const Shared<uint64_t> &word, uint32_t expected, const DeathWatch *w, int64_t until) {
+    if (tl_cancel.word == nullptr && (w == nullptr || w->n == 0)) {
         futex_wait(&word, expected, until);
-    } else {
-        futex_wait2(&word, expected, tl_cancel.word, tl_cancel.waiting, until);
+        return;
     }
+    FutexWord words[DeathWatch::kMax + 2];
+    uint32_t n = 0;
+    words[n++] = FutexWord{&word, expected};
+    if (tl_cancel.word != nullptr) words[n++] = FutexWord{tl_cancel.word, tl_cancel.waiting};
+    for (uint32_t i = 0; w != nullptr && i < w->n; ++i) words[n++] = w->word[i];
+    if (futex_wait_any(words, n, until) != FutexResult::kUnsupported) return;
+    const int64_t cap = now_ns() + kFallbackNs;
+    futex_wait(&word, expected, until < cap ? until : cap);
 }
 
 }  // namespace
@@ -127,8 +137,7 @@ Result<Turn> Engine::wait_turn(uint32_t r, uint32_t t, int64_t deadline) {
     Resource &res = view_.resource(r);
     Slot &s = view_.slot(r, t);
     const uint32_t n = view_.geo.queue_slots;
-    uint32_t watched_head = t;  // no head watched yet
-    int64_t watched_since = 0;
+    int64_t poll_since = 0;  // when we began to poll the one ahead (no notice); 0: not polling
     int64_t spin_until = 0;
     uint32_t spins = 0;
     const uint32_t first_head = QueueWord::unpack(res.queue.load(kSeqCst)).head;
@@ -155,24 +164,18 @@ Result<Turn> Engine::wait_turn(uint32_t r, uint32_t t, int64_t deadline) {
         if (sw.state == SlotState::kDone) return {Turn::kServed};  // the head served us (serve_behind)
         if (head_state(sw.state)) return {Turn::kHead};
         if (sw.state == SlotState::kSleeping || sw.state == SlotState::kWatching) {
-            // A promoter changed our sleep state while we were awake: take it back.
+            // A retarget changed our sleep state while we were awake: take it back.
             s.word.compare_exchange_strong(v, with_state(sw, SlotState::kWaiting), kSeqCst);
             continue;
         }
         if (sw.state != SlotState::kWaiting) return {Turn::kFailed, RQ_EINTERNAL};
         if (cancel_requested()) return {Turn::kFailed, RQ_ECANCELED};
-        int64_t now = now_ns();
-        Front f;
+        const int64_t now = now_ns();
         if (now >= deadline) {
             // Short timeouts never reach the watch interval: if the head did
             // not move during our whole wait, check the front once on the way
             // out, so that a dead head cannot outlast every impatient caller.
-            if (q.head == first_head) {
-                scan_front(r, q.head, t, f);
-                for (uint32_t i = 0; i < f.n; ++i) {
-                    if (f.owner[i] != me_) reclaim_ticket_owner(r, f.ticket[i]);
-                }
-            }
+            if (q.head == first_head) check_front(r, q.head, t);
             return {Turn::kFailed, RQ_ETIMEDOUT};
         }
         // Next in line: spin a little before sleeping (kSpinNs); sleeping
@@ -186,44 +189,57 @@ Result<Turn> Engine::wait_turn(uint32_t r, uint32_t t, int64_t deadline) {
                 continue;
             }
         }
-        // Are we a watcher: our process's first ticket, behind at most
-        // kWatchDistance other processes?
-        scan_front(r, q.head, t, f);
-        const bool timed = !f.full() && !f.has(me_);
-        // Watch duty: when the head has not moved for kWatchNs (kBackstopNs
-        // for the others), check that the owners at the front are alive.
-        if (q.head != watched_head) {
-            watched_head = q.head;
-            watched_since = now;
-        } else if (now - watched_since >= (timed ? kWatchNs : kBackstopNs)) {
-            for (uint32_t i = 0; i < f.n; ++i) {
-                if (f.owner[i] == me_) continue;
-                int rc = reclaim_ticket_owner(r, f.ticket[i]);
-                if (rc != RQ_OK) return {Turn::kFailed, rc};
-            }
-            watched_since = now;
+        // Whose death we must hear of while we sleep: the process right
+        // ahead of us (watch.cpp).
+        const Ahead a = ahead_of(r, q.head, t);
+        if (a.stuck) {
+            // A head left abandoned or served: its passer died before
+            // moving past it.
+            const int rc = reclaim_ticket_owner(r, a.ticket);
+            if (rc != RQ_OK) return {Turn::kFailed, rc};
             continue;
         }
+        DeathWatch w;
+        if (a.ticket != t) watch_death(a.owner, w);
+        int64_t bound = INT64_MAX;  // untimed: the kernel gives notice
+        if (w.died || w.poll) {
+            if (w.died || (poll_since != 0 && now - poll_since >= kWatchNs)) {
+                // The one ahead died; or, without notice, time to look: at
+                // the whole front, as the owner ahead may be damage.
+                const int rc = w.died ? reclaim_ticket_owner(r, a.ticket) : check_front(r, q.head, t);
+                if (rc != RQ_OK) return {Turn::kFailed, rc};
+                poll_since = now;
+                const SlotWord aw = SlotWord::unpack(view_.slot(r, a.ticket).word.load(kSeqCst));
+                const bool left = aw.ticket == ticket_bits(a.ticket) && aw.state == SlotState::kAbandoned;
+                if (left || QueueWord::unpack(res.queue.load(kSeqCst)).head != q.head) continue;  // look again
+            }
+            // Without notice, poll; after a notice, the liveness lock may
+            // outlive it for a moment (kDyingNs).
+            if (poll_since == 0) poll_since = now;
+            bound = w.died ? kDyingNs : kWatchNs;
+        } else {
+            poll_since = 0;
+        }
+        const bool timed = bound != INT64_MAX;
         const uint64_t sv = with_state(sw, timed ? SlotState::kWatching : SlotState::kSleeping);
         if (!s.word.compare_exchange_strong(v, sv, kSeqCst)) continue;
-        // Dekker with pass_head/abandon/promote_behind: they change the head
-        // word or a slot ahead of us, then read our slot; we published our
-        // sleep state, now read theirs again.
-        QueueWord q2 = QueueWord::unpack(res.queue.load(kSeqCst));
-        bool now_watcher = false;
-        if (!timed && q2.head != t) {
-            scan_front(r, q2.head, t, f);
-            now_watcher = !f.full() && !f.has(me_);
+        // Dekker with pass_head and with abandon/retarget_behind: they change
+        // the head word or a slot ahead of us, then read our slot; we
+        // published our sleep state, now read theirs again.
+        const QueueWord q2 = QueueWord::unpack(res.queue.load(kSeqCst));
+        bool moved = q2.head == t;
+        if (!moved) {
+            const Ahead a2 = ahead_of(r, q2.head, t);
+            moved = a2.ticket != a.ticket || a2.owner != a.owner || a2.stuck;
         }
-        if (q2.head == t || now_watcher) {
+        if (moved) {
             uint64_t e = sv;
             s.word.compare_exchange_strong(e, with_state(sw, SlotState::kWaiting), kSeqCst);
             continue;
         }
-        int64_t until = std::min(deadline, now + (timed ? kWatchNs : kBackstopNs));
-        sleep_on(s.word, static_cast<uint32_t>(sv), until);
+        sleep_on(s.word, static_cast<uint32_t>(sv), &w, timed ? std::min(deadline, now + bound) : deadline);
         uint64_t e = sv;
-        // Fails when we were granted or promoted meanwhile; the loop reads why.
+        // Fails when we were granted or retargeted meanwhile; the loop reads why.
         s.word.compare_exchange_strong(e, with_state(sw, SlotState::kWaiting), kSeqCst);
     }
 }
@@ -241,11 +257,12 @@ Result<Turn> Engine::passed_over(uint32_t r, uint32_t t, uint32_t head) {
 
 // Abandons ticket x for an owner that is dead (or that no live process can
 // be): one CAS from `word`, as the caller read it when it found the owner
-// dead; then those behind may start watching, and a head is passed on.
+// dead; then the one behind looks again at whom it watches, and a head is
+// passed on.
 int Engine::abandon_dead(uint32_t r, uint32_t x, uint64_t word) {
     Slot &s = view_.slot(r, x);
     if (s.word.compare_exchange_strong(word, with_state(SlotWord::unpack(word), SlotState::kAbandoned), kSeqCst)) {
-        promote_behind(r);
+        retarget_behind(r, x, SlotWord::unpack(word).owner);
         if (QueueWord::unpack(view_.resource(r).queue.load(kSeqCst)).head == x) return pass_head(r, x);
     }
     return RQ_OK;
@@ -270,9 +287,8 @@ bool Engine::abandon(uint32_t r, uint32_t t) {
         }
         if (s.word.compare_exchange_strong(v, with_state(sw, SlotState::kAbandoned), kSeqCst)) break;
     }
-    // Those behind us are now closer to the head: the first of them may have
-    // to start watching.
-    promote_behind(r);
+    // Those right behind us watched us: they look again (watch.cpp).
+    retarget_behind(r, t, me_);
     // If we are head (granted, or about to be), move the head past us; the
     // head CAS makes this safe to race with a passer that skips us too.
     if (QueueWord::unpack(view_.resource(r).queue.load(kSeqCst)).head == t) pass_head(r, t);
@@ -318,7 +334,6 @@ int Engine::pass_head(uint32_t r, uint32_t t) {
             if (!s.word.compare_exchange_strong(v, with_state(sw, grant), kSeqCst)) continue;
             if (grant == SlotState::kAbandoned) break;
             if (sw.state != SlotState::kWaiting) futex_wake(&s.word, 1);
-            promote_behind(r);
             return RQ_OK;
         }
         t = next;  // skip the abandoned ticket
@@ -328,20 +343,31 @@ int Engine::pass_head(uint32_t r, uint32_t t) {
     return RQ_ECORRUPT;
 }
 
-// Wakes untimed sleepers that are now watchers (see scan_front) so that they
-// sleep bounded. The new state is kWatching, not kWaiting: if we die before
-// the futex_wake, a later grant still sees a sleeper and wakes it.
-void Engine::promote_behind(uint32_t r) {
-    QueueWord q = QueueWord::unpack(view_.resource(r).queue.load(kSeqCst));
-    if (q.tail - q.head < 2) return;
-    Front f;
-    scan_front(r, q.head, q.tail, f);
-    for (uint32_t i = 1; i < f.n; ++i) {
-        Slot &s = view_.slot(r, f.ticket[i]);
+// Ticket t (owned by process `left`, or a batch ending at t when left is
+// kNoOwner) left the line alive. The waiters right behind it that belong to
+// another process watched it (watch.cpp, ahead_of): all tickets of the first
+// such process's run, since each skips its own. Wake the sleepers among
+// them to look again. The new state is kWatching, not kWaiting: if we die
+// before the futex_wake, a later grant still sees a sleeper and wakes it.
+void Engine::retarget_behind(uint32_t r, uint32_t t, uint32_t left) {
+    const QueueWord q = QueueWord::unpack(view_.resource(r).queue.load(kSeqCst));
+    // Bounded by the ring: a damaged queue word cannot make us walk it twice.
+    const uint32_t n = std::min(q.tail - t, view_.geo.queue_slots);
+    uint32_t run = kNoOwner;
+    for (uint32_t k = 1; k < n; ++k) {
+        Slot &s = view_.slot(r, t + k);
         uint64_t v = s.word.load(kSeqCst);
-        SlotWord sw = SlotWord::unpack(v);
-        if (sw.ticket != ticket_bits(f.ticket[i]) || sw.state != SlotState::kSleeping) continue;
-        if (s.word.compare_exchange_strong(v, with_state(sw, SlotState::kWatching), kSeqCst)) {
+        const SlotWord sw = SlotWord::unpack(v);
+        if (sw.ticket != ticket_bits(t + k)) return;
+        if (sw.state == SlotState::kAbandoned || sw.state == SlotState::kDone) continue;
+        if (run == kNoOwner) {
+            if (sw.owner == left) continue;
+            run = sw.owner;
+        } else if (sw.owner != run) {
+            return;
+        }
+        if (sw.state == SlotState::kSleeping &&
+            s.word.compare_exchange_strong(v, with_state(sw, SlotState::kWatching), kSeqCst)) {
             futex_wake(&s.word, 1);
         }
     }
@@ -361,7 +387,8 @@ void Engine::wake_head(uint32_t r, bool conc_only) {
     }
 }
 
-int Engine::head_sleep(uint32_t r, uint32_t t, SlotState how, int64_t until, const SleepCheck &still) {
+int Engine::head_sleep(uint32_t r, uint32_t t, SlotState how, int64_t until, const SleepCheck &still,
+                       const DeathWatch *watch) {
     Slot &s = view_.slot(r, t);
     uint64_t v = s.word.load(kSeqCst);
     SlotWord sw = SlotWord::unpack(v);
@@ -374,7 +401,7 @@ int Engine::head_sleep(uint32_t r, uint32_t t, SlotState how, int64_t until, con
     if (!s.word.compare_exchange_strong(v, sv, kSeqCst)) return RQ_OK;
     // Dekker with wake_head(): we published the sleep state; re-check the
     // condition that a waker changes before it looks at our slot.
-    if (still() && !cancel_requested()) sleep_on(s.word, static_cast<uint32_t>(sv), until);
+    if (still() && !cancel_requested()) sleep_on(s.word, static_cast<uint32_t>(sv), watch, until);
     uint64_t e = sv;
     s.word.compare_exchange_strong(e, with_state(sw, SlotState::kHead), kSeqCst);
     return RQ_OK;
@@ -398,7 +425,7 @@ int Engine::abandon_owned(uint32_t r, uint32_t p) {
                 !s.word.compare_exchange_strong(v, with_state(sw, SlotState::kAbandoned), kSeqCst)) {
                 continue;
             }
-            promote_behind(r);
+            retarget_behind(r, t, p);
             if (QueueWord::unpack(res.queue.load(kSeqCst)).head == t) {
                 int rc = pass_head(r, t);
                 if (rc != RQ_OK) return rc;

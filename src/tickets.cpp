@@ -141,7 +141,6 @@ int Engine::wait_ticket(rq_ticket *t, int64_t timeout_ns, rq_permit *out) {
         if (poll && turn.rc == RQ_ETIMEDOUT) return keep();
         return leave(turn.rc);
     }
-    promote_behind(r);
     Limits scratch;
     const Limits *lim;
     rc = limits_of(r, scratch, lim);

@@ -1,19 +1,31 @@
-// Watching the front of a line: which waiters check on whom, and the
-// checks. A process dies with all its tickets, so watching is per process.
+// Watching: whose death a sleeper must hear of, and the checks that reclaim
+// a dead process. A process dies with all its tickets, so watching is per
+// process, and the kernel gives the notice (layout.hpp, the death word;
+// process_table.cpp, the sentinel): nobody polls a process that can give it.
 //
-// The watchers are the first tickets of the first kWatchDistance + 1 distinct
-// owners in the queue (the head's owner first): they sleep at most kWatchNs
-// and, when the head has not moved for that long, check that the owners ahead
-// of them are alive (the head checks those behind it), reclaiming any that is
-// not. It takes kWatchDistance + 1 processes dying at once to leave no live
-// watcher; for that case everyone else wakes every kBackstopNs and, if the
-// head has not moved meanwhile, checks the front too. So 1,000 waiters cost
-// about what three do, plus one wake-up a second each.
+// Who watches whom, CLH-style: the waiter of ticket t watches the owner of
+// the nearest ticket ahead of it that another process owns (ahead_of). The
+// head never needs watching by its own successor's successor: when anyone
+// in the chain dies, the one right behind it hears, reclaims it (its tickets
+// are abandoned, so the head moves past them) and looks again. A head
+// waiting for concurrency watches the holders (watch_holders): a holder's
+// death gives its permits back. A head waiting for tokens watches nobody.
+// When a ticket leaves the line alive (a timeout, a cancel), the one behind
+// it is woken to look again (queue.cpp, retarget_behind). So a line of
+// 1,000 sleepers costs no CPU, and a death is seen within milliseconds,
+// also when the holder and the whole front of a line die at once: the first
+// live waiter behind them hears of the last of them, and each reclaim
+// reveals the next.
 //
-// This file decides who is dead and what to abandon; every slot transition
-// it causes is queue.cpp's (abandon_dead, pass_head), and the watch duty in
-// a waiter's loop is queue.cpp's wait_turn, which calls scan_front.
+// Where notice cannot be had (a process without a sentinel, a kernel without
+// futex_waitv), the watcher polls: it sleeps at most kWatchNs, then checks.
+// Every slot transition this causes is queue.cpp's (abandon_dead,
+// pass_head); the sleeps are queue.cpp's wait_turn and head_sleep.
 #include "core.hpp"
+#include "futex.hpp"
+
+#include <algorithm>
+#include <climits>
 
 namespace rq::detail {
 namespace {
@@ -75,16 +87,77 @@ int Engine::reclaim_ticket_owner(uint32_t r, uint32_t x) {
     return abandon_dead(r, x, v);
 }
 
-// For a waiting head: the watchers behind it, so that the ones watching it
-// are alive.
-int Engine::reclaim_dead_behind(uint32_t r, uint32_t head) {
-    QueueWord q = QueueWord::unpack(view_.resource(r).queue.load(kSeqCst));
-    if (head - q.head >= q.tail - q.head) return RQ_OK;
+
+Engine::Ahead Engine::ahead_of(uint32_t r, uint32_t head, uint32_t t) const {
+    // Bounded by the ring: a damaged queue word cannot make us walk it twice.
+    const uint32_t n = std::min(t - head, view_.geo.queue_slots);
+    for (uint32_t k = 1; k <= n; ++k) {
+        const uint32_t x = t - k;
+        const SlotWord sw = SlotWord::unpack(view_.slot(r, x).word.load(kSeqCst));
+        // Below the tail every ticket was claimed: another ticket here is
+        // damage, watched by polling (reclaim_ticket_owner reports it once
+        // it is head).
+        if (sw.ticket != ticket_bits(x)) return {x, kNoOwner, false};
+        const bool gone = sw.state == SlotState::kAbandoned || sw.state == SlotState::kDone;
+        if (x == head && gone) return {x, sw.owner, true};
+        if (gone || sw.owner == me_) continue;
+        return {x, sw.owner, false};
+    }
+    return {t, kNoOwner, false};
+}
+
+void Engine::watch_death(uint32_t p, DeathWatch &w) {
+    if (p >= view_.geo.max_processes || !have_futex_wait_any() || w.n == DeathWatch::kMax) {
+        w.poll = true;
+        return;
+    }
+    Shared<uint32_t> &word = view_.process(p).death_word;
+    // acquire: pairs with the sentinel's release store of its tid
+    // (process_table.cpp); the kernel's mark at death is a CAS.
+    uint32_t v = word.load(boost::memory_order_acquire);
+    for (;;) {
+        if ((v & kDeathOwnerDied) != 0) {
+            // The kernel woke one waiter; pass the news on to the others.
+            futex_wake(&word, INT32_MAX);
+            w.died = true;
+            return;
+        }
+        if ((v & kDeathTidMask) == 0) {
+            w.poll = true;  // no sentinel holds it: no notice
+            return;
+        }
+        if ((v & kDeathWaiters) != 0) break;
+        // seq_cst: the kernel wakes a waiter at the death only if it sees
+        // this bit; we set it before we sleep on the value that has it.
+        if (word.compare_exchange_weak(v, v | kDeathWaiters, boost::memory_order_seq_cst)) {
+            v |= kDeathWaiters;
+            break;
+        }
+    }
+    w.word[w.n++] = FutexWord{&word, v};
+}
+
+void Engine::watch_holders(uint32_t r, DeathWatch &w) {
+    for (uint32_t p = 0; p < view_.geo.max_processes; ++p) {
+        if (p == me_) continue;
+        // The process table first (64 bytes a slot): a holding row is a page
+        // apart from the next, and only a registered process can still die.
+        // acquire: pairs with the acq_rel CASes on the process word.
+        if (ProcWord::unpack(view_.process(p).word.load(boost::memory_order_acquire)).state == ProcState::kFree) continue;
+        const Holding &h = view_.holding(p, r);
+        // relaxed: a hint of whom to watch; while we wait for concurrency
+        // nobody else can take any, so holders only go.
+        if (h.req.load(boost::memory_order_relaxed) == 0 && h.load.load(boost::memory_order_relaxed) == 0) continue;
+        watch_death(p, w);
+    }
+}
+
+int Engine::check_front(uint32_t r, uint32_t head, uint32_t stop) {
     Front f;
-    scan_front(r, head, q.tail, f);
-    for (uint32_t i = 1; i < f.n; ++i) {
+    scan_front(r, head, stop, f);
+    for (uint32_t i = 0; i < f.n; ++i) {
         if (f.owner[i] == me_) continue;
-        int rc = reclaim_ticket_owner(r, f.ticket[i]);
+        const int rc = reclaim_ticket_owner(r, f.ticket[i]);
         if (rc != RQ_OK) return rc;
     }
     return RQ_OK;
