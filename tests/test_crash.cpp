@@ -350,3 +350,98 @@ TEST_CASE("a dead head does not outlast callers that only try or wait briefly") 
     if (rc == RQ_OK) CHECK(rq_release(d.c, &p) == RQ_OK);
     check_clean(d.peek, "brief");
 }
+
+// Issue 13: the holder and the first three waiters die at once; a newcomer
+// joins 50 ms later and is served within 100 ms of the deaths. Nobody alive
+// was watching any of them: the newcomer hears of the last one's death at
+// once (its death word already says so) and each reclaim reveals the next.
+TEST_CASE("the holder and the first three waiters die at once: a newcomer is served within 100 ms") {
+    Defined d("front", {conc(1)});
+    auto *held = shared_block<std::atomic<int>>();
+    pid_t kids[4];
+    kids[0] = spawn([&] {
+        rq_client *cc = open_or_die(d.seg);
+        rq_permit p;
+        if (rq_acquire(cc, "front", 1, 0, &p) != RQ_OK) return 10;
+        held->store(1);
+        for (;;) pause();
+    });
+    REQUIRE(eventually([&] { return held->load() == 1; }));
+    for (int i = 1; i < 4; ++i) {
+        kids[i] = spawn([&] {
+            rq_client *cc = open_or_die(d.seg);
+            rq_permit p;
+            rq_acquire(cc, "front", 1, -1, &p);
+            return 10;  // never admitted: killed while waiting
+        });
+        REQUIRE(eventually([&] { return d.peek.queued("front") == static_cast<uint32_t>(i); }));
+    }
+    sleep_ms(20);  // every waiter asleep
+    const int64_t killed = now_ns();
+    for (pid_t k : kids) kill(k, SIGKILL);
+    for (pid_t k : kids) CHECK(reap(k) == -SIGKILL);
+    sleep_ms(50);
+    rq_permit p;
+    REQUIRE(rq_acquire(d.c, "front", 1, 5 * int64_t{kSec}, &p) == RQ_OK);
+    const int64_t served = now_ns() - killed;
+    MESSAGE("served " << served / 1e6 << " ms after the deaths (joined 50 ms after them)");
+    CHECK(served < 100'000'000);
+    REQUIRE(rq_release(d.c, &p) == RQ_OK);
+    check_clean(d.peek, "front");
+}
+
+// A waiter watches the process right ahead of it. When that one leaves the
+// line alive (its timeout), the waiter must look again and watch the one
+// ahead of it, or the death of the head would go unnoticed.
+TEST_CASE("a waiter whose neighbour ahead timed out still hears of the head's death") {
+    Defined d("chain", {conc(1)});
+    auto *held = shared_block<std::atomic<int>>();
+    pid_t holder = spawn([&] {
+        rq_client *cc = open_or_die(d.seg);
+        rq_permit p;
+        if (rq_acquire(cc, "chain", 1, 0, &p) != RQ_OK) return 10;
+        held->store(1);
+        for (;;) pause();
+    });
+    REQUIRE(eventually([&] { return held->load() == 1; }));
+    pid_t head = spawn([&] {
+        rq_client *cc = open_or_die(d.seg);
+        rq_permit p;
+        rq_acquire(cc, "chain", 1, -1, &p);
+        return 10;
+    });
+    REQUIRE(eventually([&] { return d.peek.queued("chain") == 1; }));
+    auto *gave_up = shared_block<std::atomic<int>>();
+    pid_t impatient = spawn([&]() -> int {  // times out, and stays alive (its exit would wake the one behind)
+        rq_client *cc = open_or_die(d.seg);
+        rq_permit p;
+        gave_up->store(rq_acquire(cc, "chain", 1, 300'000'000, &p) == RQ_ETIMEDOUT ? 1 : 2);
+        for (;;) pause();
+    });
+    REQUIRE(eventually([&] { return d.peek.queued("chain") == 2; }));
+    auto *admitted_at = shared_block<std::atomic<int64_t>>();
+    pid_t patient = spawn([&] {
+        rq_client *cc = open_or_die(d.seg);
+        rq_permit p;
+        if (rq_acquire(cc, "chain", 1, 10 * int64_t{kSec}, &p) != RQ_OK) return 12;
+        admitted_at->store(now_ns());
+        rq_release(cc, &p);
+        rq_close(cc);
+        return 0;
+    });
+    REQUIRE(eventually([&] { return d.peek.queued("chain") == 3; }));
+    REQUIRE(eventually([&] { return gave_up->load() != 0; }));
+    CHECK(gave_up->load() == 1);  // left the line alive
+    sleep_ms(20);
+    const int64_t killed = now_ns();
+    kill(head, SIGKILL);
+    kill(holder, SIGKILL);
+    CHECK(reap(head) == -SIGKILL);
+    CHECK(reap(holder) == -SIGKILL);
+    CHECK(reap(patient) == 0);
+    kill(impatient, SIGKILL);
+    reap(impatient);
+    report("head and holder killed behind a timed-out neighbour", admitted_at->load() - killed);
+    CHECK(admitted_at->load() - killed < 100'000'000);
+    check_clean(d.peek, "chain");
+}
