@@ -18,6 +18,7 @@
 #include "futex.hpp"
 #include "layout.hpp"
 #include "permit.hpp"
+#include "watch.hpp"
 #include "ratequeue/ratequeue.h"
 
 #include <sys/stat.h>
@@ -42,23 +43,6 @@ inline constexpr const char *kShmDir = "/dev/shm/";
 
 // ---- Tuning -----------------------------------------------------------------------
 
-// A sleeper hears of a death from the kernel (layout.hpp, the death word),
-// so it sleeps untimed. Only where that notice cannot be had (a process of
-// an older library, one whose sentinel has not started, a kernel without
-// futex_waitv) does it poll: it sleeps at most kWatchNs and then checks the
-// liveness lock (an fcntl, a few microseconds). So reclaim comes within a
-// few milliseconds of a death with notice, and within one or two kWatchNs
-// (20 to 40 ms) without. So does a lock waiter, whose lock is held for a few
-// dozen instructions unless its owner died.
-inline constexpr int64_t kWatchNs = 20'000'000;
-// The kernel marks the death word before it closes the dead process's files,
-// so a waiter may find the liveness lock still held for a moment after the
-// notice: it looks again this often (exit takes about a millisecond here).
-inline constexpr int64_t kDyingNs = 1'000'000;
-// How many processes ahead of it a waiter whose timeout passed checks on its
-// way out (watch.cpp, scan_front), so that a stuck front cannot outlast
-// every impatient caller.
-inline constexpr uint32_t kWatchDistance = 2;
 // Spins on a contended lock word before sleeping; a lock is held for a few
 // dozen instructions (about 50 ns), so 100 pauses cover an uncontended holder.
 inline constexpr int kLockSpins = 100;
@@ -154,47 +138,6 @@ enum class Reclaim {
     kNothing,    // alive, free, or a live reclaimer is on it
     kReclaimed,  // this call reclaimed the dead process's slot
     kFailed,
-};
-
-// ---- Watching (watch.cpp) ----------------------------------------------------------
-
-// What a sleeper watches for a death: up to kMax death words to sleep on, and
-// whether a watched process gives no notice (poll: sleep at most kWatchNs,
-// then check) or has died (check now).
-struct DeathWatch {
-    static constexpr uint32_t kMax = 64;  // more holders than this: poll
-    FutexWord word[kMax];
-    uint32_t n = 0;
-    bool poll = false;
-    bool died = false;
-};
-
-// The watchers at the front of a queue (watch.cpp, scan_front).
-inline constexpr uint32_t kNoOwner = UINT32_MAX;
-struct Front {
-    uint32_t ticket[kWatchDistance + 1];
-    uint32_t owner[kWatchDistance + 1];
-    uint32_t n = 0;
-    bool full() const { return n == kWatchDistance + 1; }
-    bool has(uint32_t o) const {
-        for (uint32_t i = 0; i < n; ++i) {
-            if (owner[i] == o) return true;
-        }
-        return false;
-    }
-};
-
-// A non-owning reference to a `bool()` callable (no allocation).
-class SleepCheck {
-public:
-    template <class F>
-    SleepCheck(const F &f)  // NOLINT: implicit by design
-        : obj_(&f), call_([](const void *o) { return (*static_cast<const F *>(o))(); }) {}
-    bool operator()() const { return call_(obj_); }
-
-private:
-    const void *obj_;
-    bool (*call_)(const void *);
 };
 
 // ---- Cancellation of a waiting thread (tickets.cpp) ----------------------------------

@@ -406,14 +406,18 @@ static_assert(sizeof(Holding) == 24);
 //                    hand_over): passers skip it, its
 //                    owner takes its permit
 //   kWaiting         owner (claim, or back from sleep) -
-//   kSleeping        owner, not a watcher: futex wait   passer wakes for grant;
-//                    bounded by kBackstopNs             promoter sets kWatching
-//                                                       and wakes it
-//   kWatching        owner that is a watcher (watch.cpp passer wakes for grant
-//                    scan_front): bounded by kWatchNs
+//   kSleeping        owner: futex wait, untimed, on     passer wakes for grant;
+//                    this word and the death word of    the kernel at a death;
+//                    the process ahead (watch.cpp)      retarget_behind sets
+//                                                       kWatching and wakes it
+//   kWatching        owner polling one ahead that gives passer wakes for grant
+//                    no notice (bounded by kWatchNs), or
+//                    retarget_behind (look again)
 //   kHead            passer (grant), or owner that saw head == t
-//   kHeadRateSleep   head waiting for tokens (timed)    reset/redefine wake it
-//   kHeadConcSleep   head waiting for a release         release/reset wake it
+//   kHeadRateSleep   head waiting for tokens (timed)    reset/redefine/settle/
+//                                                       observe wake it
+//   kHeadConcSleep   head waiting for a release; also   release/reset wake it;
+//                    on the holders' death words        the kernel at a death
 //   kAbandoned       owner (timeout/cancel), a reclaimer, or a passer that
 //                    found the owner dead; passers skip it
 

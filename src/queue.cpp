@@ -7,15 +7,19 @@
 // head takes from the limits (head.cpp), so a stacked acquire is taken at one
 // instant; so does an acquirer that found the line empty (line_free.hpp).
 //
-// Two Dekker-style handshakes keep wake-ups exact (all seq_cst):
+// Dekker-style handshakes keep wake-ups exact (all seq_cst):
 //   passer:  CAS queue word (head = t)      then load slot t
 //   owner:   CAS slot t (sleep state)       then load queue word
 // so either the passer sees the owner asleep and wakes it, or the owner sees
-// that it is head and does not sleep. Nobody calls FUTEX_WAKE unless a slot
-// word says its owner sleeps, and a pass wakes only the next owner (and, when
-// needed, the one behind it so that it starts watching): no thundering herd.
-// Who watches whom, and when, is watch.cpp's; the transitions it makes are
-// this file's (abandon_dead).
+// that it is head and does not sleep; and likewise
+//   leaver:  CAS its slot (kAbandoned/kDone) then load the slots behind
+//   owner:   CAS slot t (sleep state)       then load the slots ahead
+// so either one that leaves the line alive sees the waiters that watched it
+// asleep and wakes them (retarget_behind), or they see it gone and watch the
+// next one ahead. Nobody calls FUTEX_WAKE unless a slot word says its owner
+// sleeps, and a pass wakes only the next owner: no thundering herd. Whom a
+// sleeper watches, and the checks, are watch.cpp's; the transitions they
+// cause are this file's (abandon_dead).
 //
 // Memory orders: every access to a queue or slot word is seq_cst, because
 // the handshakes above are Dekker-style (a store, then a load of the other
@@ -323,7 +327,7 @@ int Engine::pass_head(uint32_t r, uint32_t t) {
             if (head_state(sw.state)) return RQ_OK;
             if (!queued_state(sw.state)) return RQ_ECORRUPT;
             // A sleeper that died can never take its turn: skip it here, so a
-            // run of dead tickets cannot reach the head behind dead watchers.
+            // run of dead tickets cannot reach the head.
             // (Its holdings and other tickets are reclaimed by whoever finds
             // it next; the process slot when someone needs it.)
             SlotState grant = SlotState::kHead;

@@ -1,0 +1,68 @@
+// The types and tuning of watching (watch.cpp): how long a sleeper that
+// gets no notice of a death polls, and what it watches.
+#pragma once
+
+#include "futex.hpp"
+
+#include <cstdint>
+
+namespace rq::detail {
+
+// A sleeper hears of a death from the kernel (layout.hpp, the death word),
+// so it sleeps untimed. Only where that notice cannot be had (a process of
+// an older library, one whose sentinel has not started, a kernel without
+// futex_waitv) does it poll: it sleeps at most kWatchNs and then checks the
+// liveness lock (an fcntl, a few microseconds). So reclaim comes within a
+// few milliseconds of a death with notice, and within one or two kWatchNs
+// (20 to 40 ms) without. So does a lock waiter, whose lock is held for a few
+// dozen instructions unless its owner died.
+inline constexpr int64_t kWatchNs = 20'000'000;
+// The kernel marks the death word before it closes the dead process's files,
+// so a waiter may find the liveness lock still held for a moment after the
+// notice: it looks again this often (exit takes about a millisecond here).
+inline constexpr int64_t kDyingNs = 1'000'000;
+// How many processes ahead of it a waiter whose timeout passed checks on its
+// way out (watch.cpp, scan_front), so that a stuck front cannot outlast
+// every impatient caller.
+inline constexpr uint32_t kWatchDistance = 2;
+// What a sleeper watches for a death: up to kMax death words to sleep on, and
+// whether a watched process gives no notice (poll: sleep at most kWatchNs,
+// then check) or has died (check now).
+struct DeathWatch {
+    static constexpr uint32_t kMax = 64;  // more holders than this: poll
+    FutexWord word[kMax];
+    uint32_t n = 0;
+    bool poll = false;
+    bool died = false;
+};
+
+// The first owners at the front of a queue (watch.cpp, scan_front): whom a
+// waiter whose timeout passed, or that polls, checks.
+inline constexpr uint32_t kNoOwner = UINT32_MAX;
+struct Front {
+    uint32_t ticket[kWatchDistance + 1];
+    uint32_t owner[kWatchDistance + 1];
+    uint32_t n = 0;
+    bool full() const { return n == kWatchDistance + 1; }
+    bool has(uint32_t o) const {
+        for (uint32_t i = 0; i < n; ++i) {
+            if (owner[i] == o) return true;
+        }
+        return false;
+    }
+};
+
+// A non-owning reference to a `bool()` callable (no allocation).
+class SleepCheck {
+public:
+    template <class F>
+    SleepCheck(const F &f)  // NOLINT: implicit by design
+        : obj_(&f), call_([](const void *o) { return (*static_cast<const F *>(o))(); }) {}
+    bool operator()() const { return call_(obj_); }
+
+private:
+    const void *obj_;
+    bool (*call_)(const void *);
+};
+
+}  // namespace rq::detail
