@@ -5,13 +5,17 @@
 #include "helpers.hpp"
 #include "peek.hpp"
 
+#include <algorithm>
+
 using namespace rqtest;
 using rq::detail::CrashPoint;
 
 namespace {
 constexpr uint64_t kSec = 1'000'000'000;
-// Generous: the design target is 100 ms; 2-core CI machines are noisy.
-constexpr int64_t kReclaimLimitNs = 2 * int64_t{kSec};
+// DESIGN's target: others go on within 100 ms of a death (measured here:
+// 0.01 to 4 ms, since the kernel tells of a death; the queued-waiter case
+// adds the two 5 ms holds of the waiters it lets through).
+constexpr int64_t kReclaimLimitNs = 100'000'000;
 
 // Runs fn in a child that SIGKILLs itself at crash point p.
 void crash_at(CrashPoint p, const std::function<void()> &fn) {
@@ -224,12 +228,17 @@ TEST_CASE("SIGKILL while the head sleeps for tokens") {
     Peek peek(seg.name);
     rq_permit p;
     REQUIRE(rq_acquire(c, "slow", 1, 0, &p) == RQ_OK);  // empty the bucket
+    const int64_t token_at = now_ns() + 200'000'000;      // (at the latest)
     crash_at(CrashPoint::kWhileHeadSleeping, [&] {
         rq_client *cc = open_or_die(seg);
         rq_permit q;
         rq_acquire(cc, "slow", 1, -1, &q);
     });
-    report("head killed while sleeping for tokens", recover(c, "slow"));
+    const int64_t t0 = now_ns();
+    recover(c, "slow");
+    // The token itself comes 200 ms after the bucket was emptied: what counts
+    // is how long after it the others got it.
+    report("head killed while sleeping for tokens (after the token came)", now_ns() - std::max(t0, token_at));
     CHECK(peek.queued("slow") == 0);
 }
 
