@@ -102,6 +102,10 @@ int Engine::reap(rq_reap_report *out) {
 int Engine::reap_dead_holders(uint32_t r) {
     for (uint32_t p = 0; p < view_.geo.max_processes; ++p) {
         if (p == me_) continue;
+        // The process table first (64 bytes a slot; a holding row is a page
+        // apart from the next): a free slot has no owner to reclaim.
+        // acquire: pairs with the acq_rel CASes on the process word (process_table.cpp).
+        if (ProcWord::unpack(view_.process(p).word.load(boost::memory_order_acquire)).state == ProcState::kFree) continue;
         Holding &h = view_.holding(p, r);
         // relaxed: a hint of whom to check; the reclaim reads it again under the lock.
         if (h.req.load(boost::memory_order_relaxed) == 0 && h.load.load(boost::memory_order_relaxed) == 0) continue;

@@ -343,16 +343,10 @@ private:
     int reclaim_ticket_owner(uint32_t r, uint32_t x);
     // Reclaims the dead among the owners scan_front finds in [head, stop).
     int check_front(uint32_t r, uint32_t head, uint32_t stop);
-    // The nearest ticket ahead of t (down to head) that another process
-    // owns: the one whose death the waiter of t must hear of. ticket == t:
-    // none (only our own tickets ahead). stuck: it is a head that is
-    // abandoned or served (its passer died): check it now.
-    struct Ahead {
-        uint32_t ticket;
-        uint32_t owner;
-        bool stuck;
-    };
-    Ahead ahead_of(uint32_t r, uint32_t head, uint32_t t) const;
+    // Reclaims the dead among the owners a waiter watches, and the front.
+    int check_ahead(uint32_t r, uint32_t head, uint32_t t, const Ahead &a);
+    // Whose death the waiter of ticket t must hear of (watch.hpp, Ahead).
+    void ahead_of(uint32_t r, uint32_t head, uint32_t t, Ahead &out) const;
     // Adds process p's death word to w (or sets w.poll / w.died).
     void watch_death(uint32_t p, DeathWatch &w);
     // A head waiting for concurrency: the holders of resource r.

@@ -82,19 +82,20 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
                 if (since == 0) note_wait(r, ticket, load, since = now);
                 // Woken by a release, or by the kernel when a holder dies
                 // (watch.cpp); a holder that gives no notice is polled.
+                // After a notice the dead one's liveness lock may outlive it
+                // a moment (kDyingNs); kBackstopNs is the safety bound.
                 DeathWatch w;
                 watch_holders(r, w);
-                int64_t bound = w.died ? kDyingNs : w.poll ? kWatchNs : 0;
+                const int64_t bound = w.died ? kDyingNs : w.poll ? kWatchNs : kBackstopNs;
                 if (w.died) {
                     rc = reap_dead_holders(r);
                     if (rc != RQ_OK) return rc;
                     if (conc_fits(res, lim, load)) continue;  // it gave its permits back
                 }
                 auto still_full = [&] { return !conc_fits(res, lim, load); };
-                rc = head_sleep(r, ticket, SlotState::kHeadConcSleep, bound != 0 ? std::min(deadline, now + bound) : deadline,
-                                still_full, &w);
+                rc = head_sleep(r, ticket, SlotState::kHeadConcSleep, std::min(deadline, now + bound), still_full, &w);
                 if (rc != RQ_OK) return rc;
-                if (bound != 0 && now_ns() >= now + bound) {
+                if (now_ns() >= now + bound) {
                     rc = reap_dead_holders(r);
                     if (rc != RQ_OK) return rc;
                 }

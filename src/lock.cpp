@@ -35,7 +35,8 @@ int Engine::lock_slow(Shared<uint32_t> &word, bool define_lock, uint32_t r) {
         }
         cpu_relax();
     }
-    int64_t check_at = now_ns() + kWatchNs;
+    int64_t checked_at = now_ns();  // when we last looked at the owner ourselves
+    int64_t dying = kDyingNs;       // after a notice: the interval at which we look again
     for (;;) {
         // relaxed: only a value to CAS from; the CAS that takes the lock acquires.
         uint32_t v = word.load(boost::memory_order_relaxed);
@@ -55,23 +56,25 @@ int Engine::lock_slow(Shared<uint32_t> &word, bool define_lock, uint32_t r) {
             v |= kLockWaiters;
         }
         const uint32_t owner = (v & kLockOwnerMask) - 1;
-        // Whose death we must hear of: the owner's (watch.cpp), so the wait
-        // is untimed unless the owner gives no notice (then poll kWatchNs).
+        // Whose death we must hear of: the owner's (watch.cpp). With notice
+        // the wait is bounded only by the backstop; without, we poll.
         DeathWatch w;
         if (owner != me_) watch_death(owner, w);
         if (!w.died) {
+            dying = kDyingNs;
             FutexResult res;
             if (w.n == 1) {
                 const FutexWord words[2] = {{&word, v}, w.word[0]};
-                res = futex_wait_any(words, 2, INT64_MAX);
+                res = futex_wait_any(words, 2, checked_at + kBackstopNs);
+                relay_deaths(w);
             } else {
-                res = futex_wait(&word, v, check_at);
+                res = futex_wait(&word, v, checked_at + kWatchNs);
             }
             // Woken, the word changed, or the owner's death word did: look again.
             if (res != FutexResult::kTimedOut) continue;
-            check_at = now_ns() + kWatchNs;
         }
-        // The owner died (notice), or the poll interval passed: check it.
+        // The owner died (notice), or it is time to look: check it.
+        checked_at = now_ns();
         if (owner == me_) {
             // Our own slot: another thread of this process holds it. Except
             // while we register into the slot (no thread of ours holds a lock
@@ -79,14 +82,18 @@ int Engine::lock_slow(Shared<uint32_t> &word, bool define_lock, uint32_t r) {
             if (!registering_.load(std::memory_order_relaxed)) continue;
             return take_over_lock(word, owner, define_lock, r);
         }
-        if (owner < view_.geo.max_processes && alive(owner)) {
-            // Its liveness lock can outlive the notice for a moment.
-            if (w.died) futex_wait(&word, v, now_ns() + kDyingNs);
-            continue;
+        if (owner >= view_.geo.max_processes || !alive(owner)) {
+            const Result<LockBreak> b = break_dead_lock(word, owner, define_lock, r);
+            if (b.kind == LockBreak::kOurs) return RQ_OK;
+            if (b.kind == LockBreak::kFailed) return b.rc;
+            // kWaitAgain: a live reclaimer is on it.
         }
-        const Result<LockBreak> b = break_dead_lock(word, owner, define_lock, r);
-        if (b.kind == LockBreak::kOurs) return RQ_OK;
-        if (b.kind == LockBreak::kFailed) return b.rc;
+        // After a notice, the dead one's liveness lock can outlive it a
+        // moment, or a reclaimer is on it: look again at growing intervals.
+        if (w.died) {
+            futex_wait(&word, v, checked_at + dying);
+            dying = std::min(dying * 2, kWatchNs);
+        }
     }
 }
 

@@ -95,7 +95,10 @@ void Engine::start_sentinel() noexcept {
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    const int rc = pthread_create(&s->thread, &attr, sentinel_main, s.get());
+    int rc = pthread_create(&s->thread, &attr, sentinel_main, s.get());
+    // A program with much static TLS needs more than our small stack
+    // (EINVAL): take the default.
+    if (rc == EINVAL) rc = pthread_create(&s->thread, nullptr, sentinel_main, s.get());
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
     pthread_attr_destroy(&attr);
     if (rc != 0) return;
@@ -303,6 +306,9 @@ int Engine::reclaim_slot(uint32_t p, uint64_t raw) {
         // acq_rel: the steps' stores before kFree, to the next registrant.
         proc.word.compare_exchange_strong(expected, ProcWord{gen, ProcState::kFree, 0}.pack(),
                                           boost::memory_order_acq_rel);
+        // Anyone still asleep on its death word looks again (the kernel woke
+        // only one of them at the death).
+        futex_wake(&proc.death_word, INT32_MAX);
         view_.header().reclaims.fetch_add(1, boost::memory_order_relaxed);
         return RQ_OK;
     }

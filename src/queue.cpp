@@ -87,7 +87,10 @@ void sleep_on(const Shared<uint64_t> &word, uint32_t expected, const DeathWatch 
     words[n++] = FutexWord{&word, expected};
     if (tl_cancel.word != nullptr) words[n++] = FutexWord{tl_cancel.word, tl_cancel.waiting};
     for (uint32_t i = 0; w != nullptr && i < w->n; ++i) words[n++] = w->word[i];
-    if (futex_wait_any(words, n, until) != FutexResult::kUnsupported) return;
+    if (futex_wait_any(words, n, until) != FutexResult::kUnsupported) {
+        if (w != nullptr) relay_deaths(*w);
+        return;
+    }
     const int64_t cap = now_ns() + kFallbackNs;
     futex_wait(&word, expected, until < cap ? until : cap);
 }
@@ -141,7 +144,8 @@ Result<Turn> Engine::wait_turn(uint32_t r, uint32_t t, int64_t deadline) {
     Resource &res = view_.resource(r);
     Slot &s = view_.slot(r, t);
     const uint32_t n = view_.geo.queue_slots;
-    int64_t poll_since = 0;  // when we began to poll the one ahead (no notice); 0: not polling
+    int64_t checked_at = 0;  // when we last looked at those ahead for ourselves
+    int64_t dying = kDyingNs / 2;  // after a notice: the interval at which we look again
     int64_t spin_until = 0;
     uint32_t spins = 0;
     const uint32_t first_head = QueueWord::unpack(res.queue.load(kSeqCst)).head;
@@ -154,6 +158,7 @@ Result<Turn> Engine::wait_turn(uint32_t r, uint32_t t, int64_t deadline) {
             const SlotWord hw = SlotWord::unpack(s.word.load(kSeqCst));
             if (hw.ticket == ticket_bits(t) && hw.state == SlotState::kDone) {
                 pass_head(r, t);
+                retarget_behind(r, t, me_);
                 return {Turn::kServed};
             }
             return {Turn::kHead};
@@ -165,7 +170,13 @@ Result<Turn> Engine::wait_turn(uint32_t r, uint32_t t, int64_t deadline) {
             // Served, passed, and the slot reused since we read the queue word?
             return passed_over(r, t, QueueWord::unpack(res.queue.load(kSeqCst)).head);
         }
-        if (sw.state == SlotState::kDone) return {Turn::kServed};  // the head served us (serve_behind)
+        if (sw.state == SlotState::kDone) {
+            // The head served us (serve_behind). We leave the line alive:
+            // those behind that watched us look again (the head that served
+            // us may die before its own retarget).
+            retarget_behind(r, t, me_);
+            return {Turn::kServed};
+        }
         if (head_state(sw.state)) return {Turn::kHead};
         if (sw.state == SlotState::kSleeping || sw.state == SlotState::kWatching) {
             // A retarget changed our sleep state while we were awake: take it back.
@@ -193,38 +204,35 @@ Result<Turn> Engine::wait_turn(uint32_t r, uint32_t t, int64_t deadline) {
                 continue;
             }
         }
-        // Whose death we must hear of while we sleep: the process right
+        // Whose death we must hear of while we sleep: the processes right
         // ahead of us (watch.cpp).
-        const Ahead a = ahead_of(r, q.head, t);
+        Ahead a;
+        ahead_of(r, q.head, t, a);
         if (a.stuck) {
             // A head left abandoned or served: its passer died before
             // moving past it.
-            const int rc = reclaim_ticket_owner(r, a.ticket);
+            const int rc = reclaim_ticket_owner(r, a.ticket[a.n - 1]);
             if (rc != RQ_OK) return {Turn::kFailed, rc};
             continue;
         }
         DeathWatch w;
-        if (a.ticket != t) watch_death(a.owner, w);
-        int64_t bound = INT64_MAX;  // untimed: the kernel gives notice
-        if (w.died || w.poll) {
-            if (w.died || (poll_since != 0 && now - poll_since >= kWatchNs)) {
-                // The one ahead died; or, without notice, time to look: at
-                // the whole front, as the owner ahead may be damage.
-                const int rc = w.died ? reclaim_ticket_owner(r, a.ticket) : check_front(r, q.head, t);
-                if (rc != RQ_OK) return {Turn::kFailed, rc};
-                poll_since = now;
-                const SlotWord aw = SlotWord::unpack(view_.slot(r, a.ticket).word.load(kSeqCst));
-                const bool left = aw.ticket == ticket_bits(a.ticket) && aw.state == SlotState::kAbandoned;
-                if (left || QueueWord::unpack(res.queue.load(kSeqCst)).head != q.head) continue;  // look again
-            }
-            // Without notice, poll; after a notice, the liveness lock may
-            // outlive it for a moment (kDyingNs).
-            if (poll_since == 0) poll_since = now;
-            bound = w.died ? kDyingNs : kWatchNs;
-        } else {
-            poll_since = 0;
+        for (uint32_t i = 0; i < a.n; ++i) watch_death(a.owner[i], w);
+        w.poll |= a.more;
+        // How long we may sleep before we look for ourselves: not at all
+        // after a notice (then at growing intervals while the liveness lock
+        // outlives it), kWatchNs without notice, kBackstopNs with.
+        dying = w.died ? std::min(dying * 2, kWatchNs) : kDyingNs / 2;
+        const int64_t period = w.died ? dying : w.poll ? kWatchNs : kBackstopNs;
+        if (checked_at == 0) checked_at = now;
+        if (w.died || now - checked_at >= period) {
+            checked_at = now;
+            const int rc = check_ahead(r, q.head, t, a);
+            if (rc != RQ_OK) return {Turn::kFailed, rc};
+            Ahead after;
+            ahead_of(r, QueueWord::unpack(res.queue.load(kSeqCst)).head, t, after);
+            if (!after.same(a)) continue;  // someone was reclaimed, or left: look again
         }
-        const bool timed = bound != INT64_MAX;
+        const bool timed = w.died || w.poll;
         const uint64_t sv = with_state(sw, timed ? SlotState::kWatching : SlotState::kSleeping);
         if (!s.word.compare_exchange_strong(v, sv, kSeqCst)) continue;
         // Dekker with pass_head and with abandon/retarget_behind: they change
@@ -233,15 +241,16 @@ Result<Turn> Engine::wait_turn(uint32_t r, uint32_t t, int64_t deadline) {
         const QueueWord q2 = QueueWord::unpack(res.queue.load(kSeqCst));
         bool moved = q2.head == t;
         if (!moved) {
-            const Ahead a2 = ahead_of(r, q2.head, t);
-            moved = a2.ticket != a.ticket || a2.owner != a.owner || a2.stuck;
+            Ahead a2;
+            ahead_of(r, q2.head, t, a2);
+            moved = !a2.same(a);
         }
         if (moved) {
             uint64_t e = sv;
             s.word.compare_exchange_strong(e, with_state(sw, SlotState::kWaiting), kSeqCst);
             continue;
         }
-        sleep_on(s.word, static_cast<uint32_t>(sv), &w, timed ? std::min(deadline, now + bound) : deadline);
+        sleep_on(s.word, static_cast<uint32_t>(sv), &w, std::min(deadline, checked_at + period));
         uint64_t e = sv;
         // Fails when we were granted or retargeted meanwhile; the loop reads why.
         s.word.compare_exchange_strong(e, with_state(sw, SlotState::kWaiting), kSeqCst);

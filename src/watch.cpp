@@ -88,22 +88,48 @@ int Engine::reclaim_ticket_owner(uint32_t r, uint32_t x) {
 }
 
 
-Engine::Ahead Engine::ahead_of(uint32_t r, uint32_t head, uint32_t t) const {
+void Engine::ahead_of(uint32_t r, uint32_t head, uint32_t t, Ahead &out) const {
+    out = Ahead{};
     // Bounded by the ring: a damaged queue word cannot make us walk it twice.
     const uint32_t n = std::min(t - head, view_.geo.queue_slots);
     for (uint32_t k = 1; k <= n; ++k) {
         const uint32_t x = t - k;
         const SlotWord sw = SlotWord::unpack(view_.slot(r, x).word.load(kSeqCst));
-        // Below the tail every ticket was claimed: another ticket here is
-        // damage, watched by polling (reclaim_ticket_owner reports it once
-        // it is head).
-        if (sw.ticket != ticket_bits(x)) return {x, kNoOwner, false};
-        const bool gone = sw.state == SlotState::kAbandoned || sw.state == SlotState::kDone;
-        if (x == head && gone) return {x, sw.owner, true};
-        if (gone || sw.owner == me_) continue;
-        return {x, sw.owner, false};
+        uint32_t owner = sw.owner;
+        bool asleep = sw.state == SlotState::kSleeping || sw.state == SlotState::kWatching ||
+                      sw.state == SlotState::kHeadRateSleep || sw.state == SlotState::kHeadConcSleep;
+        if (sw.ticket != ticket_bits(x)) {
+            // Below the tail every ticket was claimed: another ticket here
+            // is damage, watched by polling (reclaim_ticket_owner reports it
+            // once it is head).
+            owner = kNoOwner;
+            asleep = false;
+        } else {
+            const bool gone = sw.state == SlotState::kAbandoned || sw.state == SlotState::kDone;
+            if (x == head && gone) {
+                if (out.n == kMaxAhead) --out.n;
+                out.ticket[out.n] = x;
+                out.owner[out.n++] = owner;
+                out.stuck = true;
+                return;
+            }
+            if (gone || owner == me_) continue;
+        }
+        bool known = false;
+        for (uint32_t i = 0; i < out.n; ++i) known |= out.owner[i] == owner && owner != kNoOwner;
+        if (!known) {
+            if (out.n == kMaxAhead) {
+                out.more = true;
+                return;
+            }
+            out.ticket[out.n] = x;
+            out.owner[out.n++] = owner;
+        }
+        // An owner asleep watches those ahead of it, and the head is the
+        // front: no need to look further. An awake or idle one (a ticket of
+        // rq_enqueue that no thread waits on) watches nobody: look past it.
+        if (asleep || x == head) return;
     }
-    return {t, kNoOwner, false};
 }
 
 void Engine::watch_death(uint32_t p, DeathWatch &w) {
@@ -161,6 +187,22 @@ int Engine::check_front(uint32_t r, uint32_t head, uint32_t stop) {
         if (rc != RQ_OK) return rc;
     }
     return RQ_OK;
+}
+
+int Engine::check_ahead(uint32_t r, uint32_t head, uint32_t t, const Ahead &a) {
+    for (uint32_t i = 0; i < a.n; ++i) {
+        const int rc = reclaim_ticket_owner(r, a.ticket[i]);
+        if (rc != RQ_OK) return rc;
+    }
+    return check_front(r, head, t);
+}
+
+void relay_deaths(const DeathWatch &w) noexcept {
+    for (uint32_t i = 0; i < w.n; ++i) {
+        const auto *word = static_cast<const Shared<uint32_t> *>(w.word[i].word);
+        // acquire: pairs with the kernel's mark at the death (a CAS).
+        if ((word->load(boost::memory_order_acquire) & kDeathOwnerDied) != 0) futex_wake(word, INT32_MAX);
+    }
 }
 
 }  // namespace rq::detail

@@ -21,10 +21,22 @@ inline constexpr int64_t kWatchNs = 20'000'000;
 // so a waiter may find the liveness lock still held for a moment after the
 // notice: it looks again this often (exit takes about a millisecond here).
 inline constexpr int64_t kDyingNs = 1'000'000;
-// How many processes ahead of it a waiter whose timeout passed checks on its
-// way out (watch.cpp, scan_front), so that a stuck front cannot outlast
-// every impatient caller.
+// A sleep that waits for a notice still ends after this long, and then looks
+// at the front (and a waiting head at its holders): a safety bound, should a
+// notice ever be missed by a path the protocol did not foresee, not the way
+// any death is found (the tests pass with it set to an hour). One wake-up a
+// second costs a sleeper about 5 us of CPU per second.
+inline constexpr int64_t kBackstopNs = 1'000'000'000;
+// How many processes ahead of it a waiter whose timeout passed, or that
+// polls, checks (watch.cpp, scan_front), so that a stuck front cannot
+// outlast every impatient caller.
 inline constexpr uint32_t kWatchDistance = 2;
+// How many owners ahead of it a waiter watches at most (watch.cpp,
+// ahead_of): more idle tickets of distinct processes in a row than this and
+// it polls.
+inline constexpr uint32_t kMaxAhead = 8;
+inline constexpr uint32_t kNoOwner = UINT32_MAX;
+
 // What a sleeper watches for a death: up to kMax death words to sleep on, and
 // whether a watched process gives no notice (poll: sleep at most kWatchNs,
 // then check) or has died (check now).
@@ -36,9 +48,32 @@ struct DeathWatch {
     bool died = false;
 };
 
+// After a sleep on w's words, whatever woke it: passes on the news of any
+// death among them to the other sleepers on that word (the kernel wakes only
+// one, and that wake may have gone to a sleeper that had already been woken
+// by another word and will not look at this one).
+void relay_deaths(const DeathWatch &w) noexcept;
+
+// Whom the waiter of a ticket watches (watch.cpp, ahead_of): the owners of
+// the tickets ahead of it, nearest first, up to and including the first one
+// whose owner is asleep watching further ahead (or the head).
+struct Ahead {
+    uint32_t n = 0;                  // 0: only our own tickets ahead
+    uint32_t ticket[kMaxAhead];
+    uint32_t owner[kMaxAhead];       // kNoOwner: a slot that does not name its ticket (damage)
+    bool stuck = false;              // ticket[n - 1] is a head left abandoned or served
+    bool more = false;               // stopped at kMaxAhead: poll
+    bool same(const Ahead &o) const {
+        if (n != o.n || stuck != o.stuck || more != o.more) return false;
+        for (uint32_t i = 0; i < n; ++i) {
+            if (ticket[i] != o.ticket[i] || owner[i] != o.owner[i]) return false;
+        }
+        return true;
+    }
+};
+
 // The first owners at the front of a queue (watch.cpp, scan_front): whom a
 // waiter whose timeout passed, or that polls, checks.
-inline constexpr uint32_t kNoOwner = UINT32_MAX;
 struct Front {
     uint32_t ticket[kWatchDistance + 1];
     uint32_t owner[kWatchDistance + 1];
