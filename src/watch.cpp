@@ -3,24 +3,30 @@
 // process, and the kernel gives the notice (layout.hpp, the death word;
 // process_table.cpp, the sentinel): nobody polls a process that can give it.
 //
-// Who watches whom, CLH-style: the waiter of ticket t watches the owner of
-// the nearest ticket ahead of it that another process owns (ahead_of). The
-// head never needs watching by its own successor's successor: when anyone
-// in the chain dies, the one right behind it hears, reclaims it (its tickets
-// are abandoned, so the head moves past them) and looks again. A head
-// waiting for concurrency watches the holders (watch_holders): a holder's
-// death gives its permits back. A head waiting for tokens watches nobody.
-// When a ticket leaves the line alive (a timeout, a cancel), the one behind
-// it is woken to look again (queue.cpp, retarget_behind). So a line of
-// 1,000 sleepers costs no CPU, and a death is seen within milliseconds,
-// also when the holder and the whole front of a line die at once: the first
-// live waiter behind them hears of the last of them, and each reclaim
-// reveals the next.
+// Who watches whom, CLH-style: the waiter of ticket t watches the owners of
+// the tickets ahead of it, nearest first, skipping its own, up to and
+// including the first one whose owner is asleep watching further ahead (or
+// the head); an awake or idle ticket (an rq_enqueue ticket no thread waits
+// on) watches nobody, so the walk goes past it (ahead_of). When anyone in
+// the chain dies, one right behind it hears, reclaims it (its tickets are
+// abandoned, so the line moves past them), passes the news on to the other
+// sleepers on that word (relay_deaths: the kernel wakes only one), and
+// looks again. A head waiting for concurrency watches the holders
+// (watch_holders): a holder's death gives its permits back. A head waiting
+// for tokens watches nobody. When a ticket leaves the line alive (a
+// timeout, a cancel, served by the head), those behind that watched it are
+// woken to look again (queue.cpp, retarget_behind). So a line of 1,000
+// sleepers costs no CPU, and a death is seen within milliseconds, also when
+// the holder and the whole front of a line die at once: the first live
+// waiter behind them hears of the last of them, and each reclaim reveals
+// the next.
 //
 // Where notice cannot be had (a process without a sentinel, a kernel without
 // futex_waitv), the watcher polls: it sleeps at most kWatchNs, then checks.
-// Every slot transition this causes is queue.cpp's (abandon_dead,
-// pass_head); the sleeps are queue.cpp's wait_turn and head_sleep.
+// A sleep with notice still ends after kBackstopNs and checks: a safety
+// bound, not how deaths are found. Every slot transition this causes is
+// queue.cpp's (abandon_dead, pass_head); the sleeps are queue.cpp's
+// wait_turn and head_sleep, and lock.cpp's lock_slow.
 #include "core.hpp"
 #include "futex.hpp"
 
