@@ -21,6 +21,23 @@ namespace {
 // every few microseconds; the operator sees the last read either way).
 constexpr int kMaxSnapshotReads = 8;
 
+// Every byte outside printable ASCII (and the backslash) as \xNN.
+std::string escaped_name(const std::string &raw) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string out;
+    for (const char ch : raw) {
+        const auto b = static_cast<unsigned char>(ch);
+        if (b >= 0x21 && b <= 0x7e && b != '\\') {
+            out += ch;
+        } else {
+            out += "\\x";
+            out += kHex[b >> 4];
+            out += kHex[b & 15];
+        }
+    }
+    return out;
+}
+
 const char *waiter_state(SlotState s) {
     switch (s) {
         case SlotState::kHead: return "head";
@@ -71,7 +88,9 @@ int Inspector::open(const std::string &name) {
         file_.mode = st.st_mode & 07777;
         file_.size = static_cast<uint64_t>(st.st_size);
     }
-    fd_ = ::open(file_.path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    // O_NONBLOCK: a FIFO squatting the name must not block us before the
+    // S_ISREG check below (it has no effect on a regular file).
+    fd_ = ::open(file_.path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd_ < 0) {
         if (errno == ENOENT) return RQ_ENOENT;
         if (errno == EACCES || errno == EPERM || errno == ELOOP) {
@@ -180,7 +199,11 @@ void Inspector::read_resource(uint32_t r, bool details, int64_t now, ResourceInf
     const Resource &res = view_.resource(r);
     out.index = r;
     // The definer wrote the name before kReady (acquire above): bounded copy.
+    // A name no definer could have written (damage, or a hostile writer) is
+    // shown escaped, so no output of rqctl carries control bytes to a
+    // terminal.
     out.name.assign(res.name, strnlen(res.name, kMaxNameLen));
+    if (!valid_resource_name(out.name)) out.name = escaped_name(out.name);
     Limits lim;
     uint64_t word = 0;
     const int limits_rc = read_limits_in(view_, r, lim, &word);
@@ -302,8 +325,13 @@ void Inspector::read_resource(uint32_t r, bool details, int64_t now, ResourceInf
 int any_live_attachment(const std::string &name, bool &any) {
     any = false;
     if (!valid_segment_name(name)) return RQ_EINVAL;
-    int fd = ::open((kShmDir + name).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    int fd = ::open((kShmDir + name).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);  // (see open)
     if (fd < 0) return errno == ENOENT ? RQ_ENOENT : errno == EACCES ? RQ_EACCES : RQ_ESYS;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        ::close(fd);
+        return RQ_ECORRUPT;  // a FIFO, a device, ...: not a segment
+    }
     struct flock fl {};
     fl.l_type = F_WRLCK;
     fl.l_whence = SEEK_SET;

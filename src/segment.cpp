@@ -134,6 +134,7 @@ int open_error(int err) {
     errno = err;
     if (err == ENOENT) return RQ_ENOENT;
     if (err == EACCES || err == EPERM || err == ELOOP) return RQ_EACCES;  // ELOOP: a symlink (O_NOFOLLOW)
+    if (err == EISDIR) return RQ_ECORRUPT;  // a directory squats the name: not a segment, as a FIFO is not
     return RQ_ESYS;
 }
 

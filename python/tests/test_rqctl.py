@@ -452,3 +452,45 @@ def test_rqctl_survives_random_damage_to_a_live_segment(segment):
     finally:
         if os.path.exists(path):
             os.unlink(path)
+
+
+def test_a_fifo_at_the_segment_name_never_hangs_rqctl(segment):
+    """Anyone can squat a name with a FIFO; every command must still answer
+    (issue 16, defect 1: the read-only paths blocked in open())."""
+    path = "/dev/shm/" + segment
+    os.mkfifo(path, 0o600)
+    try:
+        for args in (["ls"], ["show", "x"], ["metrics"], ["version"], ["reap"], ["reset", "x"],
+                     ["define", "x", "--rpm", "60"], ["destroy"], ["--json", "ls"]):
+            try:
+                run = rqctl(segment, *args)
+            except subprocess.TimeoutExpired:
+                pytest.fail("rqctl %s hung on a FIFO at the segment name" % " ".join(args))
+            if args != ["version"]:
+                assert run.returncode != 0, (args, run.stdout)
+                assert run.stderr.startswith("rqctl: "), (args, run.stderr)
+    finally:
+        os.unlink(path)
+
+
+def test_names_with_control_bytes_are_shown_escaped(segment):
+    """Whoever can write the segment must not reach an operator's terminal
+    through a resource name (issue 16, defect 6): tables, show and metrics
+    print such a name escaped, as JSON already did."""
+    with rq.Client(segment) as c:
+        c.define("evilname", rpm=60)
+    path = "/dev/shm/" + segment
+    data = bytearray(pathlib.Path(path).read_bytes())
+    at = data.find(b"evilname\0")
+    assert at > 0
+    hostile = b"\x1b[2J\x1b]0;pwn\x07"
+    data[at:at + len(hostile)] = hostile
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, bytes(data[at:at + len(hostile)]), at)
+    finally:
+        os.close(fd)
+    for args in (["ls"], ["metrics"], ["--json", "ls"]):
+        out = rqctl(segment, *args, check=0).stdout
+        assert "\x1b" not in out and "\x07" not in out, (args, out)
+        assert "\\x1b" in out, (args, out)

@@ -851,6 +851,10 @@ void cmd_destroy(Ctx &ctx, const Args &a) {
     int rc = rd::any_live_attachment(ctx.segment, any);
     if (rc == RQ_ENOENT) fail(fmt::format("segment '{}' (/dev/shm/{}) does not exist: nothing to destroy", ctx.segment, ctx.segment));
     if (rc == RQ_EINVAL) fail(fmt::format("'{}' is not a valid segment name", ctx.segment));
+    if (rc == RQ_ECORRUPT && !a.has("--force")) {
+        fail(fmt::format("/dev/shm/{} is not a regular file, so not a ratequeue segment; add --force to remove it anyway",
+                         ctx.segment));
+    }
     if (rc != RQ_OK && !a.has("--force")) {
         fail(fmt::format("cannot check who uses segment '{}': {}; add --force to remove it anyway", ctx.segment, std::strerror(errno)));
     }
