@@ -18,6 +18,7 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
     Resource &res = view_.resource(r);
     crash_point(CrashPoint::kHeadBeforeServe);
     Limits scratch;
+    int64_t dying = kDyingNs / 2;  // after a holder's death notice: the interval at which we look again
     for (bool first = true;; first = false) {
         // acquire: pairs with write_limits()'s release store (resource.cpp).
         const uint64_t cfg_word = res.config_word.load(boost::memory_order_acquire);
@@ -83,10 +84,12 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
                 // Woken by a release, or by the kernel when a holder dies
                 // (watch.cpp); a holder that gives no notice is polled.
                 // After a notice the dead one's liveness lock may outlive it
-                // a moment (kDyingNs); kBackstopNs is the safety bound.
+                // a moment (look again at growing intervals from kDyingNs);
+                // kBackstopNs is the safety bound.
                 DeathWatch w;
                 watch_holders(r, w);
-                const int64_t bound = w.died ? kDyingNs : w.poll ? kWatchNs : kBackstopNs;
+                dying = w.died ? std::min(dying * 2, kWatchNs) : kDyingNs / 2;
+                const int64_t bound = w.died ? dying : w.poll ? kWatchNs : kBackstopNs;
                 if (w.died) {
                     rc = reap_dead_holders(r);
                     if (rc != RQ_OK) return rc;

@@ -110,17 +110,19 @@ void Engine::start_sentinel() noexcept {
 
 void Engine::stop_sentinel() noexcept {
     if (sentinel_ == nullptr) return;
+    // First the word: from now on those who watch us poll until our slot is
+    // free (a kill from here on is found by polling), and the change wakes
+    // every one of them. The kernel leaves a word alone that does not name
+    // the dying thread, so the sentinel may still hold it. (relaxed store:
+    // the wake is what they wait for; they read the word with acquire.)
+    Shared<uint32_t> &word = view_.process(me_).death_word;
+    word.store(0, boost::memory_order_relaxed);
+    futex_wake(&word, INT32_MAX);
     // release: pairs with the sentinel's acquire load.
     sentinel_->stop.store(1, std::memory_order_release);
     futex_wake(&sentinel_->stop, 1);
     pthread_join(sentinel_->thread, nullptr);
     sentinel_.reset();
-    // Nothing holds the word now: those who watch us poll until our slot is
-    // free, and a change wakes every one of them. (relaxed store: the wake
-    // is what they wait for; they read it with acquire.)
-    Shared<uint32_t> &word = view_.process(me_).death_word;
-    word.store(0, boost::memory_order_relaxed);
-    futex_wake(&word, INT32_MAX);
 }
 
 namespace {

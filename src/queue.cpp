@@ -357,31 +357,43 @@ int Engine::pass_head(uint32_t r, uint32_t t) {
 }
 
 // Ticket t (owned by process `left`, or a batch ending at t when left is
-// kNoOwner) left the line alive. The waiters right behind it that belong to
-// another process watched it (watch.cpp, ahead_of): all tickets of the first
-// such process's run, since each skips its own. Wake the sleepers among
-// them to look again. The new state is kWatching, not kWaiting: if we die
-// before the futex_wake, a later grant still sees a sleeper and wakes it.
+// kNoOwner) left the line alive. Wakes, to look again, every sleeper behind
+// it whose watch (watch.cpp, ahead_of) reached t: one whose walk back met no
+// ticket asleep of another process first. So the walk forward stops once it
+// has passed asleep tickets of two processes, or more owners than a waiter
+// watches (kMaxAhead: those behind poll). The woken state is kWatching, not
+// kWaiting: if we die before the futex_wake, a later grant still sees a
+// sleeper and wakes it.
 void Engine::retarget_behind(uint32_t r, uint32_t t, uint32_t left) {
     const QueueWord q = QueueWord::unpack(view_.resource(r).queue.load(kSeqCst));
     // Bounded by the ring: a damaged queue word cannot make us walk it twice.
     const uint32_t n = std::min(q.tail - t, view_.geo.queue_slots);
-    uint32_t run = kNoOwner;
+    uint32_t asleep_owner = kNoOwner;  // the one process whose tickets seen so far are asleep
+    uint32_t owners[kMaxAhead + 1];
+    uint32_t n_owners = 0;
     for (uint32_t k = 1; k < n; ++k) {
         Slot &s = view_.slot(r, t + k);
         uint64_t v = s.word.load(kSeqCst);
         const SlotWord sw = SlotWord::unpack(v);
         if (sw.ticket != ticket_bits(t + k)) return;
         if (sw.state == SlotState::kAbandoned || sw.state == SlotState::kDone) continue;
-        if (run == kNoOwner) {
-            if (sw.owner == left) continue;
-            run = sw.owner;
-        } else if (sw.owner != run) {
-            return;
+        bool seen = false;
+        for (uint32_t i = 0; i < n_owners; ++i) seen |= owners[i] == sw.owner;
+        if (!seen) {
+            if (n_owners == kMaxAhead + 1) return;
+            owners[n_owners++] = sw.owner;
         }
-        if (sw.state == SlotState::kSleeping &&
+        const bool reaches = asleep_owner == kNoOwner || asleep_owner == sw.owner;
+        if (sw.owner != left && reaches && sw.state == SlotState::kSleeping &&
             s.word.compare_exchange_strong(v, with_state(sw, SlotState::kWatching), kSeqCst)) {
             futex_wake(&s.word, 1);
+        }
+        if (sw.state == SlotState::kSleeping || sw.state == SlotState::kWatching) {
+            if (asleep_owner == kNoOwner) {
+                asleep_owner = sw.owner;
+            } else if (asleep_owner != sw.owner) {
+                return;
+            }
         }
     }
 }

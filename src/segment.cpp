@@ -134,7 +134,7 @@ int open_error(int err) {
     errno = err;
     if (err == ENOENT) return RQ_ENOENT;
     if (err == EACCES || err == EPERM || err == ELOOP) return RQ_EACCES;  // ELOOP: a symlink (O_NOFOLLOW)
-    if (err == EISDIR) return RQ_ECORRUPT;  // a directory squats the name: not a segment, as a FIFO is not
+    if (err == EISDIR) return RQ_ECORRUPT;  // a directory squats the name: not a segment
     return RQ_ESYS;
 }
 
@@ -164,7 +164,12 @@ int open_existing(const std::string &name, bool group, Mapping &m, Geometry &geo
         return rc;
     } catch (const bip::interprocess_exception &e) {
         m.region.reset();
-        return open_error(e.get_native_error());
+        const int err = e.get_native_error();
+        // shm_open answers EINVAL (not EISDIR) for a directory at the name:
+        // a squat, refused as a FIFO is (the name itself was validated).
+        struct stat st;
+        if (err == EINVAL && ::lstat((kShmDir + name).c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return RQ_ECORRUPT;
+        return open_error(err);
     }
 }
 

@@ -454,3 +454,65 @@ TEST_CASE("a waiter whose neighbour ahead timed out still hears of the head's de
     CHECK(admitted_at->load() - killed < 100'000'000);
     check_clean(d.peek, "chain");
 }
+
+// The waiter behind an idle ticket (rq_enqueue, no thread waiting on it)
+// watches past it. When the one it reached past that ticket leaves the line
+// alive, it must still be told to look again, or the head's death goes
+// unnoticed (the idle ticket's owner watches nobody).
+TEST_CASE("a waiter behind an idle ticket still hears of the head's death when its neighbour ahead leaves") {
+    Defined d("idle", {conc(1)});
+    auto *step = shared_block<std::atomic<int>>();
+    pid_t holder = spawn([&]() -> int {
+        rq_client *cc = open_or_die(d.seg);
+        rq_permit p;
+        if (rq_acquire(cc, "idle", 1, 0, &p) != RQ_OK) return 10;
+        step->store(1);
+        for (;;) pause();
+    });
+    REQUIRE(eventually([&] { return step->load() == 1; }));
+    pid_t head = spawn([&] {  // H: the head, asleep for concurrency
+        rq_client *cc = open_or_die(d.seg);
+        rq_permit p;
+        rq_acquire(cc, "idle", 1, -1, &p);
+        return 10;
+    });
+    REQUIRE(eventually([&] { return d.peek.queued("idle") == 1; }));
+    auto *gave_up = shared_block<std::atomic<int>>();
+    pid_t neighbour = spawn([&]() -> int {  // A: times out, and stays alive
+        rq_client *cc = open_or_die(d.seg);
+        rq_permit p;
+        gave_up->store(rq_acquire(cc, "idle", 1, 400'000'000, &p) == RQ_ETIMEDOUT ? 1 : 2);
+        for (;;) pause();
+    });
+    REQUIRE(eventually([&] { return d.peek.queued("idle") == 2; }));
+    pid_t idler = spawn([&]() -> int {  // I: a ticket nobody waits on
+        rq_client *cc = open_or_die(d.seg);
+        rq_ticket t;
+        if (rq_enqueue(cc, "idle", 1, &t) != RQ_OK) return 11;
+        for (;;) pause();
+    });
+    REQUIRE(eventually([&] { return d.peek.queued("idle") == 3; }));
+    pid_t behind = spawn([&] {  // Y: watches past I, to A
+        rq_client *cc = open_or_die(d.seg);
+        rq_permit p;
+        rq_acquire(cc, "idle", 1, 10 * int64_t{kSec}, &p);
+        return 0;
+    });
+    REQUIRE(eventually([&] { return d.peek.queued("idle") == 4; }));
+    REQUIRE(eventually([&] { return gave_up->load() != 0; }));
+    CHECK(gave_up->load() == 1);
+    sleep_ms(20);
+    const uint32_t dead_head = d.peek.queue("idle").head;
+    const int64_t killed = now_ns();
+    kill(head, SIGKILL);
+    kill(holder, SIGKILL);
+    CHECK(reap(head) == -SIGKILL);
+    CHECK(reap(holder) == -SIGKILL);
+    // Someone alive heard of it: the head moves past the dead one (to I's ticket).
+    const bool moved = eventually([&] { return d.peek.queue("idle").head != dead_head; }, 3000);
+    const int64_t took = now_ns() - killed;
+    CHECK(moved);
+    report("head killed behind a neighbour that left and an idle ticket", took);
+    for (pid_t k : {neighbour, idler, behind}) kill(k, SIGKILL);
+    for (pid_t k : {neighbour, idler, behind}) reap(k);
+}
