@@ -249,10 +249,13 @@ private:
     // ---- lock.cpp: the lock word and the concurrency journal it guards
     // try_lock: the one CAS of an uncontended lock (inline, below); lock:
     // try_lock, else lock_slow, which waits (define_lock and r say which
-    // journal a broken lock's breaker undoes).
+    // journal a broken lock's breaker undoes). The wait ends with
+    // RQ_ETIMEDOUT at the deadline, and with RQ_ECORRUPT when one owner,
+    // alive (or this very process), has held it for kLockDamageNs: a lock is
+    // held for a few dozen instructions, so that is a damaged lock word.
     bool try_lock(Shared<uint32_t> &word);
-    int lock(Shared<uint32_t> &word, bool define_lock, uint32_t r);
-    int lock_slow(Shared<uint32_t> &word, bool define_lock, uint32_t r);
+    int lock(Shared<uint32_t> &word, bool define_lock, uint32_t r, int64_t deadline = INT64_MAX);
+    int lock_slow(Shared<uint32_t> &word, bool define_lock, uint32_t r, int64_t deadline = INT64_MAX);
     int take_over_lock(Shared<uint32_t> &word, uint32_t dead, bool define_lock, uint32_t r);
     Result<LockBreak> break_dead_lock(Shared<uint32_t> &word, uint32_t owner, bool define_lock, uint32_t r);
     void unlock(Shared<uint32_t> &word);  // inline, below
@@ -464,9 +467,9 @@ inline int Engine::release(rq_permit *p) {
     return word.compare_exchange_strong(expected, me_ + 1, boost::memory_order_acquire, boost::memory_order_relaxed);
 }
 
-inline int Engine::lock(Shared<uint32_t> &word, bool define_lock, uint32_t r) {
+inline int Engine::lock(Shared<uint32_t> &word, bool define_lock, uint32_t r, int64_t deadline) {
     if (try_lock(word)) [[likely]] return RQ_OK;
-    return lock_slow(word, define_lock, r);
+    return lock_slow(word, define_lock, r, deadline);
 }
 
 [[gnu::always_inline]] inline void Engine::unlock(Shared<uint32_t> &word) {

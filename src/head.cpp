@@ -66,7 +66,9 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
             continue;
         }
         if (lim.has_conc) {
-            int rc = lock(res.lock, false, r);
+            // A try waits for the lock only as long as a holder needs it.
+            int rc = lock(res.lock, false, r, is_try ? now + kLockTryNs : deadline);
+            if (rc == RQ_ETIMEDOUT && is_try) return RQ_EAGAIN;
             if (rc != RQ_OK) return rc;
             // A penalty that came while we waited for the lock holds too.
             // seq_cst: pairs with penalize()'s CAS, as above.

@@ -64,7 +64,9 @@ Fast Engine::try_fast_conc(Resource &res, uint32_t r, const Limits &lim, uint64_
     if (!nobody_in_line(res, r)) return Fast::kMiss;  // (not worth the lock)
     crash_point(CrashPoint::kFastBeforeLock);
     if (!try_lock(res.lock)) {
-        rc = lock_slow(res.lock, false, r);
+        // Bounded: past it the line path waits, with the caller's deadline.
+        rc = lock_slow(res.lock, false, r, now + kLockTryNs);
+        if (rc == RQ_ETIMEDOUT) return Fast::kMiss;
         if (rc != RQ_OK) return Fast::kFailed;
         now = now_ns();  // we waited: the reading is stale
     }

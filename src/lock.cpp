@@ -6,9 +6,12 @@
 // It guards a few dozen instructions, so contenders spin briefly, then sleep
 // on the word and on the owner's death word (watch.cpp): the kernel wakes
 // them if the owner dies, and they test whether it is alive (an owner that
-// gives no notice is polled every kWatchNs). A dead owner's lock is broken by one CAS (only one breaker
-// wins), and the breaker undoes the owner's half-done operation from the
-// journal before doing anything else.
+// gives no notice is polled every kWatchNs). A wait ends at the caller's
+// deadline, and a word that names one live owner (or ourselves) through
+// kLockDamageNs of timed-out sleeps is damage: RQ_ECORRUPT. A dead owner's
+// lock is broken by one CAS (only one breaker wins), and the breaker undoes
+// the owner's half-done operation from the journal before doing anything
+// else.
 //
 // Memory orders: taking the lock is an acquire CAS, giving it back a release
 // exchange; they pair with each other. Inside the lock, fields are relaxed.
@@ -24,7 +27,7 @@ namespace rq::detail {
 
 void Engine::wake_lock_waiter(Shared<uint32_t> &word) { futex_wake(&word, 1); }
 
-int Engine::lock_slow(Shared<uint32_t> &word, bool define_lock, uint32_t r) {
+int Engine::lock_slow(Shared<uint32_t> &word, bool define_lock, uint32_t r, int64_t deadline) {
     const uint32_t mine = me_ + 1;
     for (int i = 0; i < kLockSpins; ++i) {
         uint32_t expected = 0;
@@ -37,10 +40,13 @@ int Engine::lock_slow(Shared<uint32_t> &word, bool define_lock, uint32_t r) {
     }
     int64_t checked_at = now_ns();  // when we last looked at the owner ourselves
     int64_t dying = kDyingNs;       // after a notice: the interval at which we look again
+    uint32_t held = 0;              // the owner part of the word, and since when it held it
+    int64_t held_since = checked_at;
     for (;;) {
         // relaxed: only a value to CAS from; the CAS that takes the lock acquires.
         uint32_t v = word.load(boost::memory_order_relaxed);
         if (v == 0) {
+            held = 0;
             // Others may sleep on the word: keep the waiters bit so our unlock wakes one.
             // acquire: pairs with unlock()'s release exchange.
             if (word.compare_exchange_weak(v, mine | kLockWaiters, boost::memory_order_acquire,
@@ -56,6 +62,15 @@ int Engine::lock_slow(Shared<uint32_t> &word, bool define_lock, uint32_t r) {
             v |= kLockWaiters;
         }
         const uint32_t owner = (v & kLockOwnerMask) - 1;
+        // The call's deadline, and the bound on one owner holding it.
+        const int64_t now = now_ns();
+        if ((v & kLockOwnerMask) != held) {
+            held = v & kLockOwnerMask;
+            held_since = now;
+        }
+        if (now >= deadline) return RQ_ETIMEDOUT;
+        if (now - held_since >= kLockDamageNs) return RQ_ECORRUPT;
+        const int64_t bound = std::min(deadline, held_since + kLockDamageNs);
         // Whose death we must hear of: the owner's (watch.cpp). With notice
         // the wait is bounded only by the backstop; without, we poll.
         DeathWatch w;
@@ -65,13 +80,17 @@ int Engine::lock_slow(Shared<uint32_t> &word, bool define_lock, uint32_t r) {
             FutexResult res;
             if (w.n == 1) {
                 const FutexWord words[2] = {{&word, v}, w.word[0]};
-                res = futex_wait_any(words, 2, checked_at + kBackstopNs);
+                res = futex_wait_any(words, 2, std::min(bound, checked_at + kBackstopNs));
                 relay_deaths(w);
             } else {
-                res = futex_wait(&word, v, checked_at + kWatchNs);
+                res = futex_wait(&word, v, std::min(bound, checked_at + kWatchNs));
             }
-            // Woken, the word changed, or the owner's death word did: look again.
-            if (res != FutexResult::kTimedOut) continue;
+            // Woken, the word changed, or the owner's death word did: look
+            // again (an unlock wakes us: a new hold starts a new clock).
+            if (res != FutexResult::kTimedOut) {
+                held = 0;
+                continue;
+            }
         }
         // The owner died (notice), or it is time to look: check it.
         checked_at = now_ns();
@@ -91,7 +110,7 @@ int Engine::lock_slow(Shared<uint32_t> &word, bool define_lock, uint32_t r) {
         // After a notice, the dead one's liveness lock can outlive it a
         // moment, or a reclaimer is on it: look again at growing intervals.
         if (w.died) {
-            futex_wait(&word, v, checked_at + dying);
+            futex_wait(&word, v, std::min(bound, checked_at + dying));
             dying = std::min(dying * 2, kWatchNs);
         }
     }

@@ -27,6 +27,16 @@ inline constexpr int64_t kDyingNs = 1'000'000;
 // any death is found (the tests pass with it set to an hour). One wake-up a
 // second costs a sleeper about 5 us of CPU per second.
 inline constexpr int64_t kBackstopNs = 1'000'000'000;
+// A lock word that names one live owner (or this very process, outside a
+// registration) for this long is damage, not a lock (lock.cpp): a lock is
+// held for a few dozen instructions, and even a holder preempted on a busy
+// machine lets go within milliseconds. The wait then fails with
+// RQ_ECORRUPT instead of hanging a call that has no deadline.
+inline constexpr int64_t kLockDamageNs = 2'000'000'000;
+// How long a try-acquire, or the line-free path, waits for a resource lock:
+// a holder needs well under a microsecond unless preempted; a try must
+// still return at once, and the line-free path then takes the line.
+inline constexpr int64_t kLockTryNs = 1'000'000;
 // How many processes ahead of it a waiter whose timeout passed, or that
 // polls, checks (watch.cpp, scan_front), so that a stuck front cannot
 // outlast every impatient caller.

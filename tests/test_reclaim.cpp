@@ -48,7 +48,7 @@ struct BreakDeadLock {
     using type = rd::Result<rd::LockBreak> (rd::Engine::*)(rd::Shared<uint32_t> &, uint32_t, bool, uint32_t);
 };
 struct LockWord {
-    using type = int (rd::Engine::*)(rd::Shared<uint32_t> &, bool, uint32_t);
+    using type = int (rd::Engine::*)(rd::Shared<uint32_t> &, bool, uint32_t, int64_t);
 };
 ReclaimSlot::type member(ReclaimSlot);
 BreakDeadLock::type member(BreakDeadLock);
@@ -400,7 +400,7 @@ TEST_CASE("a lock breaker that saw the owner dead does not take the lock of a li
     auto *sh = shared_block<std::atomic<int>>(2);  // D's slot + 1, X's slot + 1 (with the lock)
     pid_t d_pid = spawn([&] {
         rd::Engine *e = engine_or_die(seg, o);
-        if ((e->*member(LockWord{}))(word, false, r) != RQ_OK) return 10;
+        if ((e->*member(LockWord{}))(word, false, r, INT64_MAX) != RQ_OK) return 10;
         sh[0].store(static_cast<int>(e->process_slot()) + 1);
         for (;;) pause();
     }, 10);
@@ -416,7 +416,7 @@ TEST_CASE("a lock breaker that saw the owner dead does not take the lock of a li
     REQUIRE(word.load() == 0);
     pid_t x_pid = spawn([&] {
         rd::Engine *e = engine_or_die(seg, o);
-        if ((e->*member(LockWord{}))(word, false, r) != RQ_OK) return 10;
+        if ((e->*member(LockWord{}))(word, false, r, INT64_MAX) != RQ_OK) return 10;
         sh[1].store(static_cast<int>(e->process_slot()) + 1);
         for (;;) pause();
     }, 10);

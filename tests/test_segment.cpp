@@ -1302,3 +1302,81 @@ TEST_CASE("16 processes creating the same segment at once all succeed on one seg
     }
     rq_close(c);
 }
+
+// Issue 16, defect 5: a damaged lock word must not hang calls. One that names
+// the caller's own process slot (outside a registration) or a live process
+// that never lets go: a try-acquire returns at once, a timed acquire by its
+// deadline, and calls without a deadline (define, release) fail with
+// RQ_ECORRUPT after kLockDamageNs (2 s) instead of waiting forever.
+TEST_CASE("a lock word that names the caller or a live process that never lets go bounds every call") {
+    for (const bool self : {true, false}) {
+        CAPTURE(self);
+        Segment seg;
+        rq_limit limits[] = {conc(2)};
+        make_good(seg.name, &kSmall, "r", limits, 1);
+        auto *stuck = shared_block<std::atomic<int>>();
+        // The live process the word names, when not the caller itself.
+        pid_t other = self ? 0 : spawn([&]() -> int {
+            rq_client *c = nullptr;
+            if (rq_open_ex(seg.c_str(), &kSmall, &c) != RQ_OK) return 10;
+            stuck->store(1);
+            for (;;) pause();
+        });
+        if (!self) REQUIRE(eventually([&] { return stuck->load() == 1; }));
+        struct Times {
+            int try_rc, timed_rc, define_rc;
+            int64_t try_ns, timed_ns, define_ns;
+        };
+        auto *t = shared_block<Times>();
+        Outcome o = isolated(
+            [&] {
+                rq_client *c = nullptr;
+                int rc = rq_open_ex(seg.c_str(), &kSmall, &c);
+                if (rc != RQ_OK) return rc;
+                {
+                    // Point the resource lock and the define lock at the victim.
+                    Mapped m(seg.name);
+                    uint32_t owner = UINT32_MAX;
+                    const pid_t want = self ? getpid() : other;
+                    for (uint32_t p = 0; p < m.view.geo.max_processes; ++p) {
+                        if (m.view.process(p).pid.load() == static_cast<uint32_t>(want) &&
+                            rd::ProcWord::unpack(m.view.process(p).word.load()).state == rd::ProcState::kLive) {
+                            owner = p;
+                        }
+                    }
+                    if (owner == UINT32_MAX) return -90;
+                    m.view.resource(m.index("r")).lock.store(owner + 1);
+                    m.header().define_lock.store(owner + 1);
+                }
+                rq_permit p;
+                int64_t t0 = now_ns();
+                t->try_rc = rq_acquire(c, "r", 1, 0, &p);
+                t->try_ns = now_ns() - t0;
+                t0 = now_ns();
+                t->timed_rc = rq_acquire(c, "r", 1, 300'000'000, &p);
+                t->timed_ns = now_ns() - t0;
+                rq_limit l = rate(3, kSec);
+                t0 = now_ns();
+                t->define_rc = rq_define(c, "new", &l, 1, 0);
+                t->define_ns = now_ns() - t0;
+                return 0;  // (no rq_close: its reclaim would wait on the damaged word too)
+            },
+            10);
+        if (other != 0) {
+            kill(other, SIGKILL);
+            reap(other);
+        }
+        CHECK_MESSAGE(o.exited(), "killed by signal " << o.signal << std::string(o.signal == SIGALRM ? " (hung)" : ""));
+        CHECK(o.rc == 0);
+        if (!o.exited() || o.rc != 0) continue;
+        MESSAGE("try " << std::string(rq_errname(t->try_rc)) << " after " << t->try_ns / 1000 << " us, timed "
+                       << std::string(rq_errname(t->timed_rc)) << " after " << t->timed_ns / 1000 << " us, define "
+                       << std::string(rq_errname(t->define_rc)) << " after " << t->define_ns / 1000 << " us");
+        CHECK((t->try_rc == RQ_EAGAIN || t->try_rc == RQ_ECORRUPT));
+        CHECK(t->try_ns < 100'000'000);
+        CHECK((t->timed_rc == RQ_ETIMEDOUT || t->timed_rc == RQ_ECORRUPT));
+        CHECK(t->timed_ns < 1'000'000'000);
+        CHECK(t->define_rc == RQ_ECORRUPT);
+        CHECK(t->define_ns < 4'000'000'000);
+    }
+}
