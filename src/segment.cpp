@@ -92,7 +92,15 @@ int check_owner_and_mode(const struct stat &st, bool group) {
     mode_t allowed = group ? 0660 : 0600;
     if ((st.st_mode & 0777 & ~allowed) != 0) return RQ_EACCES;
     if (st.st_uid == geteuid()) return RQ_OK;
-    if (group && st.st_gid == getegid()) return RQ_OK;
+    if (!group) return RQ_EACCES;
+    // A group member: by the effective gid, or by a supplementary group
+    // (usermod -aG), as the kernel itself grants the file's group bits.
+    if (st.st_gid == getegid()) return RQ_OK;
+    gid_t groups[256];
+    const int n = getgroups(256, groups);
+    for (int i = 0; i < n; ++i) {
+        if (groups[i] == st.st_gid) return RQ_OK;
+    }
     return RQ_EACCES;
 }
 

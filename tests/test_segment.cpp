@@ -306,6 +306,24 @@ TEST_CASE("RQ_OPEN_GROUP: another user in the group can share it (umask 0 and 02
     }
 }
 
+// Issue 16, defect 2: a user who is in the segment's group only through a
+// supplementary group (usermod -aG), with another primary group, is a member.
+TEST_CASE("RQ_OPEN_GROUP: a member through a supplementary group can share it") {
+    REQUIRE(geteuid() == 0);
+    const gid_t gid = getegid();
+    REQUIRE(gid != 65534);
+    Segment seg;
+    make_good(seg.name, &kSmallGroup);
+    Outcome o = isolated([&] {
+        const gid_t extra[] = {gid};
+        if (::setgroups(1, extra) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0) return -100;
+        if (::getegid() == gid) return -101;  // the membership is the supplementary one only
+        return open_rc(seg.name, &kSmallGroup);
+    });
+    REQUIRE(o.exited());
+    CHECK_MESSAGE(o.rc == RQ_OK, std::string(rq_errname(o.rc)));
+}
+
 // ---- Bad files at the segment name ------------------------------------------------
 
 TEST_CASE("zero-length, tiny and header-only files are RQ_ECORRUPT and left alone") {

@@ -494,3 +494,16 @@ def test_names_with_control_bytes_are_shown_escaped(segment):
         out = rqctl(segment, *args, check=0).stdout
         assert "\x1b" not in out and "\x07" not in out, (args, out)
         assert "\\x1b" in out, (args, out)
+
+
+def test_repairs_work_on_a_group_shared_segment(segment):
+    """reset, reap and define attach to a group-shared (0660) segment as one,
+    for its owner too (issue 16, defect 3: they attached without the group
+    flag and were refused as too loosely moded)."""
+    with rq.Client(segment, group=True) as c:
+        c.define("g", rpm=60)
+    assert os.stat("/dev/shm/" + segment).st_mode & 0o777 == 0o660
+    rqctl(segment, "reset", "g", check=0)
+    rqctl(segment, "reap", check=0)
+    rqctl(segment, "define", "h", "--rpm", "60", check=0)
+    assert {r["name"] for r in rqjson(segment, "ls")["resources"]} == {"g", "h"}

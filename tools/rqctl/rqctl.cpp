@@ -138,13 +138,23 @@ rd::SegmentInfo take_snapshot(const Ctx &ctx, const std::string *only, bool deta
 struct Attached {
     rq_client *c = nullptr;
     explicit Attached(const Ctx &ctx, bool create) {
+        // A group-shared segment (mode 0660) is attached as one, or rq_open
+        // would refuse its group bits as looser than 0600.
+        uint32_t flags = 0;
         if (!create) {
             // Refuse what a read-only open refuses, with its better message,
             // instead of creating a segment nobody asked for.
             rd::Inspector in;
             open_inspector(ctx, in);
+            if ((in.file().mode & 0070) != 0) flags = RQ_OPEN_GROUP;
+        } else {
+            rd::Inspector in;
+            if (in.open(ctx.segment) == RQ_OK && (in.file().mode & 0070) != 0) flags = RQ_OPEN_GROUP;
         }
-        int rc = rq_open(ctx.segment.c_str(), &c);
+        rq_open_options o{};
+        o.size = sizeof o;
+        o.flags = flags;
+        int rc = rq_open_ex(ctx.segment.c_str(), &o, &c);
         if (rc != RQ_OK) {
             rd::Inspector in;
             int irc = in.open(ctx.segment);
