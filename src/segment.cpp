@@ -19,6 +19,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -52,6 +53,9 @@ constexpr size_t kMaxSegmentName = 200;
 // replaced) and the next sees the winner; 8 losses in a row means the name
 // keeps changing under us.
 constexpr int kMaxOpenAttempts = 8;
+// create_new: temporary names tried when one is taken (random names: two
+// taken in a row is already no accident).
+constexpr int kMaxTempTries = 8;
 // Lock byte of the segment file that serialises replacing a stale segment;
 // process slot p uses byte kProcLockBase + p (core.hpp). Both lie past the end
 // of the file, which OFD locks allow.
@@ -215,13 +219,18 @@ void init_contents(std::byte *base, const Geometry &g, uint32_t flags) {
     h.init_state.store(static_cast<uint32_t>(InitState::kReady), boost::memory_order_release);
 }
 
-// Builds a complete segment under a temporary name and links it into place.
-// RQ_OK: ours is in place. RQ_ENOENT: somebody else's appeared first (open it).
-int create_new(const std::string &name, const rq_open_options &o, bool replace_stale) {
-    static std::atomic<uint32_t> counter{0};
+// One try of create_new under one temporary name; taken: that name was
+// there already (someone squats it), and nothing was done.
+int create_once(const std::string &name, const rq_open_options &o, bool replace_stale, bool &taken) {
+    // Random, so that nobody can squat it in advance (a squat would only
+    // make us pick another).
+    uint64_t nonce = 0;
+    if (getrandom(&nonce, sizeof nonce, GRND_NONBLOCK) != static_cast<ssize_t>(sizeof nonce)) {
+        nonce = static_cast<uint64_t>(now_ns()) ^ (uint64_t{static_cast<uint32_t>(getpid())} << 32);
+    }
     char suffix[64];
-    std::snprintf(suffix, sizeof suffix, ".init-%d-%u", static_cast<int>(getpid()),
-                  counter.fetch_add(1, std::memory_order_relaxed));
+    std::snprintf(suffix, sizeof suffix, ".init-%d-%016llx", static_cast<int>(getpid()),
+                  static_cast<unsigned long long>(nonce));
     std::string tmp = name + suffix;
     std::string tmp_path = kShmDir + tmp, path = kShmDir + name;
     bool group = (o.flags & RQ_OPEN_GROUP) != 0;
@@ -251,6 +260,7 @@ int create_new(const std::string &name, const rq_open_options &o, bool replace_s
         // Not created (a squatter at our temporary name, EMFILE, ...):
         // nothing of ours to remove, and errno says why.
         errno = err;
+        taken = !created && err == EEXIST;
         if (!created) return rc;
     }
     if (rc == RQ_OK) {
@@ -262,6 +272,18 @@ int create_new(const std::string &name, const rq_open_options &o, bool replace_s
     }
     ::unlink(tmp_path.c_str());
     return rc;
+}
+
+// Builds a complete segment under a temporary name and links it into place.
+// RQ_OK: ours is in place. RQ_ENOENT: somebody else's appeared first (open it).
+int create_new(const std::string &name, const rq_open_options &o, bool replace_stale) {
+    for (int tries = 0; tries < kMaxTempTries; ++tries) {
+        bool taken = false;
+        const int rc = create_once(name, o, replace_stale, taken);
+        // A squatter at the temporary name: another, unpredictable, name.
+        if (!taken) return rc;
+    }
+    return RQ_ESYS;
 }
 
 int ofd_lock(int fd, off_t byte, short type, int cmd) {

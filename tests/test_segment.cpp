@@ -324,6 +324,25 @@ TEST_CASE("RQ_OPEN_GROUP: a member through a supplementary group can share it") 
     CHECK_MESSAGE(o.rc == RQ_OK, std::string(rq_errname(o.rc)));
 }
 
+// Issue 16, defect 8: the temporary name a creator builds under must not be
+// squattable. Files at the names 03300e8 would have used (NAME.init-PID-N,
+// N counting from 0 in a fresh process) do not block creation.
+TEST_CASE("squatting the temporary names of a creation does not block it") {
+    Segment seg;
+    Outcome o = isolated([&] {
+        for (int n = 0; n < 16; ++n) {
+            const std::string squat = path_of(seg.name) + ".init-" + std::to_string(getpid()) + "-" + std::to_string(n);
+            const int fd = ::open(squat.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+            if (fd < 0) return -100;
+            ::close(fd);
+        }
+        return open_rc(seg.name, &kSmall);
+    });
+    REQUIRE(o.exited());
+    CHECK_MESSAGE(o.rc == RQ_OK, std::string(rq_errname(o.rc)));
+    for (const std::string &n : shm_entries(seg.name + ".init-")) ::unlink(path_of(n).c_str());
+}
+
 // ---- Bad files at the segment name ------------------------------------------------
 
 TEST_CASE("zero-length, tiny and header-only files are RQ_ECORRUPT and left alone") {
