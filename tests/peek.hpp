@@ -171,6 +171,33 @@ struct Defined {
         REQUIRE_MESSAGE(define_rc == RQ_OK, "rq_define: " << rq_strerror(define_rc));
     }
     void hold(uint64_t load = 1) { REQUIRE(rq_acquire(c, res.c_str(), load, -1, &held) == RQ_OK); }
+    // A child that takes one permit at once and holds it until killed;
+    // returns once it holds it.
+    pid_t spawn_holder() {
+        auto *ready = shared_block<std::atomic<int>>();
+        pid_t kid = spawn([&]() -> int {
+            rq_client *cc = open_or_die(seg);
+            rq_permit p;
+            if (rq_acquire(cc, res.c_str(), 1, 0, &p) != RQ_OK) return 10;
+            ready->store(1);
+            for (;;) pause();
+        });
+        REQUIRE(eventually([&] { return ready->load() == 1; }));
+        munmap(ready, sizeof *ready);
+        return kid;
+    }
+    // A child that waits in line without a deadline until killed; returns
+    // once its ticket is in line (behind `ahead` others).
+    pid_t spawn_sleeper(uint32_t ahead) {
+        pid_t kid = spawn([&] {
+            rq_client *cc = open_or_die(seg);
+            rq_permit p;
+            rq_acquire(cc, res.c_str(), 1, -1, &p);
+            return 10;  // never admitted: killed while waiting
+        });
+        REQUIRE(eventually([&] { return peek.queued(res) == ahead + 1; }));
+        return kid;
+    }
 };
 
 // The order in which children were admitted (in shared memory).

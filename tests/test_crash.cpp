@@ -366,25 +366,9 @@ TEST_CASE("a dead head does not outlast callers that only try or wait briefly") 
 // once (its death word already says so) and each reclaim reveals the next.
 TEST_CASE("the holder and the first three waiters die at once: a newcomer is served within 100 ms") {
     Defined d("front", {conc(1)});
-    auto *held = shared_block<std::atomic<int>>();
     pid_t kids[4];
-    kids[0] = spawn([&] {
-        rq_client *cc = open_or_die(d.seg);
-        rq_permit p;
-        if (rq_acquire(cc, "front", 1, 0, &p) != RQ_OK) return 10;
-        held->store(1);
-        for (;;) pause();
-    });
-    REQUIRE(eventually([&] { return held->load() == 1; }));
-    for (int i = 1; i < 4; ++i) {
-        kids[i] = spawn([&] {
-            rq_client *cc = open_or_die(d.seg);
-            rq_permit p;
-            rq_acquire(cc, "front", 1, -1, &p);
-            return 10;  // never admitted: killed while waiting
-        });
-        REQUIRE(eventually([&] { return d.peek.queued("front") == static_cast<uint32_t>(i); }));
-    }
+    kids[0] = d.spawn_holder();
+    for (uint32_t i = 1; i < 4; ++i) kids[i] = d.spawn_sleeper(i - 1);
     sleep_ms(20);  // every waiter asleep
     const int64_t killed = now_ns();
     for (pid_t k : kids) kill(k, SIGKILL);
@@ -404,22 +388,8 @@ TEST_CASE("the holder and the first three waiters die at once: a newcomer is ser
 // ahead of it, or the death of the head would go unnoticed.
 TEST_CASE("a waiter whose neighbour ahead timed out still hears of the head's death") {
     Defined d("chain", {conc(1)});
-    auto *held = shared_block<std::atomic<int>>();
-    pid_t holder = spawn([&] {
-        rq_client *cc = open_or_die(d.seg);
-        rq_permit p;
-        if (rq_acquire(cc, "chain", 1, 0, &p) != RQ_OK) return 10;
-        held->store(1);
-        for (;;) pause();
-    });
-    REQUIRE(eventually([&] { return held->load() == 1; }));
-    pid_t head = spawn([&] {
-        rq_client *cc = open_or_die(d.seg);
-        rq_permit p;
-        rq_acquire(cc, "chain", 1, -1, &p);
-        return 10;
-    });
-    REQUIRE(eventually([&] { return d.peek.queued("chain") == 1; }));
+    const pid_t holder = d.spawn_holder();
+    const pid_t head = d.spawn_sleeper(0);
     auto *gave_up = shared_block<std::atomic<int>>();
     pid_t impatient = spawn([&]() -> int {  // times out, and stays alive (its exit would wake the one behind)
         rq_client *cc = open_or_die(d.seg);
@@ -461,22 +431,8 @@ TEST_CASE("a waiter whose neighbour ahead timed out still hears of the head's de
 // unnoticed (the idle ticket's owner watches nobody).
 TEST_CASE("a waiter behind an idle ticket still hears of the head's death when its neighbour ahead leaves") {
     Defined d("idle", {conc(1)});
-    auto *step = shared_block<std::atomic<int>>();
-    pid_t holder = spawn([&]() -> int {
-        rq_client *cc = open_or_die(d.seg);
-        rq_permit p;
-        if (rq_acquire(cc, "idle", 1, 0, &p) != RQ_OK) return 10;
-        step->store(1);
-        for (;;) pause();
-    });
-    REQUIRE(eventually([&] { return step->load() == 1; }));
-    pid_t head = spawn([&] {  // H: the head, asleep for concurrency
-        rq_client *cc = open_or_die(d.seg);
-        rq_permit p;
-        rq_acquire(cc, "idle", 1, -1, &p);
-        return 10;
-    });
-    REQUIRE(eventually([&] { return d.peek.queued("idle") == 1; }));
+    const pid_t holder = d.spawn_holder();
+    const pid_t head = d.spawn_sleeper(0);  // H: the head, asleep for concurrency
     auto *gave_up = shared_block<std::atomic<int>>();
     pid_t neighbour = spawn([&]() -> int {  // A: times out, and stays alive
         rq_client *cc = open_or_die(d.seg);
