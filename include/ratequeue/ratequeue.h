@@ -116,11 +116,20 @@ typedef struct rq_open_options {
  * RQ_OPEN_GROUP). Capacities are fixed at creation; options are ignored when
  * the segment already exists.
  *
+ * Each open client runs one thread of its own (a "sentinel": it blocks all
+ * signals, sleeps in the kernel, and uses no CPU) that lets the kernel tell
+ * other processes at once when this one dies. A forked child that uses an
+ * inherited client starts its own on first use. So a process with an open
+ * client is multi-threaded when it forks (Python 3.12 and later warn about
+ * that for os.fork; the sentinel holds no lock a child could need).
+ *
  * Errors: RQ_EINVAL (bad name/options), RQ_EACCES (another user's segment, or
  * mode looser than expected, e.g. world-writable), RQ_ECORRUPT (truncated,
- * zero-length, bad magic, inconsistent header), RQ_EINCOMPAT (other layout
- * version), RQ_ENOSPC (process table full), RQ_ESYS.
- * Cost: a few system calls; not for hot paths. */
+ * zero-length, bad magic, inconsistent header, or not a regular file at the
+ * name), RQ_EINCOMPAT (other layout version), RQ_ENOSPC (process table
+ * full), RQ_ESYS.
+ * Cost: a few system calls and a thread start (about 100 us); not for hot
+ * paths. */
 RQ_API int rq_open(const char *segment, rq_client **out);
 RQ_API int rq_open_ex(const char *segment, const rq_open_options *options, rq_client **out);
 
