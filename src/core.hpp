@@ -17,6 +17,7 @@
 #include "crash_points.hpp"
 #include "futex.hpp"
 #include "layout.hpp"
+#include "view.hpp"
 #include "permit.hpp"
 #include "watch.hpp"
 #include "ratequeue/ratequeue.h"
@@ -320,6 +321,11 @@ private:
     int head_sleep(uint32_t r, uint32_t ticket, SlotState how, int64_t until, const SleepCheck &still,
                    const DeathWatch *watch = nullptr);
     void wake_head(uint32_t r, bool conc_only);
+    // Hands ticket t over as served (kDone), with the TAT its grant wrote;
+    // false when its owner or a reclaimer got there first.
+    bool hand_over(uint32_t r, uint32_t t, uint64_t word, int64_t grant_tat);
+
+    // ---- notes.cpp: a waiting ticket's notes in its slot
     // Ticket t behind head, as serve_behind may serve it: its noted load and
     // wait start, and the slot word they were read with.
     struct QueuedTicket {
@@ -333,9 +339,6 @@ private:
         kStop,    // not (yet) a queued ticket with a noted load: it serves itself
     };
     Behind queued_ticket(uint32_t r, uint32_t head, uint32_t t, QueuedTicket &out);
-    // Hands ticket t over as served (kDone), with the TAT its grant wrote;
-    // false when its owner or a reclaimer got there first.
-    bool hand_over(uint32_t r, uint32_t t, uint64_t word, int64_t grant_tat);
     // The grant TAT a served ticket's slot carries, or 0 when lost.
     int64_t served_grant_tat(uint32_t r, uint32_t ticket) const;
     void note_wait(uint32_t r, uint32_t ticket, uint64_t load, int64_t since);

@@ -431,6 +431,14 @@ enum class SlotState : uint32_t {
     kHeadConcSleep = 6,
     kAbandoned = 7,
 };
+// A ticket in line that is not the head (it waits, asleep or awake).
+constexpr bool queued_state(SlotState s) {
+    return s == SlotState::kWaiting || s == SlotState::kSleeping || s == SlotState::kWatching;
+}
+constexpr bool head_state(SlotState s) {
+    return s == SlotState::kHead || s == SlotState::kHeadRateSleep || s == SlotState::kHeadConcSleep;
+}
+
 inline constexpr uint32_t kTicketBits = 29;
 inline constexpr uint32_t kTicketMask = (1u << kTicketBits) - 1;
 // What a slot word keeps of ticket t.
@@ -451,7 +459,7 @@ struct SlotWord {
 };
 
 // Besides the word, a waiting ticket's owner notes its load and when it
-// started waiting (queue.cpp, note_wait): it stores load and since_ns, then
+// started waiting (notes.cpp, note_wait): it stores load and since_ns, then
 // tag = t | kInfoValid (release). rqctl shows them, and the head serving
 // tickets behind it (serve_behind) charges the noted load: a reader loads
 // tag (acquire), the fields, then the word and tag again, and believes the
@@ -459,7 +467,7 @@ struct SlotWord {
 // noted value is range-checked before use (a load above RQ_MAX_AMOUNT or
 // above what the limits admit is not served). Once the head has served the
 // ticket (kDone, hand_over), since_ns carries the TAT the grant wrote, for
-// its owner's permit (served_grant_tat reads it like a seqlock). Tickets
+// its owner's permit (notes.cpp, served_grant_tat, reads it like a seqlock). Tickets
 // served at once (the line-free path) write none of this.
 inline constexpr uint64_t kInfoValid = uint64_t{1} << 32;
 struct Slot {
@@ -502,33 +510,5 @@ constexpr bool valid_capacities(uint32_t resources, uint32_t slots, uint32_t pro
            processes <= kMaxProcessesCap && slots >= 2 && slots <= kMaxQueueSlotsCap &&
            std::has_single_bit(slots);
 }
-
-// Typed views into a mapped segment. Indices are checked by the caller.
-struct View {
-    std::byte *base = nullptr;
-    Geometry geo{};
-    // base + the table offsets, computed once by attach().
-    Resource *resources = nullptr;
-    Slot *rings = nullptr;
-
-    // The only way to point a view at a mapping (geo validated by the caller).
-    void attach(std::byte *b, const Geometry &g) {
-        base = b;
-        geo = g;
-        resources = reinterpret_cast<Resource *>(b + g.resource_table_off);
-        rings = reinterpret_cast<Slot *>(b + g.rings_off);
-    }
-    Header &header() const { return *reinterpret_cast<Header *>(base); }
-    Process &process(uint32_t p) const {
-        return reinterpret_cast<Process *>(base + geo.proc_table_off)[p];
-    }
-    Resource &resource(uint32_t r) const { return resources[r]; }
-    Holding &holding(uint32_t p, uint32_t r) const {
-        return reinterpret_cast<Holding *>(base + geo.holdings_off)[uint64_t{p} * geo.max_resources + r];
-    }
-    Slot &slot(uint32_t r, uint32_t ticket) const {
-        return rings[uint64_t{r} * geo.queue_slots + (ticket & (geo.queue_slots - 1))];
-    }
-};
 
 }  // namespace rq::detail
