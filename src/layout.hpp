@@ -467,8 +467,8 @@ struct SlotWord {
 // noted value is range-checked before use (a load above RQ_MAX_AMOUNT or
 // above what the limits admit is not served). Once the head has served the
 // ticket (kDone, hand_over), since_ns carries the TAT the grant wrote, for
-// its owner's permit (notes.cpp, served_grant_tat, reads it like a seqlock). Tickets
-// served at once (the line-free path) write none of this.
+// its owner's permit (notes.cpp, served_grant_tat, reads it like a
+// seqlock). Tickets served at once (the line-free path) write none of this.
 inline constexpr uint64_t kInfoValid = uint64_t{1} << 32;
 struct Slot {
     Shared<uint64_t> word;
