@@ -74,16 +74,6 @@ FutexResult futex_wait_any(const FutexWord *words, uint32_t n, int64_t deadline_
 
 bool have_futex_wait_any() noexcept { return !g_no_waitv.load(std::memory_order_relaxed); }
 
-FutexResult futex_wait2(const void *word, uint32_t expected, const void *local, uint32_t local_expected,
-                        int64_t deadline_ns) noexcept {
-    const FutexWord w[2] = {{word, expected}, {local, local_expected}};
-    const FutexResult r = futex_wait_any(w, 2, deadline_ns);
-    if (r != FutexResult::kUnsupported) return r;
-    // Old kernel: sleep on `word` in bounded steps; the caller re-checks *local.
-    const int64_t cap = now_ns() + kFallbackNs;
-    return futex_wait(word, expected, deadline_ns < cap ? deadline_ns : cap);
-}
-
 void futex_wake(const void *word, int count) noexcept {
     syscall(SYS_futex, word, FUTEX_WAKE, count, nullptr, nullptr, 0);
 }

@@ -38,13 +38,8 @@ FutexResult futex_wait_any(const FutexWord *words, uint32_t n, int64_t deadline_
 // Whether futex_wait_any works here (false once it has failed for good).
 bool have_futex_wait_any() noexcept;
 
-// Sleeps like futex_wait on `word`, but also returns as soon as the
-// process-local word *local differs from local_expected (a cancellation flag
-// that another thread changes before it calls futex_wake(local, ...)). Without
-// futex_waitv it sleeps at most kFallbackNs per call so that the caller
-// re-checks *local.
-FutexResult futex_wait2(const void *word, uint32_t expected, const void *local, uint32_t local_expected,
-                        int64_t deadline_ns) noexcept;
+// Without futex_wait_any, a sleeper that must also notice a process-local
+// word (rq_cancel's) sleeps on its own word at most this long at a time.
 inline constexpr int64_t kFallbackNs = 5'000'000;
 
 // One pause of a spin-wait loop (x86 PAUSE: lets the sibling hyperthread

@@ -173,7 +173,7 @@ int Engine::cancel_ticket(rq_ticket *t) {
         }
         if (s == TicketState::kWaiting) {
             if (!cas_tstate(t, TicketState::kWaiting, TicketState::kCancelRequested)) continue;
-            // The waiter sleeps on this word too (futex_wait2), and it has
+            // The waiter sleeps on this word too (queue.cpp, sleep_on), and it has
             // changed, so this wake cannot be lost.
             futex_wake(&t->opaque[3], INT32_MAX);
             return RQ_OK;

@@ -198,6 +198,21 @@ struct Defined {
         REQUIRE(eventually([&] { return peek.queued(res) == ahead + 1; }));
         return kid;
     }
+    // A child that waits in line up to 10 s, stores when it was admitted in
+    // *admitted_at, releases and exits 0; returns once its ticket is in line.
+    pid_t spawn_patient(uint32_t ahead, std::atomic<int64_t> *admitted_at) {
+        pid_t kid = spawn([&] {
+            rq_client *cc = open_or_die(seg);
+            rq_permit p;
+            if (rq_acquire(cc, res.c_str(), 1, 10'000'000'000, &p) != RQ_OK) return 11;
+            admitted_at->store(now_ns());
+            rq_release(cc, &p);
+            rq_close(cc);
+            return 0;
+        });
+        REQUIRE(eventually([&] { return peek.queued(res) == ahead + 1; }));
+        return kid;
+    }
 };
 
 // The order in which children were admitted (in shared memory).

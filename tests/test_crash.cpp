@@ -80,16 +80,7 @@ TEST_CASE("a SIGKILLed head waiter is skipped") {
         return 10;  // must never get here
     });
     REQUIRE(eventually([&] { return d.peek.queued("head") == 1; }));
-    pid_t behind = spawn([&] {
-        rq_client *cc = open_or_die(d.seg);
-        rq_permit p;
-        if (rq_acquire(cc, "head", 1, 10 * int64_t{kSec}, &p) != RQ_OK) return 11;
-        admitted_at->store(now_ns());
-        rq_release(cc, &p);
-        rq_close(cc);
-        return 0;
-    });
-    REQUIRE(eventually([&] { return d.peek.queued("head") == 2; }));
+    pid_t behind = d.spawn_patient(1, admitted_at);
     int64_t killed = now_ns();
     kill(head, SIGKILL);
     REQUIRE(rq_release(d.c, &d.held) == RQ_OK);
@@ -399,16 +390,7 @@ TEST_CASE("a waiter whose neighbour ahead timed out still hears of the head's de
     });
     REQUIRE(eventually([&] { return d.peek.queued("chain") == 2; }));
     auto *admitted_at = shared_block<std::atomic<int64_t>>();
-    pid_t patient = spawn([&] {
-        rq_client *cc = open_or_die(d.seg);
-        rq_permit p;
-        if (rq_acquire(cc, "chain", 1, 10 * int64_t{kSec}, &p) != RQ_OK) return 12;
-        admitted_at->store(now_ns());
-        rq_release(cc, &p);
-        rq_close(cc);
-        return 0;
-    });
-    REQUIRE(eventually([&] { return d.peek.queued("chain") == 3; }));
+    pid_t patient = d.spawn_patient(2, admitted_at);
     REQUIRE(eventually([&] { return gave_up->load() != 0; }));
     CHECK(gave_up->load() == 1);  // left the line alive
     sleep_ms(20);
