@@ -5,6 +5,7 @@
 #include "charge.hpp"
 #include "clock.hpp"
 #include "core.hpp"
+#include "lease.hpp"
 #include "line_free.hpp"
 
 #include <climits>
@@ -109,6 +110,9 @@ int Engine::refuse(rq_permit *out, int rc) {
         fast = try_fast_conc(res, r, *lim, load, now, out, rc);
         if (fast == Fast::kGranted) return RQ_OK;
         if (fast == Fast::kFailed) return refuse(out, rc);
+    } else if (lim->global && load - 1 < lim->max_load && line_free_allowed()) {
+        fast = try_fast_lease(res, r, *lim, load, now, out);
+        if (fast == Fast::kGranted) return RQ_OK;
     }
     return acquire_line(r, lim, load, timeout_ns, out, predicted, fast);
 }
@@ -181,6 +185,7 @@ int Engine::acquire_line(uint32_t r, const Limits *lim, uint64_t load, int64_t t
         if (turn.rc == RQ_ETIMEDOUT) {
             if (is_try) return RQ_EAGAIN;
             res.counters.timeouts.fetch_add(1, boost::memory_order_relaxed);
+            if (lim->global) return lease_timeout(res);
         }
         return turn.rc;
     }
@@ -190,6 +195,7 @@ int Engine::acquire_line(uint32_t r, const Limits *lim, uint64_t load, int64_t t
     if (rc == RQ_E2BIG) res.counters.too_big.fetch_add(1, boost::memory_order_relaxed);
     // Once served, the permit stands: a damaged queue shows on the next call.
     leave_head(r, ticket);
+    if (rc == RQ_ETIMEDOUT && lim->global) rc = lease_timeout(res);
     return rc;
 }
 

@@ -1,8 +1,11 @@
 // The C ABI: a thin shell over rq::detail::Engine. No exception crosses it.
 #include "core.hpp"
 
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <new>
+#include <string>
 
 struct rq_client {
     rq::detail::Engine *engine;
@@ -138,6 +141,21 @@ RQ_API int rq_reset(rq_client *c, const char *resource, uint32_t flags) {
 RQ_API int rq_reap(rq_client *c, rq_reap_report *out) {
     if (c == nullptr) return RQ_EINVAL;
     return guarded([&]() -> int { return c->engine->reap(out); });
+}
+
+RQ_API size_t rq_remote_error(rq_client *c, char *buf, size_t len) {
+    if (buf == nullptr || len == 0) return 0;
+    buf[0] = '\0';
+    if (c == nullptr) return 0;
+    size_t n = 0;
+    guarded([&]() -> int {
+        const std::string e = c->engine->remote_error();
+        n = std::min(e.size(), len - 1);
+        std::memcpy(buf, e.data(), n);
+        buf[n] = '\0';
+        return RQ_OK;
+    });
+    return n;
 }
 
 RQ_API const char *rq_strerror(int code) {

@@ -27,8 +27,9 @@ Charge charge_contended(Resource &res, const Limits &lim, uint64_t load, int64_t
         // the ones after it have not been tried yet (recomputing them from
         // their planned TAT gives the planned charge).
         bool ok = false;
+        const int64_t at = lim.global ? lease_clock(res, l, i) : now;  // (lease.hpp)
         for (int tries = 0; tries < retries && !ok; ++tries) {
-            const GcraStep st = gcra_step(plan.tat[i], now, increment_of(l, load), params(l));
+            const GcraStep st = gcra_step(plan.tat[i], at, increment_of(l, load), params(l));
             if (!st.admit) break;
             plan.new_tat[i] = st.new_tat;
             int64_t expected = plan.tat[i];
@@ -55,6 +56,8 @@ int64_t predict_start(Resource &res, const Limits &lim, uint64_t load, int64_t n
     // seq_cst: pairs with penalize()'s CAS (llm.cpp).
     const int64_t paused = res.paused_until.load(boost::memory_order_seq_cst);
     int64_t start = std::max(now, paused);
+    // A lease comes when the refiller gets it: nothing to predict.
+    if (lim.global) return start;
     for (uint32_t i = 0; i < lim.count; ++i) {
         const Limit &l = lim.limit[i];
         if (l.kind != RQ_LIMIT_RATE) continue;

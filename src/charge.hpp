@@ -14,6 +14,7 @@
 
 #include "core.hpp"
 #include "gcra.hpp"
+#include "lease.hpp"
 
 namespace rq::detail {
 
@@ -35,11 +36,17 @@ struct RatePlan {
     int64_t new_tat[kMaxLimits];
 };
 
+// plan_rates for a global resource: against each limit's lease clock
+// (lease.hpp); kAwaitLease when the lease is short or expired.
+int64_t plan_lease(Resource &res, const Limits &lim, uint64_t load, int64_t now, RatePlan &plan);
+
 // One look at every rate limit of lim for `load` at `now`, into plan.
 // Returns 0 when every rate limit admits it now, else the earliest instant
-// the refusing ones would (never 0: a refusal's instant lies after now).
+// the refusing ones would (never 0: a refusal's instant lies after now), or
+// kAwaitLease (a global resource short of lease).
 [[gnu::always_inline]] inline int64_t plan_rates(Resource &res, const Limits &lim, uint64_t load, int64_t now,
                                                   RatePlan &plan) {
+    if (lim.global) [[unlikely]] return plan_lease(res, lim, load, now, plan);
     int64_t ready_at = 0;
     for (uint32_t i = 0; i < lim.count; ++i) {
         const Limit &l = lim.limit[i];
@@ -106,14 +113,17 @@ inline int64_t grant_tat_of(const Limits &lim, const RatePlan &plan) {
 // Whether every concurrency limit has room for `load`. Under the resource
 // lock, or in a head's sleep check: seq_cst loads, the Dekker partner of the
 // releaser's unlock exchange and wake_head (acquire.cpp, release_slow).
+// A global resource admits only within its leased slots (lease.hpp).
 inline bool conc_fits(const Resource &res, const Limits &lim, uint64_t load) {
     const uint64_t in_req = res.in_use_req.load(boost::memory_order_seq_cst);
     const uint64_t in_load = res.in_use_load.load(boost::memory_order_seq_cst);
+    const bool live = lim.global && lease_live(res, now_ns());
     for (uint32_t i = 0; i < lim.count; ++i) {
         const Limit &l = lim.limit[i];
         if (l.kind != RQ_LIMIT_CONCURRENCY) continue;
         const uint64_t used = l.cost == RQ_COST_LOAD ? in_load : in_req;
-        if (used > l.amount || cost_of(l, load) > l.amount - used) return false;
+        const uint64_t cap = lim.global ? lease_slots(res, l, i, live) : l.amount;
+        if (used > cap || cost_of(l, load) > cap - used) return false;
     }
     return true;
 }

@@ -88,6 +88,8 @@ struct Limits {
     uint64_t max_load;
     uint64_t fast_max_load;  // max_load for rate limits only, else 0: the loads try_fast may take
     bool one_request;        // a single rate limit that charges 1 per acquire (try_fast's own case)
+    bool global;             // flags & kScopeGlobal: admitted from the host's lease (lease.hpp)
+    uint32_t flags;          // Config::flags as defined
     uint64_t word;       // the resource's config word these were read under
     uint64_t name_hash;  // the resource's, copied by read_limits (a handle is checked against it)
     Limit limit[kMaxLimits];
@@ -99,6 +101,9 @@ void finish_limits(Limits &lim);
 // resource.cpp: validates user limits and fills derived fields. RQ_EINVAL when bad.
 int normalize_limits(const rq_limit *in, size_t n, Limits &out);
 bool same_limits(const Limits &a, const Limits &b);
+// resource.cpp: a global resource's limits as its lease admits them (whole
+// units of request_ns: lease.hpp); false when too deep for that.
+bool lease_view(Limits &lim);
 
 // ---- Typed results ----------------------------------------------------------------
 
@@ -164,6 +169,7 @@ bool cancel_requested() noexcept;
 // transitions live in one of those files.
 
 struct Sentinel;  // process_table.cpp
+class Remote;     // refiller.hpp
 
 class Engine {
 public:
@@ -175,6 +181,8 @@ public:
 
     // resource.cpp
     int define(const char *name, const rq_limit *limits, size_t n, uint32_t flags);
+    // refiller.cpp: the last Redis error this client saw ("" if none).
+    std::string remote_error() const;
     int describe(const char *name, rq_limit *limits, size_t cap, size_t *n);
     // acquire.cpp. predicted (may be null): set when the acquire failed fast
     // (RQ_ETIMEDOUT because the predicted start lies past the deadline) to
@@ -246,6 +254,9 @@ private:
     // slot (layout.hpp) for the life of the attachment.
     void start_sentinel() noexcept;
     void stop_sentinel() noexcept;
+    // refiller.cpp: with a Redis URL (the options', else
+    // $RATEQUEUE_REDIS_URL), this client becomes a refiller candidate.
+    int start_remote(const rq_open_options *opts);
 
     // ---- lock.cpp: the lock word and the concurrency journal it guards
     // try_lock: the one CAS of an uncontended lock (inline, below); lock:
@@ -290,6 +301,10 @@ private:
     [[gnu::noinline, gnu::cold]] Fast try_fast_contended(Resource &res, uint32_t r, const Limits &lim, uint64_t load,
                                                          int64_t now, int64_t found_tat, rq_permit *out);
     // kFailed: rc holds the error.
+    // A global resource without concurrency limits: try_fast_any against
+    // the lease clocks (lease.hpp). line_free.cpp.
+    [[gnu::noinline]] Fast try_fast_lease(Resource &res, uint32_t r, const Limits &lim, uint64_t load, int64_t now,
+                                          rq_permit *out);
     Fast try_fast_conc(Resource &res, uint32_t r, const Limits &lim, uint64_t load, int64_t now, rq_permit *out,
                        int &rc);
 
@@ -380,6 +395,9 @@ private:
     // (A 32-bit word, not a bool: one compare with memory on every call.)
     std::atomic<uint32_t> forked_{0};
     std::unique_ptr<Sentinel> sentinel_;  // null: none (not started, or failed: others poll us)
+    // Many hosts (refiller.hpp): null unless opened with a Redis URL.
+    std::unique_ptr<Remote> remote_;
+    friend class Remote;
     std::mutex register_mu_;         // guards re-registration after fork
     std::atomic<bool> registering_{false};  // in register_process: locks naming me_ are stale
     // Checked copies of each resource's limits (resource.cpp, limits_of).

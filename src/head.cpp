@@ -6,6 +6,7 @@
 #include "charge.hpp"
 #include "clock.hpp"
 #include "core.hpp"
+#include "lease.hpp"
 
 #include <algorithm>
 
@@ -33,7 +34,27 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
         // A penalty pause blocks like a rate limit. seq_cst: pairs with
         // penalize()'s CAS (llm.cpp; same cache line as config_word: no extra miss).
         const int64_t paused = res.paused_until.load(boost::memory_order_seq_cst);
+        // A global resource's lease, seen before the plan reads it: a
+        // refill after this look makes the sleep check below fail.
+        LeaseSeen seen;
+        if (lim.global) seen = see_lease(res, lim);
         const int64_t ready_at = std::max(paused > now ? paused : 0, plan_rates(res, lim, load, now, plan));
+        if (ready_at == kAwaitLease) {
+            if (is_try) return RQ_EAGAIN;
+            if (now >= deadline) return RQ_ETIMEDOUT;
+            if (cancel_requested()) return RQ_ECANCELED;
+            if (since == 0) note_wait(r, ticket, load, since = now);
+            need_refill(res, view_.header(), load, now);
+            // seq_cst loads (see_lease): the Dekker partner of the
+            // refiller's wake_head after it moved the lease.
+            auto unchanged = [&] {
+                return res.config_word.load(boost::memory_order_seq_cst) == cfg_word && seen == see_lease(res, lim);
+            };
+            const int rc = head_sleep(r, ticket, SlotState::kHeadRateSleep, std::min(deadline, now + kBackstopNs),
+                                      unchanged);
+            if (rc != RQ_OK) return rc;
+            continue;
+        }
         if (ready_at != 0) {
             if (is_try) return RQ_EAGAIN;
             if (ready_at > deadline) {
@@ -83,6 +104,7 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
                 if (now >= deadline) return RQ_ETIMEDOUT;
                 if (cancel_requested()) return RQ_ECANCELED;
                 if (since == 0) note_wait(r, ticket, load, since = now);
+                if (lim.global) need_refill(res, view_.header(), load, now);  // more slots, perhaps
                 // Woken by a release, or by the kernel when a holder dies
                 // (watch.cpp); a holder that gives no notice is polled.
                 // After a notice the dead one's liveness lock may outlive it

@@ -7,7 +7,7 @@
 //   offset                      size                         what
 //   0                           4096                         Header
 //   proc_table_off              max_processes * 64           Process[]
-//   resource_table_off          max_resources * 1728         Resource[]
+//   resource_table_off          max_resources * 2048         Resource[]
 //   holdings_off                max_processes*max_resources*24  Holding[p][r]
 //   rings_off                   max_resources*queue_slots*32 Slot[r][ticket % queue_slots]
 //   total_size (page aligned)
@@ -24,8 +24,9 @@
 //   40  queue_slots u32           128 define_journal_resource u32
 //   44  max_processes u32         132 reserved
 //   48  init_state u32            192 counters (segment-wide)
-//   52  creator_pid u32
-//   56  created_realtime_ns i64
+//   52  creator_pid u32           256 host_id u64 (many hosts: lease.hpp)
+//   56  created_realtime_ns i64   264 refiller u32 (lock word), 268 refill_wake u32
+//                                 272 refiller_pid u32, 276 reserved
 //
 // Atomics: fields that change after creation are boost::ipc_atomic (address
 // free, lock free, usable across processes). Fields written once before the
@@ -53,12 +54,11 @@ static_assert(std::endian::native == std::endian::little,
 inline constexpr uint64_t kMagic = 0x544e4d4745535152ull;  // "RQSEGMNT" little endian
 // 2: wait histogram and hard-reset epoch per resource, held-since per
 // holding, load and enqueue time per queue slot (for rqctl).
-inline constexpr uint32_t kLayoutMajor = 2;
-// 2.1: pause (rq_penalize) and settle/penalty/observe counters, in space that
-// was reserved (zero), so 2.0 segments read as 2.1 ones without a pause.
-// 2.2: Process::death_word, in space that was reserved (zero): a process of
-// an older library has none, and is watched by polling.
-inline constexpr uint32_t kLayoutMinor = 2;
+// 3: many hosts: Resource grows to 2048 bytes for its Lease (the host's
+// share of a global resource), Config::flags (scope, fail mode), and the
+// host's identity and refiller election in the header.
+inline constexpr uint32_t kLayoutMajor = 3;
+inline constexpr uint32_t kLayoutMinor = 0;
 inline constexpr uint32_t kHeaderSize = 4096;
 inline constexpr uint32_t kMaxLimits = 8;
 inline constexpr uint32_t kMaxNameLen = 63;
@@ -110,7 +110,19 @@ struct Header {
     Shared<uint32_t> define_journal_resource;
     uint8_t reserved0[192 - 132];
     Shared<uint64_t> reclaims;        // processes reclaimed (relaxed counter)
-    uint8_t reserved1[kHeaderSize - 200];
+    uint8_t reserved1[256 - 200];
+    // -- many hosts (lease.hpp, refiller.cpp) --
+    uint64_t host_id;                 // creator: random, never 0; names this host in Redis
+    // The refiller election: 0 = nobody, else owner process slot + 1. Taken
+    // by CAS (acq_rel) from 0 or from a dead owner, given up by CAS back to
+    // 0 (release); candidates read it (acquire) and sleep on it.
+    Shared<uint32_t> refiller;
+    // Bumped (release) by anyone who needs the refiller now (a head short of
+    // lease, a permit released on a global resource); the refiller sleeps on
+    // it (acquire load before the futex wait).
+    Shared<uint32_t> refill_wake;
+    Shared<uint32_t> refiller_pid;    // display only (relaxed)
+    uint8_t reserved2[kHeaderSize - 276];
 };
 static_assert(offsetof(Header, magic) == 0);
 static_assert(offsetof(Header, layout_major) == 8);
@@ -135,6 +147,10 @@ static_assert(offsetof(Header, define_lock) == 120);
 static_assert(offsetof(Header, define_journal_valid) == 124);
 static_assert(offsetof(Header, define_journal_resource) == 128);
 static_assert(offsetof(Header, reclaims) == 192);
+static_assert(offsetof(Header, host_id) == 256);
+static_assert(offsetof(Header, refiller) == 264);
+static_assert(offsetof(Header, refill_wake) == 268);
+static_assert(offsetof(Header, refiller_pid) == 272);
 static_assert(sizeof(Header) == kHeaderSize);
 
 inline constexpr uint32_t kLockWaiters = 1u << 31;
@@ -224,9 +240,14 @@ struct LimitConfig {
 };
 static_assert(sizeof(LimitConfig) == 56);
 
+// Config::flags.
+inline constexpr uint32_t kScopeGlobal = 1;     // shared with other hosts through Redis
+inline constexpr uint32_t kFailLocalShare = 2;  // Redis lost: enforce limit / hosts here
+inline constexpr uint32_t kConfigFlagsMask = kScopeGlobal | kFailLocalShare;
+
 struct Config {
     Shared<uint32_t> count;         // 1..kMaxLimits
-    uint32_t reserved;
+    Shared<uint32_t> flags;         // kScopeGlobal, kFailLocalShare; other bits: damage
     LimitConfig limits[kMaxLimits];
 };
 static_assert(sizeof(Config) == 8 + 56 * kMaxLimits);
@@ -313,6 +334,43 @@ constexpr uint32_t wait_bucket(uint64_t wait_ns) {
 static_assert(wait_bucket(0) == 0 && wait_bucket(1999) == 0 && wait_bucket(2000) == 1 &&
               wait_bucket(4000) == 2 && wait_bucket(~0ull) == kWaitBuckets - 1);
 
+// A global resource's share on this host (lease.hpp has the protocol).
+// Rate limit i's lease is its horizon: the local TAT (Resource::tat) may
+// reach horizon[i] and no further, so the credit left is horizon - tat ns
+// (at request_ns per unit). Concurrency limit i admits at most slots[i]
+// held here. Nothing is admitted at or after expires_ns (CLOCK_MONOTONIC).
+// Only the refiller writes the lease (horizon: fetch_add/CAS acq_rel, each
+// pairs with the admitting paths' acquire loads; slots: stores under the
+// resource lock when lowered, release when raised; expires_ns: release
+// after the horizons and slots it covers). Any value is safe: a horizon or
+// expiry far ahead admits no more than the TAT arithmetic allows, and
+// rqctl only displays the rest.
+enum class LinkState : uint32_t { kNone = 0, kUp = 1, kDown = 2, kLocalShare = 3 };
+inline constexpr uint32_t kLeaseErrorText = 96;
+struct Lease {
+    Shared<int64_t> horizon[kMaxLimits];
+    Shared<uint64_t> slots[kMaxLimits];
+    Shared<int64_t> expires_ns;
+    Shared<uint32_t> link;          // LinkState: the refiller (relaxed store, seq_cst read by
+                                    // a head timing out to pick its error code)
+    Shared<uint32_t> hosts;         // hosts Redis last counted (relaxed; display, local share)
+    Shared<uint64_t> want;          // load a head waits for (relaxed hint to the refiller)
+    Shared<int64_t> active_ns;      // when a head last waited or a permit was taken (relaxed)
+    Shared<uint64_t> round_trips;   // counters, relaxed, refiller only
+    Shared<uint64_t> rtt_ns_total;
+    Shared<uint64_t> rtt_ns_max;
+    Shared<uint64_t> errors;
+    Shared<uint64_t> lost;          // units Redis wrote off for dead hosts (its count)
+    Shared<uint64_t> granted;       // units granted to this host
+    Shared<int64_t> last_error_rt;  // CLOCK_REALTIME ns of the last error (0: none)
+    Shared<int32_t> last_error;     // its RQ_E* code
+    uint32_t reserved;
+    char last_error_text[kLeaseErrorText];  // display only; NUL padded, may tear
+};
+static_assert(offsetof(Lease, expires_ns) == 128);
+static_assert(offsetof(Lease, last_error_text) == 224);
+static_assert(sizeof(Lease) == 320);
+
 struct alignas(kCacheLine) Resource {
     // -- identity (line 0..1) --
     Shared<uint32_t> state;         // ResourceState: kDefining and kReady written under
@@ -357,6 +415,7 @@ struct alignas(kCacheLine) Resource {
     UsageCounters usage;
     uint8_t reserved7[32];
     WaitHistogram waits;            // the head only (see Counters); rqctl reads
+    Lease lease;                    // global resources only (lease.hpp)
 };
 static_assert(offsetof(Resource, state) == 0);
 static_assert(offsetof(Resource, name_len) == 4);
@@ -375,7 +434,8 @@ static_assert(offsetof(Resource, hard_epoch) == 1220);
 static_assert(offsetof(Resource, counters) == 1344);
 static_assert(offsetof(Resource, usage) == 1408);
 static_assert(offsetof(Resource, waits) == 1472);
-static_assert(sizeof(Resource) == 1728);
+static_assert(offsetof(Resource, lease) == 1728);
+static_assert(sizeof(Resource) == 2048);
 
 // Concurrency held by one process on one resource. Written only under the
 // resource's lock (relaxed inside it, through the undo journal: lock.cpp);

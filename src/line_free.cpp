@@ -33,6 +33,29 @@ Fast Engine::try_fast_any(Resource &res, uint32_t r, const Limits &lim, uint64_t
     return Fast::kGranted;
 }
 
+// try_fast_any for a global resource: the same steps against each limit's
+// lease clock, while the lease lives. Short of lease, the line path asks the
+// refiller.
+Fast Engine::try_fast_lease(Resource &res, uint32_t r, const Limits &lim, uint64_t load, int64_t now,
+                            rq_permit *out) {
+    if (!nobody_in_line(res, r)) return Fast::kMiss;
+    // seq_cst: pairs with penalize()'s CAS (llm.cpp), as in serve.
+    if (res.paused_until.load(boost::memory_order_seq_cst) > now) return Fast::kMiss;
+    RatePlan plan;
+    if (plan_lease(res, lim, load, now, plan) != 0) return Fast::kNoCapacity;
+    // acquire: pairs with write_limits()'s release store (see try_fast).
+    if (res.config_word.load(boost::memory_order_acquire) != lim.word) return Fast::kMiss;
+    const Charge c = charge_all_or_nothing<true>(res, lim, load, now, plan, kFastRetries);
+    if (!c.taken) {
+        if (c.gave_back) wake_head(r, false);
+        return Fast::kMiss;
+    }
+    count_admission(res.counters, load);
+    const int32_t f = lim.first_load_rate;
+    PermitCode{f >= 0 ? kPermitHasTat : 0, r, me_, load, me_gen_, 0, grant_tat_of(lim, plan)}.pack(out);
+    return Fast::kGranted;
+}
+
 // try_fast's single CAS lost (found_tat is what it found): the contended
 // charge, retried at the same instant (charge.hpp).
 Fast Engine::try_fast_contended(Resource &res, uint32_t r, const Limits &lim, uint64_t load, int64_t now,

@@ -16,6 +16,7 @@
 // or claimer published before its CAS). The owner's death itself is observed
 // through the kernel (F_OFD_GETLK), which orders everything it wrote.
 #include "core.hpp"
+#include "refiller.hpp"
 
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -164,6 +165,7 @@ int Engine::open(const char *name, const rq_open_options *opts, Engine **out) {
         e->cache_versions_.assign(e->view_.geo.max_resources, 0);
         rc = e->register_process();
         if (rc == RQ_OK) e->start_sentinel();
+        if (rc == RQ_OK) rc = e->start_remote(opts);
     }
     if (rc != RQ_OK) {
         e->unmap_segment();
@@ -179,6 +181,7 @@ Engine::~Engine() {
     registry_remove(this);
     // A forked child that never registered owns no slot (its parent's is the parent's).
     if (forked_.load(std::memory_order_relaxed) == 0) {
+        remote_.reset();  // the refiller thread stops (and resigns) first
         stop_sentinel();
         unregister_process();
     }
@@ -193,6 +196,8 @@ void Engine::close_fd_after_fork() noexcept {
     fd_ = -1;
     // The parent's sentinel thread is not ours: forget it (no free here).
     (void)sentinel_.release();
+    if (remote_ != nullptr) remote_->forget_after_fork();
+    (void)remote_.release();  // nor its refiller thread
     new (&register_mu_) std::mutex();
     new (&cache_mu_) std::mutex();  // another thread may have held it at the fork
     forked_.store(1, std::memory_order_relaxed);

@@ -9,6 +9,7 @@
 #include "clock.hpp"
 #include "core.hpp"
 #include "gcra.hpp"
+#include "refiller.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -68,12 +69,31 @@ void finish_limits(Limits &lim) {
         lim.max_load = std::min(lim.max_load, rate ? l.burst : l.amount);
         if (rate && lim.first_load_rate < 0) lim.first_load_rate = static_cast<int32_t>(i);
     }
-    lim.fast_max_load = lim.has_conc ? 0 : lim.max_load;
-    lim.one_request = lim.count == 1 && lim.limit[0].kind == RQ_LIMIT_RATE && lim.limit[0].cost == RQ_COST_REQUEST;
+    lim.global = (lim.flags & kScopeGlobal) != 0;
+    // A global resource is admitted from its lease: never by try_fast.
+    lim.fast_max_load = lim.has_conc || lim.global ? 0 : lim.max_load;
+    lim.one_request = !lim.global && lim.count == 1 && lim.limit[0].kind == RQ_LIMIT_RATE &&
+                      lim.limit[0].cost == RQ_COST_REQUEST;
+}
+
+bool lease_view(Limits &lim) {
+    if (!lim.global) return true;
+    for (uint32_t i = 0; i < lim.count; ++i) {
+        Limit &l = lim.limit[i];
+        if (l.kind != RQ_LIMIT_RATE) continue;
+        // Whole units of request_ns each: a lease of u units is u * request_ns
+        // of horizon, and no split of it admits more than u (lease.hpp).
+        // (Redis keeps the bucket in Lua numbers: exact below 2^53.)
+        const u128 depth = static_cast<u128>(l.burst) * l.request_ns;
+        if (depth > (uint64_t{1} << 52)) return false;
+        l.unit_ns = l.request_ns;
+        l.burst_ns = static_cast<uint64_t>(depth);
+    }
+    return true;
 }
 
 bool same_limits(const Limits &a, const Limits &b) {
-    if (a.count != b.count) return false;
+    if (a.count != b.count || a.flags != b.flags) return false;
     for (uint32_t i = 0; i < a.count; ++i) {
         const Limit &x = a.limit[i], &y = b.limit[i];
         if (x.kind != y.kind || x.cost != y.cost || x.amount != y.amount || x.period_ns != y.period_ns ||
@@ -151,7 +171,8 @@ int read_limits_in(const View &view_, uint32_t r, Limits &out, uint64_t *word) {
         uint64_t w1 = res.config_word.load(boost::memory_order_acquire);
         const Config &c = res.config[ConfigWord::unpack(w1).active];
         uint32_t n = c.count.load(boost::memory_order_relaxed);
-        bool shape = n >= 1 && n <= kMaxLimits;
+        out.flags = c.flags.load(boost::memory_order_relaxed);
+        bool shape = n >= 1 && n <= kMaxLimits && (out.flags & ~kConfigFlagsMask) == 0;
         out.count = shape ? n : 0;
         out.has_conc = false;
         for (uint32_t i = 0; i < out.count; ++i) {
@@ -170,6 +191,7 @@ int read_limits_in(const View &view_, uint32_t r, Limits &out, uint64_t *word) {
             if (!sane(out.limit[i])) return RQ_ECORRUPT;
         }
         finish_limits(out);
+        if (!lease_view(out)) return RQ_ECORRUPT;
         out.word = w1;
         out.name_hash = res.name_hash;  // immutable once kReady (our caller saw it with acquire)
         if (word != nullptr) *word = w1;
@@ -236,6 +258,7 @@ int Engine::write_limits(uint32_t r, const Limits &lim) {
     boost::atomic_thread_fence(boost::memory_order_release);
     Config &c = res.config[cw.active ^ 1];
     c.count.store(lim.count, boost::memory_order_relaxed);
+    c.flags.store(lim.flags, boost::memory_order_relaxed);
     for (uint32_t i = 0; i < kMaxLimits; ++i) {
         Limit l = i < lim.count ? lim.limit[i] : Limit{};
         LimitConfig &lc = c.limits[i];
@@ -280,19 +303,46 @@ void Engine::carry_rate_debt(uint32_t r, const Limits &old_lim, const Limits &ne
 int Engine::define(const char *name, const rq_limit *limits, size_t n, uint32_t flags) {
     int rc = ensure_registered();
     if (rc != RQ_OK) return rc;
-    if (name == nullptr || (flags & ~RQ_DEFINE_REPLACE) != 0) return RQ_EINVAL;
+    constexpr uint32_t kKnown = RQ_DEFINE_REPLACE | RQ_DEFINE_LOCAL | RQ_DEFINE_LOCAL_SHARE;
+    if (name == nullptr || (flags & ~kKnown) != 0) return RQ_EINVAL;
+    if ((flags & RQ_DEFINE_LOCAL) != 0 && (flags & RQ_DEFINE_LOCAL_SHARE) != 0) return RQ_EINVAL;
     std::string_view nm(name, strnlen(name, kMaxNameLen + 1));
     if (!valid_resource_name(nm) || name[nm.size()] != '\0') return RQ_EINVAL;
     Limits want;
     rc = normalize_limits(limits, n, want);
     if (rc != RQ_OK) return rc;
 
-    // Fast path: already defined with the same limits (no lock).
+    // The scope: global with a Redis URL unless RQ_DEFINE_LOCAL; without
+    // one, host-only, or the global definition this host has already.
     uint32_t r;
     Limits have;
     rc = lookup(nm, r);
-    if (rc == RQ_OK && (rc = read_limits(r, have)) == RQ_OK && same_limits(have, want)) return RQ_OK;
+    if (rc == RQ_OK) rc = read_limits(r, have);
     if (rc != RQ_OK && rc != RQ_ENOENT) return rc;
+    const bool exists = rc == RQ_OK;
+    if ((flags & RQ_DEFINE_LOCAL) == 0 && remote_ != nullptr) {
+        want.flags = kScopeGlobal | ((flags & RQ_DEFINE_LOCAL_SHARE) != 0 ? kFailLocalShare : 0);
+    } else if ((flags & RQ_DEFINE_LOCAL) == 0 && exists && have.global) {
+        want.flags = have.flags;
+        if ((flags & RQ_DEFINE_LOCAL_SHARE) != 0 && (have.flags & kFailLocalShare) == 0) return RQ_ECONFLICT;
+    } else if ((flags & RQ_DEFINE_LOCAL_SHARE) != 0) {
+        return RQ_EINVAL;  // a fail mode for a resource that has no Redis
+    }
+    finish_limits(want);
+    if (want.global) {
+        Limits view = want;
+        if (!lease_view(view)) return RQ_EINVAL;  // too deep to lease in whole units
+    }
+
+    // Fast path: already defined with the same limits (no lock).
+    if (exists && same_limits(have, want)) return RQ_OK;
+    // A global definition is checked against (or stored in) Redis first,
+    // outside the define lock (a round trip is long for a lock word).
+    if (want.global && remote_ != nullptr) {
+        if (exists && (flags & RQ_DEFINE_REPLACE) == 0) return RQ_ECONFLICT;
+        rc = remote_->define(nm, want);
+        if (rc != RQ_OK) return rc;
+    }
 
     Header &h = view_.header();
     rc = lock(h.define_lock, true, 0);
@@ -305,7 +355,18 @@ int Engine::define(const char *name, const rq_limit *limits, size_t n, uint32_t 
                 rc = RQ_ECONFLICT;
             } else {
                 write_limits(r, want);
-                carry_rate_debt(r, have, want);
+                if (have.global || want.global) {
+                    // A lease is in units of the old limits: let it go
+                    // (the refiller asks again; Redis writes the old off).
+                    Resource &res = view_.resource(r);
+                    for (uint32_t i = 0; i < kMaxLimits; ++i) {
+                        // seq_cst: like reset's stores (admin.cpp).
+                        res.tat[i].store(0, boost::memory_order_seq_cst);
+                        res.lease.horizon[i].store(0, boost::memory_order_seq_cst);
+                    }
+                } else {
+                    carry_rate_debt(r, have, want);
+                }
                 wake_head(r, false);
             }
         }

@@ -185,6 +185,15 @@ int open_existing(const std::string &name, bool group, Mapping &m, Geometry &geo
     }
 }
 
+// Random and never 0 (getrandom, else the clock and the pid).
+uint64_t random_u64() {
+    uint64_t v = 0;
+    if (getrandom(&v, sizeof v, GRND_NONBLOCK) != static_cast<ssize_t>(sizeof v)) {
+        v = static_cast<uint64_t>(now_ns()) ^ (uint64_t{static_cast<uint32_t>(getpid())} << 32);
+    }
+    return v != 0 ? v : 1;
+}
+
 void init_contents(std::byte *base, const Geometry &g, uint32_t flags) {
     Header &h = *reinterpret_cast<Header *>(base);
     h.magic = kMagic;
@@ -201,6 +210,7 @@ void init_contents(std::byte *base, const Geometry &g, uint32_t flags) {
     h.created_realtime_ns = realtime_ns();
     h.created_mono_ns = now_ns();
     read_boot_id(h.boot_id);
+    h.host_id = random_u64();
     h.proc_table_off = g.proc_table_off;
     h.resource_table_off = g.resource_table_off;
     h.holdings_off = g.holdings_off;
@@ -224,10 +234,7 @@ void init_contents(std::byte *base, const Geometry &g, uint32_t flags) {
 int create_once(const std::string &name, const rq_open_options &o, bool replace_stale, bool &taken) {
     // Random, so that nobody can squat it in advance (a squat would only
     // make us pick another).
-    uint64_t nonce = 0;
-    if (getrandom(&nonce, sizeof nonce, GRND_NONBLOCK) != static_cast<ssize_t>(sizeof nonce)) {
-        nonce = static_cast<uint64_t>(now_ns()) ^ (uint64_t{static_cast<uint32_t>(getpid())} << 32);
-    }
+    const uint64_t nonce = random_u64();
     char suffix[64];
     std::snprintf(suffix, sizeof suffix, ".init-%d-%016llx", static_cast<int>(getpid()),
                   static_cast<unsigned long long>(nonce));

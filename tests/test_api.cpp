@@ -220,7 +220,7 @@ TEST_CASE("a release wakes the blocked head") {
 
 TEST_CASE("a full queue gives RQ_ENOSPC, not a crash") {
     Segment seg;
-    rq_open_options o{sizeof o, 0, 8, 2, 8};
+    rq_open_options o{sizeof o, 0, 8, 2, 8, 0, nullptr};
     Client c(seg.name, &o);
     rq_limit l[] = {conc(1)};
     REQUIRE(rq_define(c, "c", l, 1, 0) == RQ_OK);
@@ -245,7 +245,7 @@ TEST_CASE("a full queue gives RQ_ENOSPC, not a crash") {
 
 TEST_CASE("process table capacity gives RQ_ENOSPC") {
     Segment seg;
-    rq_open_options o{sizeof o, 0, 4, 4, 2};
+    rq_open_options o{sizeof o, 0, 4, 4, 2, 0, nullptr};
     rq_client *a = nullptr, *b = nullptr, *x = nullptr;
     REQUIRE(rq_open_ex(seg.c_str(), &o, &a) == RQ_OK);
     REQUIRE(rq_open_ex(seg.c_str(), &o, &b) == RQ_OK);
@@ -264,11 +264,11 @@ TEST_CASE("open options and names are validated") {
     CHECK(rq_open(".hidden", &c) == RQ_EINVAL);
     CHECK(rq_open_ex("x", nullptr, nullptr) == RQ_EINVAL);
     Segment seg;
-    rq_open_options o{sizeof o, 0, 4, 3, 4};  // slots not a power of two
+    rq_open_options o{sizeof o, 0, 4, 3, 4, 0, nullptr};  // slots not a power of two
     CHECK(rq_open_ex(seg.c_str(), &o, &c) == RQ_EINVAL);
-    o = rq_open_options{sizeof o, 0x40, 0, 0, 0};  // unknown flag
+    o = rq_open_options{sizeof o, 0x40, 0, 0, 0, 0, nullptr};  // unknown flag
     CHECK(rq_open_ex(seg.c_str(), &o, &c) == RQ_EINVAL);
-    o = rq_open_options{2, 0, 0, 0, 0};  // size too small
+    o = rq_open_options{2, 0, 0, 0, 0, 0, nullptr};  // size too small
     CHECK(rq_open_ex(seg.c_str(), &o, &c) == RQ_EINVAL);
 }
 

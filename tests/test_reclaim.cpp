@@ -165,7 +165,7 @@ Ordered ordered(const Peek &peek) {
 TEST_CASE("registering into a dead lock holder's slot finishes even when a nested reclaim needs its lock") {
     Watchdog dog(30);
     Segment seg;
-    const rq_open_options o{sizeof(rq_open_options), 0, 8, 8, 3};
+    const rq_open_options o{sizeof(rq_open_options), 0, 8, 8, 3, 0, nullptr};
     Client c(seg.name, &o);
     rq_limit l[] = {conc(2)};
     REQUIRE(rq_define(c, "a", l, 1, 0) == RQ_OK);
@@ -253,7 +253,7 @@ TEST_CASE("registering into a dead lock holder's slot finishes even when a neste
 TEST_CASE("a claim left by a dead reclaimer whose slot is reused does not make its target unreclaimable") {
     Watchdog dog(30);
     Segment seg;
-    const rq_open_options o{sizeof(rq_open_options), 0, 4, 8, 3};
+    const rq_open_options o{sizeof(rq_open_options), 0, 4, 8, 3, 0, nullptr};
     Client c(seg.name, &o);
     rq_limit l[] = {conc(1)};
     REQUIRE(rq_define(c, "a", l, 1, 0) == RQ_OK);
@@ -324,7 +324,7 @@ TEST_CASE("a claim left by a dead reclaimer whose slot is reused does not make i
 TEST_CASE("a reclaimer that saw a dead generation leaves the live process now in that slot alone") {
     Watchdog dog(30);
     Segment seg;
-    const rq_open_options o{sizeof(rq_open_options), 0, 4, 8, 4};
+    const rq_open_options o{sizeof(rq_open_options), 0, 4, 8, 4, 0, nullptr};
     rd::Engine *r_eng = engine_or_die(seg, o);
     rq_limit l[] = {conc(1)};
     REQUIRE(r_eng->define("r", l, 1, 0) == RQ_OK);
@@ -389,7 +389,7 @@ TEST_CASE("a reclaimer that saw a dead generation leaves the live process now in
 TEST_CASE("a lock breaker that saw the owner dead does not take the lock of a live process now in that slot") {
     Watchdog dog(30);
     Segment seg;
-    const rq_open_options o{sizeof(rq_open_options), 0, 4, 8, 4};
+    const rq_open_options o{sizeof(rq_open_options), 0, 4, 8, 4, 0, nullptr};
     rd::Engine *w = engine_or_die(seg, o);
     rq_limit l[] = {conc(1)};
     REQUIRE(w->define("r", l, 1, 0) == RQ_OK);

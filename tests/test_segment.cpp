@@ -38,8 +38,8 @@ namespace {
 
 constexpr uint64_t kSec = 1'000'000'000;
 constexpr int64_t kTimeout = 200'000'000;  // every acquire on a damaged segment is bounded
-constexpr rq_open_options kSmall{sizeof(rq_open_options), 0, 8, 8, 8};
-constexpr rq_open_options kSmallGroup{sizeof(rq_open_options), RQ_OPEN_GROUP, 8, 8, 8};
+constexpr rq_open_options kSmall{sizeof(rq_open_options), 0, 8, 8, 8, 0, nullptr};
+constexpr rq_open_options kSmallGroup{sizeof(rq_open_options), RQ_OPEN_GROUP, 8, 8, 8, 0, nullptr};
 
 std::string path_of(const std::string &name) { return "/dev/shm/" + name; }
 

@@ -295,7 +295,7 @@ TEST_CASE("rq_close cancels the tickets a client still has") {
 
 TEST_CASE("the head serves the tickets behind it; they return their permits without being head") {
     Segment seg;
-    rq_open_options o{sizeof o, 0, 8, 4, 8};  // 4 slots: reuse comes quickly
+    rq_open_options o{sizeof o, 0, 8, 4, 8, 0, nullptr};  // 4 slots: reuse comes quickly
     rq_client *c;
     REQUIRE(rq_open_ex(seg.c_str(), &o, &c) == RQ_OK);
     rq_limit l[] = {rate(1000, kSec * 3600, 1000, RQ_COST_LOAD)};  // no refill during the test

@@ -49,7 +49,8 @@ extern "C" {
     X(EACCES, -10, "segment is owned by another user or has looser permissions than expected") \
     X(ECANCELED, -11, "wait was cancelled")                                                \
     X(ESYS, -12, "system call failed (see errno)")                                         \
-    X(EINTERNAL, -13, "internal error in ratequeue")
+    X(EINTERNAL, -13, "internal error in ratequeue")                                      \
+    X(EUNAVAIL, -14, "global quota unavailable: Redis cannot be reached (or refused us), and this host's lease is spent")
 
 enum {
 #define RQ_ERROR_ENUM_(name, value, text) RQ_##name = value,
@@ -101,6 +102,11 @@ typedef struct rq_open_options {
     uint32_t max_resources;  /* default 256 (1..65536) */
     uint32_t queue_slots;    /* per resource; default 1024; power of two, 2..1048576 */
     uint32_t max_processes;  /* default 1024 (1..65536) */
+    uint32_t lease_ttl_ms;   /* many hosts: how long Redis keeps this host's lease after
+                                its last call (default 10000; 100..3600000) */
+    const char *redis_url;   /* many hosts: redis://[[user]:password@]host[:port][/db] or
+                                unix:///path[?db=N]; NULL: $RATEQUEUE_REDIS_URL; "" or
+                                unset: this host only */
 } rq_open_options;
 #define RQ_OPEN_GROUP 1u
 
@@ -143,6 +149,14 @@ RQ_API void rq_close(rq_client *c);
 /* ---- Defining resources ------------------------------------------------- */
 
 #define RQ_DEFINE_REPLACE 1u
+/* Many hosts. A client opened with a Redis URL defines global resources: every
+ * host on that Redis shares their limits. RQ_DEFINE_LOCAL keeps one on this
+ * host only. RQ_DEFINE_LOCAL_SHARE (global only): while Redis cannot be
+ * reached, admit limit / hosts here instead of failing closed. A client
+ * without a URL defines host-only resources, and accepts a global one that
+ * this host has already defined with the same limits. */
+#define RQ_DEFINE_LOCAL 2u
+#define RQ_DEFINE_LOCAL_SHARE 4u
 
 /* Defines resource with 1..RQ_MAX_LIMITS limits, all enforced at once.
  * Idempotent: the same limits again return 0. Different limits return
@@ -152,9 +166,13 @@ RQ_API void rq_close(rq_client *c);
  * Errors: RQ_EINVAL (name, kind, cost, amount 0 or > RQ_MAX_AMOUNT, period
  * outside [RQ_MIN_PERIOD_NS, RQ_MAX_PERIOD_NS], burst > RQ_MAX_AMOUNT, faster
  * than 1 unit per ns, or faster than 1 unit per 100 ns when period/amount is
- * not a whole number of ns, period set on a concurrency limit), RQ_ECONFLICT,
- * RQ_ENOSPC (resource table full), RQ_ECORRUPT.
- * Cost: takes the segment's define lock; not for hot paths. */
+ * not a whole number of ns, period set on a concurrency limit, a global rate
+ * limit deeper than 2^52 ns), RQ_ECONFLICT (also: defined differently in Redis
+ * by another host), RQ_EUNAVAIL (global, and Redis cannot be reached or
+ * refused us: rq_remote_error says why), RQ_ENOSPC (resource table full),
+ * RQ_ECORRUPT.
+ * Cost: takes the segment's define lock; a global first definition also makes
+ * one Redis round trip. Not for hot paths. */
 RQ_API int rq_define(rq_client *c, const char *resource, const rq_limit *limits, size_t n,
                      uint32_t flags);
 
@@ -346,6 +364,10 @@ RQ_API int rq_reap(rq_client *c, rq_reap_report *out);
 
 /* Text for any code (unknown codes get a generic text). Never NULL. */
 RQ_API const char *rq_strerror(int code);
+/* Many hosts: copies the last Redis error this client saw (what failed and
+ * what to do) into buf, NUL-terminated; "" when none. Returns its length. */
+RQ_API size_t rq_remote_error(rq_client *c, char *buf, size_t len);
+
 /* "RQ_ETIMEDOUT" etc. for any code. Never NULL. */
 RQ_API const char *rq_errname(int code);
 

@@ -1,0 +1,138 @@
+// Many hosts: the Redis side of the lease protocol, one Lua script, run
+// atomically by Redis for one resource at a time (refiller.cpp calls it).
+//
+// Keys (one hash tag, so one cluster slot): KEYS[1] "rq:{NAME}" the
+// resource (field def, per limit i: k<i> tokens in the bucket, r<i> ns
+// towards the next token, t<i> Redis TIME (us) of the last update, O<i>
+// tokens leased to hosts and not reported spent, C<i> concurrency slots
+// leased, L<i> tokens written off with dead hosts); KEYS[2]
+// "rq:{NAME}:hosts" a sorted set of host id -> lease expiry (Redis TIME,
+// us); KEYS[3] "rq:{NAME}:h" per host: "<host>:o<i>" its outstanding
+// tokens, "<host>:c<i>" its slots.
+//
+// ARGV: def, host, ttl_ms, n, then 4 per limit:
+//   rate:        1, burst, unit_ns, keep, give, want
+//                (keep: tokens the host keeps, give: tokens it hands back;
+//                keep + give <= what it holds; want: tokens it asks for)
+//   concurrency: 2, amount, keep, want    (keep: slots in use here)
+//   (rate takes 6 values, concurrency 4: ARGV is read in order.)
+//
+// Why the global bound holds (design in the README, "Many hosts"): tokens
+// exist in two places, the bucket (k) and host leases (at most O, since a
+// host only reports what it still holds and spends only from what it was
+// granted before its lease expires). Each call first refills the bucket at
+// `unit_ns` per token but only up to burst - O, so bucket + leases <= burst
+// at every instant; tokens are created only by that refill. So the load
+// admitted anywhere in any window of length t is at most the tokens that
+// existed at its start (<= burst) plus those created in it (<= t / unit),
+// which is B + A*t/P. A host's record expires ttl after its last call; it
+// stops spending before that (its own clock, from the instant it sent the
+// call), so expired tokens are written off (L) without ever being spent.
+//
+// Returns: {hosts, then per limit: granted (rate: tokens; concurrency: the
+// host's slots now), wait_ns (rate: until `want` more could be granted),
+// lost (L<i>)}. A different definition: error "RQCONFLICT <def>"; data that
+// is not ours: error "RQFOREIGN ...".
+#pragma once
+
+namespace rq::detail {
+
+inline constexpr const char *kLeaseScript = R"LUA(
+local def, host, ttl_us, n = ARGV[1], ARGV[2], tonumber(ARGV[3]) * 1000, tonumber(ARGV[4])
+local function num(v, what)
+  if v == false or v == nil then return 0 end
+  local x = tonumber(v)
+  if x == nil or x ~= math.floor(x) or x < 0 or x > 9007199254740991 then
+    return redis.error_reply('RQFOREIGN ' .. what .. ' holds ' .. tostring(v))
+  end
+  return x
+end
+local function get(key, field)
+  local x = num(redis.call('HGET', key, field), key .. ' ' .. field)
+  if type(x) == 'table' then error(x) end
+  return x
+end
+local have = redis.call('HGET', KEYS[1], 'def')
+if have and have ~= def then return redis.error_reply('RQCONFLICT ' .. have) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if not have then redis.call('HSET', KEYS[1], 'def', def) end
+-- Hosts whose lease expired: their tokens are written off, their slots freed.
+local dead = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
+for _, h in ipairs(dead) do
+  for i = 1, n do
+    local o = get(KEYS[3], h .. ':o' .. i)
+    local c = get(KEYS[3], h .. ':c' .. i)
+    if o > 0 then
+      redis.call('HSET', KEYS[1], 'O' .. i, math.max(0, get(KEYS[1], 'O' .. i) - o))
+      redis.call('HSET', KEYS[1], 'L' .. i, get(KEYS[1], 'L' .. i) + o)
+    end
+    if c > 0 then redis.call('HSET', KEYS[1], 'C' .. i, math.max(0, get(KEYS[1], 'C' .. i) - c)) end
+    redis.call('HDEL', KEYS[3], h .. ':o' .. i, h .. ':c' .. i)
+  end
+  redis.call('ZREM', KEYS[2], h)
+end
+local out = {0}
+local holds = false
+local a = 5
+for i = 1, n do
+  local kind = tonumber(ARGV[a])
+  if kind == 1 then
+    local burst, unit = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+    local keep, give, want = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+    a = a + 6
+    local O = get(KEYS[1], 'O' .. i)
+    local mine = get(KEYS[3], host .. ':o' .. i)
+    local k, r, last = get(KEYS[1], 'k' .. i), get(KEYS[1], 'r' .. i), redis.call('HGET', KEYS[1], 't' .. i)
+    if last then last = get(KEYS[1], 't' .. i) else last = now; k = 0; r = 0 end  -- new or lost: empty
+    -- Refill up to burst - O (O as it stood since the last call).
+    local cap = math.max(0, burst - O)
+    if k >= cap then
+      k = cap; r = 0
+    else
+      local el = math.max(0, now - last) * 1000
+      local need = (cap - k) * unit - r
+      if el >= need then
+        k = cap; r = 0
+      else
+        local tot = r + el
+        local add = math.floor(tot / unit)
+        if add * unit > tot then add = add - 1 end
+        k = k + add; r = tot - add * unit
+      end
+    end
+    -- The host's report replaces its record: what it spent is gone, what it
+    -- gives back returns to the bucket.
+    O = math.max(0, O - mine) + keep
+    k = k + give
+    if k + O > burst then k = math.max(0, burst - O); r = 0 end
+    local g = math.max(0, math.min(want, k))
+    k = k - g
+    O = O + g
+    mine = keep + g
+    local wait = 0
+    if g < want then wait = math.max(0, (want - g - k) * unit - r) end
+    redis.call('HSET', KEYS[1], 'k' .. i, k, 'r' .. i, r, 't' .. i, now, 'O' .. i, O)
+    if mine > 0 then redis.call('HSET', KEYS[3], host .. ':o' .. i, mine); holds = true
+    else redis.call('HDEL', KEYS[3], host .. ':o' .. i) end
+    out[#out + 1] = g; out[#out + 1] = wait; out[#out + 1] = get(KEYS[1], 'L' .. i)
+  else
+    local amount, keep, want = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+    a = a + 4
+    local C = get(KEYS[1], 'C' .. i)
+    local mine = get(KEYS[3], host .. ':c' .. i)
+    local others = math.max(0, C - mine)
+    local more = math.max(0, math.min(want, amount - others - keep))
+    mine = keep + more
+    redis.call('HSET', KEYS[1], 'C' .. i, others + mine)
+    if mine > 0 then redis.call('HSET', KEYS[3], host .. ':c' .. i, mine); holds = true
+    else redis.call('HDEL', KEYS[3], host .. ':c' .. i) end
+    out[#out + 1] = mine; out[#out + 1] = 0; out[#out + 1] = 0
+  end
+end
+if holds then redis.call('ZADD', KEYS[2], now + ttl_us, host) else redis.call('ZREM', KEYS[2], host) end
+out[1] = redis.call('ZCARD', KEYS[2])
+return out
+)LUA";
+
+}  // namespace rq::detail

@@ -1,0 +1,515 @@
+// Many hosts: the refiller's state machine (refiller.hpp), one process per
+// host at a time.
+//
+// Per global resource, each tick (kTickNs while anything is held or wanted;
+// otherwise it sleeps until a head asks, need_refill, or kIdleTickNs):
+//   look      the TATs it last saw against now: units spent per limit (the
+//             host's demand, smoothed), and whether the resource is busy
+//             (spent, a head waiting, or holders);
+//   expire    a lease past its local expiry is void: its credit is taken
+//             (not given back: Redis writes it off at its own expiry);
+//   decide    call Redis when: a rate limit is under its low-water mark (a
+//             third of its chunk) or a head waits for more than is left; a
+//             head waits for a concurrency slot; slots lie idle; the lease
+//             nears expiry (a third of the TTL left) while anything is held;
+//             or the resource has been idle kIdleNs (give everything back);
+//   report    what the host keeps of each rate lease, what it gives back,
+//             and what it wants (its chunk: kChunkNs of its own demand, at
+//             least kMinChunk units, at most the burst / hosts); for
+//             concurrency, the slots it keeps (at least those in use:
+//             lowered first, under the resource lock) and how many more;
+//   apply     credit and slots granted (raised after Redis granted them,
+//             lowered before Redis hears of it), the new expiry (measured
+//             from the instant the call was sent), then wake the head;
+//   fail      the link is down: keep spending what is held until the
+//             expiry (fail closed), or, with kFailLocalShare, admit limit /
+//             hosts from the local clock; retry at growing intervals.
+// Killed at any step, a refiller loses at most what Redis granted in its
+// last call (the safe side); the next refiller goes on from the segment.
+#include "refiller.hpp"
+
+#include "charge.hpp"
+#include "clock.hpp"
+#include "lease.hpp"
+#include "lease_script.hpp"
+
+#include <algorithm>
+#include <cinttypes>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <unistd.h>
+
+namespace rq::detail {
+
+namespace {
+
+constexpr int64_t kTickNs = 5'000'000;           // busy: look every 5 ms
+constexpr int64_t kIdleTickNs = 1'000'000'000;   // idle: 1 s (renewals, a missed wake)
+constexpr int64_t kIdleNs = 500'000'000;         // idle this long: give the lease back
+constexpr int64_t kCallNs = 250'000'000;         // deadline of one Redis call
+constexpr int64_t kRetryMinNs = 20'000'000;      // after a failed call, retry in 20 ms,
+constexpr int64_t kRetryMaxNs = 1'000'000'000;   // doubling up to 1 s
+constexpr int64_t kChunkNs = 250'000'000;        // a chunk is 250 ms of the host's demand
+constexpr uint64_t kMinChunk = 64;               // and at least this (<= 16 calls per 1,000)
+constexpr int64_t kShareTickNs = 2'000'000'000;  // local share: expiry kept this far ahead
+
+uint64_t used_of(const Resource &res, const Limit &l) {
+    // relaxed: a hint, checked again under the lock where it matters.
+    return l.cost == RQ_COST_LOAD ? res.in_use_load.load(boost::memory_order_relaxed)
+                                  : res.in_use_req.load(boost::memory_order_relaxed);
+}
+
+}  // namespace
+
+struct Remote::PerResource {
+    uint64_t word = 0;  // config word these notes belong to
+    int64_t last_tat[kMaxLimits] = {};
+    double rate[kMaxLimits] = {};  // units per second spent here, smoothed
+    int64_t last_look = 0;
+    int64_t last_busy = 0;
+    int64_t next_call = 0;  // not before (retry backoff, or Redis's wait hint)
+    int64_t backoff = 0;
+    bool shared = false;    // local share in force
+    int64_t share_mark = 0;
+    uint64_t share_ns[kMaxLimits] = {};  // local share: ns accrued towards the next unit
+    uint32_t hosts = 1;
+};
+
+std::string lease_key(std::string_view name) { return "rq:{" + std::string(name) + "}"; }
+
+std::string lease_definition(const Limits &lim) {
+    std::string d = "rq1";
+    for (uint32_t i = 0; i < lim.count; ++i) {
+        const Limit &l = lim.limit[i];
+        char buf[128];
+        std::snprintf(buf, sizeof buf, "|%u,%u,%" PRIu64 ",%" PRIu64 ",%" PRIu64, l.kind, l.cost, l.amount,
+                      l.kind == RQ_LIMIT_RATE ? l.period_ns : 0, l.kind == RQ_LIMIT_RATE ? l.burst : 0);
+        d += buf;
+    }
+    d += (lim.flags & kFailLocalShare) != 0 ? "|local-share" : "|closed";
+    return d;
+}
+
+namespace {
+
+std::string host_hex(uint64_t id) {
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%016" PRIx64, id);
+    return buf;
+}
+
+// The script's arguments for one call (see lease_script.hpp).
+struct Call {
+    std::vector<std::string> keys;
+    std::vector<std::string> args;
+};
+
+Call make_call(std::string_view name, const Limits &lim, uint64_t host, uint32_t ttl_ms) {
+    const std::string k = lease_key(name);
+    Call c{{k, k + ":hosts", k + ":h"}, {lease_definition(lim), host_hex(host), std::to_string(ttl_ms),
+                                         std::to_string(lim.count)}};
+    return c;
+}
+
+}  // namespace
+
+Remote::Remote(Engine &e, RedisUrl url, uint32_t ttl_ms)
+    : e_(e), link_(url), define_link_(url), ttl_ms_(ttl_ms), state_(e.view().geo.max_resources) {}
+
+Remote::~Remote() {
+    if (!started_) return;
+    stop_.store(1, std::memory_order_release);
+    futex_wake(&stop_, INT32_MAX);
+    pthread_join(thread_, nullptr);
+}
+
+void Remote::forget_after_fork() noexcept { started_ = false; }
+
+int Remote::start() {
+    sigset_t all, old;
+    sigfillset(&all);
+    // The thread takes no signal: the process's handlers run where they always did.
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    const int err = pthread_create(&thread_, nullptr, &Remote::thread_main, this);
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    if (err != 0) {
+        errno = err;
+        return RQ_ESYS;
+    }
+    started_ = true;
+    return RQ_OK;
+}
+
+void *Remote::thread_main(void *self) {
+    static_cast<Remote *>(self)->run();
+    return nullptr;
+}
+
+std::string Remote::last_error() const {
+    std::lock_guard<std::mutex> g(err_mu_);
+    return last_error_;
+}
+
+void Remote::note_error(Resource *res, int rc, const std::string &what) {
+    {
+        std::lock_guard<std::mutex> g(err_mu_);
+        last_error_ = what;
+    }
+    if (res == nullptr) return;
+    Lease &l = res->lease;
+    l.errors.fetch_add(1, boost::memory_order_relaxed);
+    l.last_error.store(rc, boost::memory_order_relaxed);
+    l.last_error_rt.store(realtime_ns(), boost::memory_order_relaxed);
+    char buf[kLeaseErrorText] = {};
+    std::snprintf(buf, sizeof buf, "%s", what.c_str());
+    std::memcpy(l.last_error_text, buf, sizeof buf);  // display only (may tear)
+}
+
+int Remote::define(std::string_view name, const Limits &lim) {
+    std::lock_guard<std::mutex> g(define_mu_);
+    Call c = make_call(name, lim, e_.view().header().host_id, ttl_ms_);
+    for (uint32_t i = 0; i < lim.count; ++i) {
+        const Limit &l = lim.limit[i];
+        if (l.kind == RQ_LIMIT_RATE) {
+            c.args.insert(c.args.end(), {"1", std::to_string(l.burst), std::to_string(l.request_ns), "0", "0", "0"});
+        } else {
+            c.args.insert(c.args.end(), {"2", std::to_string(l.amount), "0", "0"});
+        }
+    }
+    RedisResult res = define_link_.eval(kLeaseScript, lease_key(name), c.keys, c.args, now_ns() + 4 * kCallNs);
+    if (res.rc != RQ_OK) note_error(nullptr, res.rc, res.error);
+    return res.rc;
+}
+
+int Engine::start_remote(const rq_open_options *opts) {
+    rq_open_options o{};
+    if (opts != nullptr) std::memcpy(&o, opts, std::min<size_t>(opts->size, sizeof o));  // size checked by map_segment
+    const char *url = o.redis_url != nullptr ? o.redis_url : std::getenv("RATEQUEUE_REDIS_URL");
+    if (url == nullptr || url[0] == '\0') return RQ_OK;
+    const uint32_t ttl = o.lease_ttl_ms != 0 ? o.lease_ttl_ms : kDefaultLeaseTtlMs;
+    if (ttl < 100 || ttl > 3'600'000) return RQ_EINVAL;
+    RedisUrl u;
+    std::string why;
+    if (parse_redis_url(url, u, why) != 0) {
+        std::fprintf(stderr, "ratequeue: %s\n", why.c_str());
+        return RQ_EINVAL;
+    }
+    remote_ = std::make_unique<Remote>(*this, std::move(u), ttl);
+    const int rc = remote_->start();
+    if (rc != RQ_OK) remote_.reset();
+    return rc;
+}
+
+std::string Engine::remote_error() const { return remote_ != nullptr ? remote_->last_error() : std::string(); }
+
+// ---- Election --------------------------------------------------------------------
+
+bool Remote::elect() {
+    Header &h = e_.view().header();
+    const uint32_t mine = e_.process_slot() + 1;
+    // acquire: pairs with the CASes that take the word and resign's release.
+    uint32_t w = h.refiller.load(boost::memory_order_acquire);
+    if (w == mine) return true;
+    if (w != 0) {
+        const uint32_t owner = w - 1;
+        // A word naming no slot is damage: take it as a dead owner's.
+        if (owner < e_.view().geo.max_processes && e_.alive(owner)) return false;
+    }
+    // acq_rel: the one transition that makes us the refiller.
+    if (!h.refiller.compare_exchange_strong(w, mine, boost::memory_order_acq_rel)) return false;
+    h.refiller_pid.store(static_cast<uint32_t>(getpid()), boost::memory_order_relaxed);
+    return true;
+}
+
+void Remote::wait_as_candidate() {
+    Header &h = e_.view().header();
+    // acquire: as in elect.
+    const uint32_t w = h.refiller.load(boost::memory_order_acquire);
+    if (w == 0) return;
+    DeathWatch dw;
+    if (w - 1 < e_.view().geo.max_processes) e_.watch_death(w - 1, dw);
+    const int64_t now = now_ns();
+    if (dw.died) {
+        // Its liveness lock may outlive the notice a moment.
+        futex_wait(&stop_, 0, now + kDyingNs);
+        return;
+    }
+    if (have_futex_wait_any()) {
+        FutexWord words[DeathWatch::kMax + 2];
+        uint32_t n = 0;
+        words[n++] = FutexWord{&h.refiller, w};
+        words[n++] = FutexWord{&stop_, 0};
+        for (uint32_t i = 0; i < dw.n; ++i) words[n++] = dw.word[i];
+        futex_wait_any(words, n, now + (dw.poll ? kWatchNs : kBackstopNs));
+        relay_deaths(dw);
+    } else {
+        futex_wait(&stop_, 0, now + kWatchNs);
+    }
+}
+
+void Remote::resign() {
+    Header &h = e_.view().header();
+    uint32_t mine = e_.process_slot() + 1;
+    // release: pairs with the candidates' acquire loads (elect).
+    if (h.refiller.compare_exchange_strong(mine, 0, boost::memory_order_release)) futex_wake(&h.refiller, INT32_MAX);
+}
+
+void Remote::run() {
+    while (stop_.load(std::memory_order_acquire) == 0) {
+        if (!elect()) {
+            wait_as_candidate();
+            continue;
+        }
+        rest(tick());
+    }
+    resign();
+}
+
+void Remote::rest(int64_t ns) {
+    Header &h = e_.view().header();
+    const int64_t until = now_ns() + ns;
+    // release: pairs with need_refill's exchange (lease.cpp): a head that
+    // comes after this store wakes us.
+    h.refill_wake.store(1, boost::memory_order_release);
+    if (have_futex_wait_any()) {
+        const FutexWord words[2] = {{&h.refill_wake, 1}, {&stop_, 0}};
+        futex_wait_any(words, 2, until);
+    } else {
+        futex_wait(&h.refill_wake, 1, std::min(until, now_ns() + kFallbackNs));
+    }
+}
+
+// ---- The refill -------------------------------------------------------------------
+
+int64_t Remote::tick() {
+    const View &v = e_.view();
+    int64_t next = kIdleTickNs;
+    for (uint32_t r = 0; r < v.geo.max_resources; ++r) {
+        Resource &res = v.resource(r);
+        // acquire: pairs with the definer's release store of kReady.
+        if (res.state.load(boost::memory_order_acquire) != static_cast<uint32_t>(ResourceState::kReady)) continue;
+        Limits lim;
+        if (e_.read_limits(r, lim) != RQ_OK || !lim.global) continue;
+        PerResource &st = state_[r];
+        if (st.word != lim.word) st = PerResource{lim.word};
+        next = std::min(next, step(r, lim, st, now_ns()));
+        if (stop_.load(std::memory_order_acquire) != 0) break;
+    }
+    return next;
+}
+
+int64_t Remote::step(uint32_t r, const Limits &lim, PerResource &st, int64_t now) {
+    Resource &res = e_.view().resource(r);
+    Lease &ls = res.lease;
+    // -- look
+    bool busy = false;
+    const double dt = st.last_look > 0 ? static_cast<double>(now - st.last_look) / 1e9 : 0;
+    for (uint32_t i = 0; i < lim.count; ++i) {
+        const Limit &l = lim.limit[i];
+        if (l.kind != RQ_LIMIT_RATE) continue;
+        // acquire: pairs with the acq_rel CASes on the TAT (charge.hpp).
+        const int64_t tat = res.tat[i].load(boost::memory_order_acquire);
+        const int64_t moved = st.last_look > 0 && tat > st.last_tat[i] ? tat - st.last_tat[i] : 0;
+        st.last_tat[i] = tat;
+        const double spent = static_cast<double>(moved) / static_cast<double>(l.request_ns);
+        if (spent > 0) busy = true;
+        if (dt > 0) st.rate[i] = 0.7 * st.rate[i] + 0.3 * (spent / dt);
+    }
+    st.last_look = now;
+    const uint64_t want_load = ls.want.exchange(0, boost::memory_order_relaxed);
+    if (want_load != 0) busy = true;
+    for (uint32_t i = 0; i < lim.count; ++i) {
+        if (lim.limit[i].kind == RQ_LIMIT_CONCURRENCY && used_of(res, lim.limit[i]) > 0) busy = true;
+    }
+    if (busy || st.last_busy == 0) st.last_busy = now;
+    const bool idle = now - st.last_busy >= kIdleNs;
+    // acquire: pairs with our own release stores (another refiller's, before us).
+    const int64_t expires = ls.expires_ns.load(boost::memory_order_acquire);
+    const bool expired = now >= expires;
+
+    // -- expire: a lease Redis no longer counts must not be spent.
+    if (expired && !st.shared) {
+        for (uint32_t i = 0; i < lim.count; ++i) {
+            if (lim.limit[i].kind == RQ_LIMIT_RATE && lease_credit(res, lim.limit[i], i) > 0) {
+                take_credit(res, lim.limit[i], i);
+            }
+        }
+    }
+
+    // -- decide
+    const uint32_t hosts = std::max<uint32_t>(1, st.hosts);
+    bool need = false, holds = false, shrink = false;
+    uint64_t chunk[kMaxLimits] = {};
+    for (uint32_t i = 0; i < lim.count; ++i) {
+        const Limit &l = lim.limit[i];
+        if (l.kind == RQ_LIMIT_RATE) {
+            const int64_t credit = lease_credit(res, l, i);
+            holds |= credit > 0;
+            const uint64_t cost = want_load != 0 ? cost_of(l, want_load) : 1;
+            uint64_t c = std::max<uint64_t>(static_cast<uint64_t>(st.rate[i] * kChunkNs / 1e9) + 1, kMinChunk);
+            c = std::min(c, std::max<uint64_t>(1, l.burst / hosts));
+            c = std::max(c, std::min(cost, l.burst));
+            chunk[i] = c;
+            if (!idle && credit < static_cast<int64_t>((c + 2) / 3)) need = true;
+            if (want_load != 0 && credit < static_cast<int64_t>(cost)) need = true;
+        } else {
+            const uint64_t slots = ls.slots[i].load(boost::memory_order_relaxed);
+            const uint64_t used = used_of(res, l);
+            holds |= slots > 0;
+            if (want_load != 0 && slots < used + cost_of(l, want_load)) need = true;
+            if (slots > used && want_load == 0 && (idle || now - st.last_busy >= kTickNs * 4)) shrink = true;
+        }
+    }
+    const bool renew = holds && !expired && expires - now < static_cast<int64_t>(ttl_ms_) * 1'000'000 / 3;
+    const bool give_back = idle && holds && !st.shared;
+    if (!need && !renew && !give_back && !shrink) {
+        if (st.shared) local_share(r, lim, st, now);
+        return busy || holds ? kTickNs : kIdleTickNs;
+    }
+    if (now < st.next_call) {
+        if (st.shared) local_share(r, lim, st, now);
+        return std::min(st.next_call - now, kTickNs);
+    }
+
+    // -- report
+    Call c = make_call({res.name, std::min<uint32_t>(res.name_len, kMaxNameLen)}, lim, e_.view().header().host_id,
+                       ttl_ms_);
+    uint64_t asked[kMaxLimits] = {};
+    const bool was_shared = st.shared;
+    for (uint32_t i = 0; i < lim.count; ++i) {
+        const Limit &l = lim.limit[i];
+        if (l.kind == RQ_LIMIT_RATE) {
+            uint64_t keep = 0, give = 0, want = 0;
+            if (was_shared) {
+                take_credit(res, l, i);  // local share's credit is not Redis's: drop it
+            } else if (give_back) {
+                give = take_credit(res, l, i);
+            } else {
+                const int64_t credit = lease_credit(res, l, i);
+                keep = credit > 0 ? static_cast<uint64_t>(credit) : 0;
+                const uint64_t owed = credit < 0 ? static_cast<uint64_t>(-credit) : 0;
+                const uint64_t target = chunk[i] + owed;
+                want = target > keep ? std::min(target - keep, l.burst - std::min(keep, l.burst)) : 0;
+            }
+            asked[i] = want;
+            c.args.insert(c.args.end(), {"1", std::to_string(l.burst), std::to_string(l.request_ns),
+                                         std::to_string(keep), std::to_string(give), std::to_string(want)});
+        } else {
+            uint64_t keep = ls.slots[i].load(boost::memory_order_relaxed);
+            if (shrink || give_back || was_shared || expired) {
+                // Lowered here first, under the lock (no admission races it), then reported.
+                if (e_.lock(res.lock, false, r, now_ns() + kCallNs) == RQ_OK) {
+                    keep = used_of(res, l);
+                    ls.slots[i].store(keep, boost::memory_order_seq_cst);
+                    e_.unlock(res.lock);
+                }
+            }
+            keep = std::max(keep, used_of(res, l));
+            const uint64_t cost = want_load != 0 ? cost_of(l, want_load) : 0;
+            const uint64_t used = used_of(res, l);
+            const uint64_t want = used + cost > keep ? used + cost - keep : 0;
+            asked[i] = want;
+            c.args.insert(c.args.end(), {"2", std::to_string(l.amount), std::to_string(keep), std::to_string(want)});
+        }
+    }
+    const int64_t sent = now_ns();
+    RedisResult rr = link_.eval(kLeaseScript, lease_key({res.name, std::min<uint32_t>(res.name_len, kMaxNameLen)}),
+                                c.keys, c.args, sent + kCallNs);
+    ls.round_trips.fetch_add(1, boost::memory_order_relaxed);
+    // The reply's shape: hosts, then 3 per limit, each in range.
+    if (rr.rc == RQ_OK) {
+        bool ok = rr.ints.size() == 1 + 3 * size_t{lim.count} && rr.ints[0] >= 0 && rr.ints[0] <= 1'000'000;
+        for (uint32_t i = 0; ok && i < lim.count; ++i) {
+            const int64_t g = rr.ints[1 + 3 * i];
+            const Limit &l = lim.limit[i];
+            ok = g >= 0 && rr.ints[2 + 3 * i] >= 0 && rr.ints[3 + 3 * i] >= 0 &&
+                 (l.kind == RQ_LIMIT_RATE ? static_cast<uint64_t>(g) <= asked[i] : static_cast<uint64_t>(g) <= l.amount);
+        }
+        if (!ok) {
+            rr.rc = RQ_EUNAVAIL;
+            rr.error = "Redis answered the lease script with values out of range";
+        }
+    }
+    if (rr.rc != RQ_OK) {
+        // -- fail
+        note_error(&res, rr.rc, rr.error);
+        st.backoff = std::clamp(st.backoff * 2, kRetryMinNs, kRetryMaxNs);
+        st.next_call = now_ns() + st.backoff;
+        if ((lim.flags & kFailLocalShare) != 0 && rr.rc == RQ_EUNAVAIL) {
+            if (!st.shared) {
+                st.shared = true;
+                st.share_mark = now_ns();
+            }
+            ls.link.store(static_cast<uint32_t>(LinkState::kLocalShare), boost::memory_order_seq_cst);
+            local_share(r, lim, st, now_ns());
+        } else {
+            ls.link.store(static_cast<uint32_t>(LinkState::kDown), boost::memory_order_seq_cst);
+        }
+        e_.wake_head(r, false);  // a head past its deadline learns the code
+        return std::min(st.backoff, kTickNs);
+    }
+    // -- apply
+    st.backoff = 0;
+    st.shared = false;
+    st.hosts = static_cast<uint32_t>(std::max<int64_t>(1, rr.ints[0]));
+    ls.hosts.store(st.hosts, boost::memory_order_relaxed);
+    ls.rtt_ns_total.fetch_add(static_cast<uint64_t>(rr.rtt_ns), boost::memory_order_relaxed);
+    if (static_cast<uint64_t>(rr.rtt_ns) > ls.rtt_ns_max.load(boost::memory_order_relaxed)) {
+        ls.rtt_ns_max.store(static_cast<uint64_t>(rr.rtt_ns), boost::memory_order_relaxed);
+    }
+    int64_t hint = 0;
+    uint64_t lost = 0;
+    for (uint32_t i = 0; i < lim.count; ++i) {
+        const Limit &l = lim.limit[i];
+        const uint64_t g = static_cast<uint64_t>(rr.ints[1 + 3 * i]);
+        if (l.kind == RQ_LIMIT_RATE) {
+            add_credit(res, l, i, g);
+            ls.granted.fetch_add(g, boost::memory_order_relaxed);
+            if (g < asked[i]) hint = std::max(hint, rr.ints[2 + 3 * i]);
+            lost += static_cast<uint64_t>(rr.ints[3 + 3 * i]);
+        } else {
+            // seq_cst: read by conc_fits beside the counters (charge.hpp).
+            ls.slots[i].store(g, boost::memory_order_seq_cst);
+        }
+    }
+    ls.lost.store(lost, boost::memory_order_relaxed);
+    // release: after the credit and slots it covers (lease.hpp, lease_live).
+    ls.expires_ns.store(sent + static_cast<int64_t>(ttl_ms_) * 1'000'000 * 15 / 16, boost::memory_order_release);
+    ls.link.store(static_cast<uint32_t>(LinkState::kUp), boost::memory_order_seq_cst);
+    e_.wake_head(r, false);
+    // Redis's hint: the tokens we asked for exist in `hint` ns; ask again then
+    // (sooner makes no more of them).
+    st.next_call = hint > 0 ? now_ns() + std::min<int64_t>(hint, kIdleTickNs) : 0;
+    return hint > 0 ? std::min<int64_t>(hint, kTickNs * 4) : kTickNs;
+}
+
+void Remote::local_share(uint32_t r, const Limits &lim, PerResource &st, int64_t now) {
+    Resource &res = e_.view().resource(r);
+    Lease &ls = res.lease;
+    const uint32_t hosts = std::max<uint32_t>(1, st.hosts);
+    const int64_t elapsed = std::max<int64_t>(0, now - st.share_mark);
+    st.share_mark = now;
+    for (uint32_t i = 0; i < lim.count; ++i) {
+        const Limit &l = lim.limit[i];
+        if (l.kind == RQ_LIMIT_RATE) {
+            // limit / hosts: one unit per request_ns * hosts of local time,
+            // up to burst / hosts held.
+            const uint64_t per = l.request_ns * hosts;
+            st.share_ns[i] += static_cast<uint64_t>(elapsed);
+            uint64_t units = st.share_ns[i] / per;
+            st.share_ns[i] -= units * per;
+            const int64_t credit = lease_credit(res, l, i);
+            const int64_t cap = static_cast<int64_t>(std::max<uint64_t>(1, l.burst / hosts));
+            if (credit + static_cast<int64_t>(units) > cap) units = credit >= cap ? 0 : static_cast<uint64_t>(cap - credit);
+            add_credit(res, l, i, units);
+        } else {
+            ls.slots[i].store(std::max<uint64_t>(1, l.amount / hosts), boost::memory_order_seq_cst);
+        }
+    }
+    ls.expires_ns.store(now + kShareTickNs, boost::memory_order_release);
+    e_.wake_head(r, false);
+}
+
+}  // namespace rq::detail
