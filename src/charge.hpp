@@ -113,17 +113,17 @@ inline int64_t grant_tat_of(const Limits &lim, const RatePlan &plan) {
 // Whether every concurrency limit has room for `load`. Under the resource
 // lock, or in a head's sleep check: seq_cst loads, the Dekker partner of the
 // releaser's unlock exchange and wake_head (acquire.cpp, release_slow).
-// A global resource admits only within its leased slots (lease.hpp).
+// A global resource admits only within its leased slots (lease.cpp).
+bool conc_fits_lease(const Resource &res, const Limits &lim, uint64_t load);
 inline bool conc_fits(const Resource &res, const Limits &lim, uint64_t load) {
+    if (lim.global) [[unlikely]] return conc_fits_lease(res, lim, load);
     const uint64_t in_req = res.in_use_req.load(boost::memory_order_seq_cst);
     const uint64_t in_load = res.in_use_load.load(boost::memory_order_seq_cst);
-    const bool live = lim.global && lease_live(res, now_ns());
     for (uint32_t i = 0; i < lim.count; ++i) {
         const Limit &l = lim.limit[i];
         if (l.kind != RQ_LIMIT_CONCURRENCY) continue;
         const uint64_t used = l.cost == RQ_COST_LOAD ? in_load : in_req;
-        const uint64_t cap = lim.global ? lease_slots(res, l, i, live) : l.amount;
-        if (used > cap || cost_of(l, load) > cap - used) return false;
+        if (used > l.amount || cost_of(l, load) > l.amount - used) return false;
     }
     return true;
 }

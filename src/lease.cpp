@@ -28,6 +28,21 @@ int64_t plan_lease(Resource &res, const Limits &lim, uint64_t load, int64_t now,
     return ready_at;
 }
 
+bool conc_fits_lease(const Resource &res, const Limits &lim, uint64_t load) {
+    // seq_cst: as conc_fits (charge.hpp).
+    const uint64_t in_req = res.in_use_req.load(boost::memory_order_seq_cst);
+    const uint64_t in_load = res.in_use_load.load(boost::memory_order_seq_cst);
+    const bool live = lease_live(res, now_ns());
+    for (uint32_t i = 0; i < lim.count; ++i) {
+        const Limit &l = lim.limit[i];
+        if (l.kind != RQ_LIMIT_CONCURRENCY) continue;
+        const uint64_t used = l.cost == RQ_COST_LOAD ? in_load : in_req;
+        const uint64_t cap = lease_slots(res, l, i, live);
+        if (used > cap || cost_of(l, load) > cap - used) return false;
+    }
+    return true;
+}
+
 void need_refill(Resource &res, Header &h, uint64_t load, int64_t now) {
     res.lease.want.store(load, boost::memory_order_relaxed);
     res.lease.active_ns.store(now, boost::memory_order_relaxed);
