@@ -11,11 +11,12 @@
 // tokens, "<host>:c<i>" its slots.
 //
 // ARGV: def, host, ttl_ms, n, then 4 per limit:
-//   rate:        1, burst, unit_ns, keep, give, want
+//   rate:        1, burst, unit_ns, keep, give, want, need
 //                (keep: tokens the host keeps, give: tokens it hands back;
-//                keep + give <= what it holds; want: tokens it asks for)
+//                keep + give <= what it holds; want: tokens it asks for;
+//                need: the fewest worth a grant, 1..want)
 //   concurrency: 2, amount, keep, want    (keep: slots in use here)
-//   (rate takes 6 values, concurrency 4: ARGV is read in order.)
+//   (rate takes 7 values, concurrency 4: ARGV is read in order.)
 //
 // Why the global bound holds (design in the README, "Many hosts"): tokens
 // exist in two places, the bucket (k) and host leases (at most O, since a
@@ -29,8 +30,9 @@
 // stops spending before that (its own clock, from the instant it sent the
 // call), so expired tokens are written off (L) without ever being spent.
 //
-// Returns: {hosts, then per limit: granted (rate: tokens; concurrency: the
-// host's slots now), wait_ns (rate: until `want` more could be granted),
+// Returns: {hosts, then per limit: granted (rate: tokens, all there are up
+// to want, or none when fewer than need; concurrency: the host's slots
+// now), wait_ns (rate: until `need` more could be granted),
 // lost (L<i>)}. A different definition: error "RQCONFLICT <def>"; data that
 // is not ours: error "RQFOREIGN ...".
 #pragma once
@@ -79,8 +81,9 @@ for i = 1, n do
   local kind = tonumber(ARGV[a])
   if kind == 1 then
     local burst, unit = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-    local keep, give, want = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
-    a = a + 6
+    local keep, give, want, need = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]),
+                                   tonumber(ARGV[a + 6])
+    a = a + 7
     local O = get(KEYS[1], 'O' .. i)
     local mine = get(KEYS[3], host .. ':o' .. i)
     local k, r, last = get(KEYS[1], 'k' .. i), get(KEYS[1], 'r' .. i), redis.call('HGET', KEYS[1], 't' .. i)
@@ -106,12 +109,13 @@ for i = 1, n do
     O = math.max(0, O - mine) + keep
     k = k + give
     if k + O > burst then k = math.max(0, burst - O); r = 0 end
-    local g = math.max(0, math.min(want, k))
+    local g = 0
+    if k >= need then g = math.min(want, k) end
     k = k - g
     O = O + g
     mine = keep + g
     local wait = 0
-    if g < want then wait = math.max(0, (want - g - k) * unit - r) end
+    if want > 0 then wait = math.max(0, (need - k) * unit - r) end
     redis.call('HSET', KEYS[1], 'k' .. i, k, 'r' .. i, r, 't' .. i, now, 'O' .. i, O)
     if mine > 0 then redis.call('HSET', KEYS[3], host .. ':o' .. i, mine); holds = true
     else redis.call('HDEL', KEYS[3], host .. ':o' .. i) end

@@ -53,6 +53,8 @@ constexpr int64_t kRetryMinNs = 20'000'000;      // after a failed call, retry i
 constexpr int64_t kRetryMaxNs = 1'000'000'000;   // doubling up to 1 s
 constexpr int64_t kChunkNs = 250'000'000;        // a chunk is 250 ms of the host's demand
 constexpr uint64_t kMinChunk = 64;               // and at least this (<= 16 calls per 1,000)
+constexpr int64_t kBatchNs = 50'000'000;
+constexpr int64_t kRateTauNs = 500'000'000;      // demand is smoothed over 0.5 s         // no grant smaller than 50 ms of demand
 constexpr int64_t kShareTickNs = 2'000'000'000;  // local share: expiry kept this far ahead
 
 uint64_t used_of(const Resource &res, const Limit &l) {
@@ -173,7 +175,8 @@ int Remote::define(std::string_view name, const Limits &lim) {
     for (uint32_t i = 0; i < lim.count; ++i) {
         const Limit &l = lim.limit[i];
         if (l.kind == RQ_LIMIT_RATE) {
-            c.args.insert(c.args.end(), {"1", std::to_string(l.burst), std::to_string(l.request_ns), "0", "0", "0"});
+            c.args.insert(c.args.end(),
+                          {"1", std::to_string(l.burst), std::to_string(l.request_ns), "0", "0", "0", "0"});
         } else {
             c.args.insert(c.args.end(), {"2", std::to_string(l.amount), "0", "0"});
         }
@@ -315,11 +318,16 @@ int64_t Remote::step(uint32_t r, const Limits &lim, PerResource &st, int64_t now
         st.last_tat[i] = tat;
         const double spent = static_cast<double>(moved) / static_cast<double>(l.request_ns);
         if (spent > 0) busy = true;
-        if (dt > 0) st.rate[i] = 0.7 * st.rate[i] + 0.3 * (spent / dt);
+        // Smoothed over kRateTauNs, whatever the tick: units per second.
+        if (dt > 0) st.rate[i] += (spent - st.rate[i] * dt) / (dt + kRateTauNs / 1e9);
     }
     st.last_look = now;
-    const uint64_t want_load = ls.want.exchange(0, boost::memory_order_relaxed);
-    if (want_load != 0) busy = true;
+    // A head's want counts while anyone is in line (a head that left, served
+    // or not, is followed by another who says what it wants, or by nobody).
+    // seq_cst: the queue word, as every reader of the line (queue.cpp).
+    const QueueWord q = QueueWord::unpack(res.queue.load(boost::memory_order_seq_cst));
+    const uint64_t want_load = q.head != q.tail ? ls.want.load(boost::memory_order_relaxed) : 0;
+    if (q.head != q.tail) busy = true;
     for (uint32_t i = 0; i < lim.count; ++i) {
         if (lim.limit[i].kind == RQ_LIMIT_CONCURRENCY && used_of(res, lim.limit[i]) > 0) busy = true;
     }
@@ -381,7 +389,7 @@ int64_t Remote::step(uint32_t r, const Limits &lim, PerResource &st, int64_t now
     for (uint32_t i = 0; i < lim.count; ++i) {
         const Limit &l = lim.limit[i];
         if (l.kind == RQ_LIMIT_RATE) {
-            uint64_t keep = 0, give = 0, want = 0;
+            uint64_t keep = 0, give = 0, want = 0, least = 0;
             if (was_shared) {
                 take_credit(res, l, i);  // local share's credit is not Redis's: drop it
             } else if (give_back) {
@@ -392,10 +400,20 @@ int64_t Remote::step(uint32_t r, const Limits &lim, PerResource &st, int64_t now
                 const uint64_t owed = credit < 0 ? static_cast<uint64_t>(-credit) : 0;
                 const uint64_t target = chunk[i] + owed;
                 want = target > keep ? std::min(target - keep, l.burst - std::min(keep, l.burst)) : 0;
+                // A waiting head needs only its cost (and any debt) now; a
+                // top-up waits for half a chunk (fewer, larger calls).
+                // Either way at least kBatchNs of the host's demand, so that
+                // a host that spends all it gets calls at most 1 / kBatchNs
+                // times a second.
+                const uint64_t cost = want_load != 0 ? cost_of(l, want_load) + owed : 0;
+                const uint64_t batch = static_cast<uint64_t>(st.rate[i] * kBatchNs / 1e9);
+                least = std::max(cost > keep ? cost - keep : std::max<uint64_t>(1, want / 2), batch);
+                least = std::clamp<uint64_t>(least, want != 0 ? 1 : 0, want);
             }
             asked[i] = want;
             c.args.insert(c.args.end(), {"1", std::to_string(l.burst), std::to_string(l.request_ns),
-                                         std::to_string(keep), std::to_string(give), std::to_string(want)});
+                                         std::to_string(keep), std::to_string(give), std::to_string(want),
+                                         std::to_string(least)});
         } else {
             uint64_t keep = ls.slots[i].load(boost::memory_order_relaxed);
             if (shrink || give_back || was_shared || expired) {
@@ -451,6 +469,13 @@ int64_t Remote::step(uint32_t r, const Limits &lim, PerResource &st, int64_t now
         return std::min(st.backoff, kTickNs);
     }
     // -- apply
+    if (std::getenv("RQ_DEBUG_REFILL")) {
+        std::fprintf(stderr, "call t=%.3f", now_ns() / 1e9);
+        for (auto x : c.args) std::fprintf(stderr, " %s", x.c_str());
+        std::fprintf(stderr, " ->");
+        for (auto x : rr.ints) std::fprintf(stderr, " %lld", static_cast<long long>(x));
+        std::fprintf(stderr, "\n");
+    }
     st.backoff = 0;
     st.shared = false;
     st.hosts = static_cast<uint32_t>(std::max<int64_t>(1, rr.ints[0]));
@@ -467,7 +492,7 @@ int64_t Remote::step(uint32_t r, const Limits &lim, PerResource &st, int64_t now
         if (l.kind == RQ_LIMIT_RATE) {
             add_credit(res, l, i, g);
             ls.granted.fetch_add(g, boost::memory_order_relaxed);
-            if (g < asked[i]) hint = std::max(hint, rr.ints[2 + 3 * i]);
+            if (asked[i] > 0) hint = std::max(hint, rr.ints[2 + 3 * i]);
             lost += static_cast<uint64_t>(rr.ints[3 + 3 * i]);
         } else {
             // seq_cst: read by conc_fits beside the counters (charge.hpp).

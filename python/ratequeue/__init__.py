@@ -92,8 +92,14 @@ class Cancelled(RateQueueError):
     """RQ_ECANCELED: the wait was cancelled (asyncio raises CancelledError instead)."""
 
 
+class Unavailable(RateQueueError):
+    """RQ_EUNAVAIL: a global resource's quota cannot be had: Redis cannot be
+    reached (or refused us) and this host's lease is spent. The message says
+    what Redis answered, when it answered."""
+
+
 _ERRORS = {-1: Timeout, -2: WouldBlock, -3: NotDefined, -4: InvalidArgument, -5: Conflict, -6: LoadTooLarge,
-           -7: NoSpace, -8: Incompatible, -9: Corrupt, -10: PermissionDenied, -11: Cancelled}
+           -7: NoSpace, -8: Incompatible, -9: Corrupt, -10: PermissionDenied, -11: Cancelled, -14: Unavailable}
 
 
 def _error(rc, context=""):
@@ -271,13 +277,20 @@ class Permit:
 class Client:
     """One attachment to a segment (created if missing). Thread-safe."""
 
-    def __init__(self, segment=None, group=False):
+    def __init__(self, segment=None, group=False, redis_url=None, lease_ttl=None):
+        """redis_url: share global resources with every host on that Redis
+        (redis://[[user]:password@]host[:port][/db] or unix:///path); None
+        reads $RATEQUEUE_REDIS_URL, "" means this host only. lease_ttl:
+        seconds Redis keeps this host's lease after its last call (10)."""
         self.segment = segment or os.environ.get("RATEQUEUE_SEGMENT") or "ratequeue"
-        opts = _native.OpenOptions(ctypes.sizeof(_native.OpenOptions), _native.OPEN_GROUP if group else 0, 0, 0, 0)
+        ttl_ms = 0 if lease_ttl is None else max(1, int(round(lease_ttl * 1000)))
+        opts = _native.OpenOptions(ctypes.sizeof(_native.OpenOptions), _native.OPEN_GROUP if group else 0, 0, 0, 0,
+                                   ttl_ms, None if redis_url is None else redis_url.encode())
         handle = ctypes.c_void_p()
         _check(lib.rq_open_ex(self.segment.encode(), ctypes.byref(opts), ctypes.byref(handle)),
                "open segment " + self.segment)
         self._c = handle
+        self.redis_url = redis_url if redis_url is not None else os.environ.get("RATEQUEUE_REDIS_URL", "")
         self._lanes = {}  # ratequeue.aio: resource name -> its waiting lane
         self._lanes_lock = threading.Lock()
         self._observe_map = {}  # observe_headers: resource -> its limits
@@ -312,7 +325,8 @@ class Client:
         except Exception:  # interpreter shutdown
             pass
 
-    def define(self, name, *, rpm=None, tpm=None, concurrency=None, limits=None, replace=False, burst_seconds=1):
+    def define(self, name, *, rpm=None, tpm=None, concurrency=None, limits=None, replace=False, burst_seconds=1,
+               scope=None, on_redis_down="closed"):
         """Define `name` (idempotent); Conflict if defined differently unless replace=True.
 
         rpm= and tpm= are enforced the way providers say they may enforce
@@ -322,10 +336,31 @@ class Client:
         can never fit (LoadTooLarge): raise burst_seconds (up to 60, or None
         for the full minute) or give limits=[Rate(...)], which is exact."""
         items = _limits(rpm, tpm, concurrency, limits, burst_seconds)
+        if scope not in (None, "global", "local"):
+            raise InvalidArgument(-4, "scope must be 'global', 'local' or None")
+        if scope == "global" and not self.redis_url:
+            raise InvalidArgument(-4, "define %s: scope='global' needs a Redis URL (Client(redis_url=...) or "
+                                      "$RATEQUEUE_REDIS_URL)" % name)
+        if on_redis_down not in ("closed", "local-share"):
+            raise InvalidArgument(-4, "on_redis_down must be 'closed' or 'local-share'")
+        flags = _native.DEFINE_REPLACE if replace else 0
+        if scope == "local":
+            flags |= _native.DEFINE_LOCAL
+        if on_redis_down == "local-share":
+            flags |= _native.DEFINE_LOCAL_SHARE
         self._observe_map.pop(name, None)
         arr = (_native.Limit * len(items))(*[x._struct() for x in items])
-        _check(lib.rq_define(self._handle(), name.encode(), arr, len(items),
-                             _native.DEFINE_REPLACE if replace else 0), "define " + name)
+        rc = lib.rq_define(self._handle(), name.encode(), arr, len(items), flags)
+        if rc < 0:
+            raise _error(rc, "define " + name + self._remote_why(rc))
+
+    def _remote_why(self, rc):
+        """For a global resource's error: what Redis said, if it said anything."""
+        if rc not in (-5, -14):
+            return ""
+        buf = ctypes.create_string_buffer(512)
+        n = lib.rq_remote_error(self._handle(), buf, len(buf))
+        return " (%s)" % buf.value.decode(errors="replace") if n else ""
 
     def describe(self, name):
         """The limits of `name`, as Rate and Concurrency objects."""

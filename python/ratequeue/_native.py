@@ -58,12 +58,13 @@ class WaitInfo(ctypes.Structure):
 
 class OpenOptions(ctypes.Structure):
     _fields_ = [("size", ctypes.c_uint32), ("flags", ctypes.c_uint32), ("max_resources", ctypes.c_uint32),
-                ("queue_slots", ctypes.c_uint32), ("max_processes", ctypes.c_uint32)]
+                ("queue_slots", ctypes.c_uint32), ("max_processes", ctypes.c_uint32),
+                ("lease_ttl_ms", ctypes.c_uint32), ("redis_url", ctypes.c_char_p)]
 
 
 LIMIT_RATE, LIMIT_CONCURRENCY = 1, 2
 COST_REQUEST, COST_LOAD = 0, 1
-DEFINE_REPLACE = 1
+DEFINE_REPLACE, DEFINE_LOCAL, DEFINE_LOCAL_SHARE = 1, 2, 4
 OPEN_GROUP = 1
 
 lib = _load()
@@ -105,6 +106,8 @@ lib.rq_observe.argtypes = [_c_client_p, ctypes.c_char_p, ctypes.c_uint32, ctypes
 lib.rq_observe.restype = ctypes.c_int
 lib.rq_strerror.argtypes = [ctypes.c_int]
 lib.rq_strerror.restype = ctypes.c_char_p
+lib.rq_remote_error.argtypes = [_c_client_p, ctypes.c_char_p, ctypes.c_size_t]
+lib.rq_remote_error.restype = ctypes.c_size_t
 lib.rq_errname.argtypes = [ctypes.c_int]
 lib.rq_errname.restype = ctypes.c_char_p
 
