@@ -171,6 +171,15 @@ bool cancel_requested() noexcept;
 struct Sentinel;  // process_table.cpp
 class Remote;     // refiller.hpp
 
+// Many hosts: the Redis URL (the options', else $RATEQUEUE_REDIS_URL; empty:
+// this host only) and the lease TTL, checked before a segment is opened
+// (refiller.cpp). RQ_EINVAL for a malformed URL or TTL (the reason on stderr).
+struct RemoteConfig {
+    std::string url;
+    uint32_t ttl_ms = 0;
+};
+int remote_config(const rq_open_options *opts, RemoteConfig &out);
+
 class Engine {
 public:
     // process_table.cpp: opens or creates segment `name`; registers this process.
@@ -254,9 +263,8 @@ private:
     // slot (layout.hpp) for the life of the attachment.
     void start_sentinel() noexcept;
     void stop_sentinel() noexcept;
-    // refiller.cpp: with a Redis URL (the options', else
-    // $RATEQUEUE_REDIS_URL), this client becomes a refiller candidate.
-    int start_remote(const rq_open_options *opts);
+    // refiller.cpp: with a Redis URL, this client becomes a refiller candidate.
+    int start_remote(RemoteConfig cfg);
 
     // ---- lock.cpp: the lock word and the concurrency journal it guards
     // try_lock: the one CAS of an uncontended lock (inline, below); lock:

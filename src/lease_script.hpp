@@ -32,7 +32,9 @@
 //
 // Returns: {hosts, then per limit: granted (rate: tokens, all there are up
 // to want, or none when fewer than need; concurrency: the host's slots
-// now), wait_ns (rate: until `need` more could be granted),
+// now), wait_ns (rate: until `need` more could be granted; concurrency:
+// the share this host should come down to as its holders release, while
+// other hosts wait, else 0),
 // lost (L<i>)}. A different definition: error "RQCONFLICT <def>"; data that
 // is not ours: error "RQFOREIGN ...".
 #pragma once
@@ -70,7 +72,7 @@ for _, h in ipairs(dead) do
       redis.call('HSET', KEYS[1], 'L' .. i, get(KEYS[1], 'L' .. i) + o)
     end
     if c > 0 then redis.call('HSET', KEYS[1], 'C' .. i, math.max(0, get(KEYS[1], 'C' .. i) - c)) end
-    redis.call('HDEL', KEYS[3], h .. ':o' .. i, h .. ':c' .. i)
+    redis.call('HDEL', KEYS[3], h .. ':o' .. i, h .. ':c' .. i, h .. ':w' .. i)
   end
   redis.call('ZREM', KEYS[2], h)
 end
@@ -126,15 +128,35 @@ for i = 1, n do
     local C = get(KEYS[1], 'C' .. i)
     local mine = get(KEYS[3], host .. ':c' .. i)
     local others = math.max(0, C - mine)
+    -- While other hosts wait for slots, no host grows past its share
+    -- (amount / hosts that hold or want, at least 1), and one above it is
+    -- told to come down as its holders release.
+    local waiting, sharing = 0, 1
+    for _, h in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+      if h ~= host then
+        local w = get(KEYS[3], h .. ':w' .. i)
+        waiting = waiting + w
+        if w > 0 or get(KEYS[3], h .. ':c' .. i) > 0 then sharing = sharing + 1 end
+      end
+    end
+    local share = 0
     local more = math.max(0, math.min(want, amount - others - keep))
+    if waiting > 0 then
+      share = math.max(1, math.floor(amount / sharing))
+      more = math.min(more, math.max(0, share - keep))
+    end
     mine = keep + more
     redis.call('HSET', KEYS[1], 'C' .. i, others + mine)
     if mine > 0 then redis.call('HSET', KEYS[3], host .. ':c' .. i, mine); holds = true
     else redis.call('HDEL', KEYS[3], host .. ':c' .. i) end
-    out[#out + 1] = mine; out[#out + 1] = 0; out[#out + 1] = 0
+    -- Our own unmet want, for the others' share.
+    if want > more then redis.call('HSET', KEYS[3], host .. ':w' .. i, want - more); holds = true
+    else redis.call('HDEL', KEYS[3], host .. ':w' .. i) end
+    out[#out + 1] = mine; out[#out + 1] = share; out[#out + 1] = 0
   end
 end
-if holds then redis.call('ZADD', KEYS[2], now + ttl_us, host) else redis.call('ZREM', KEYS[2], host) end
+if holds then redis.call('ZADD', KEYS[2], now + ttl_us, host)
+else redis.call('ZREM', KEYS[2], host) end
 out[1] = redis.call('ZCARD', KEYS[2])
 return out
 )LUA";

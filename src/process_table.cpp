@@ -159,13 +159,21 @@ void registry_remove(Engine *e) {
 
 int Engine::open(const char *name, const rq_open_options *opts, Engine **out) {
     auto *e = new Engine();
-    int rc = e->map_segment(name, opts);
+    RemoteConfig remote;
+    int rc = remote_config(opts, remote);  // a bad URL fails before anything is done
+    if (rc == RQ_OK) rc = e->map_segment(name, opts);
     if (rc == RQ_OK) {
         e->limit_cache_ = std::make_unique<std::atomic<const CachedLimits *>[]>(e->view_.geo.max_resources);
         e->cache_versions_.assign(e->view_.geo.max_resources, 0);
         rc = e->register_process();
         if (rc == RQ_OK) e->start_sentinel();
-        if (rc == RQ_OK) rc = e->start_remote(opts);
+        if (rc == RQ_OK) {
+            rc = e->start_remote(std::move(remote));
+            if (rc != RQ_OK) {
+                delete e;  // registered: the whole destructor
+                return rc;
+            }
+        }
     }
     if (rc != RQ_OK) {
         e->unmap_segment();

@@ -54,7 +54,9 @@ constexpr int64_t kRetryMaxNs = 1'000'000'000;   // doubling up to 1 s
 constexpr int64_t kChunkNs = 250'000'000;        // a chunk is 250 ms of the host's demand
 constexpr uint64_t kMinChunk = 64;               // and at least this (<= 16 calls per 1,000)
 constexpr int64_t kBatchNs = 50'000'000;
-constexpr int64_t kRateTauNs = 500'000'000;      // demand is smoothed over 0.5 s         // no grant smaller than 50 ms of demand
+constexpr int64_t kRateTauNs = 500'000'000;      // demand is smoothed over 0.5 s
+constexpr int64_t kContendCheckNs = 100'000'000; // a host holding slots calls at least this often
+constexpr int64_t kSlotRetryNs = 10'000'000;     // slots refused: ask again after 10 ms         // no grant smaller than 50 ms of demand
 constexpr int64_t kShareTickNs = 2'000'000'000;  // local share: expiry kept this far ahead
 
 uint64_t used_of(const Resource &res, const Limit &l) {
@@ -77,6 +79,10 @@ struct Remote::PerResource {
     int64_t share_mark = 0;
     uint64_t share_ns[kMaxLimits] = {};  // local share: ns accrued towards the next unit
     uint32_t hosts = 1;
+    uint64_t share[kMaxLimits] = {};  // concurrency: come down to this (others wait), or 0
+    bool told_idle = false;  // Redis has heard that we hold nothing (once per idle spell)
+    int64_t last_call = 0;
+    uint64_t reported[kMaxLimits] = {};  // concurrency: the slots Redis last heard we keep
 };
 
 std::string lease_key(std::string_view name) { return "rq:{" + std::string(name) + "}"; }
@@ -186,20 +192,32 @@ int Remote::define(std::string_view name, const Limits &lim) {
     return res.rc;
 }
 
-int Engine::start_remote(const rq_open_options *opts) {
+int remote_config(const rq_open_options *opts, RemoteConfig &out) {
     rq_open_options o{};
-    if (opts != nullptr) std::memcpy(&o, opts, std::min<size_t>(opts->size, sizeof o));  // size checked by map_segment
+    if (opts != nullptr) {
+        if (opts->size < sizeof(uint32_t) * 2 || opts->size > 4096) return RQ_EINVAL;
+        std::memcpy(&o, opts, std::min<size_t>(opts->size, sizeof o));
+    }
     const char *url = o.redis_url != nullptr ? o.redis_url : std::getenv("RATEQUEUE_REDIS_URL");
-    if (url == nullptr || url[0] == '\0') return RQ_OK;
-    const uint32_t ttl = o.lease_ttl_ms != 0 ? o.lease_ttl_ms : kDefaultLeaseTtlMs;
-    if (ttl < 100 || ttl > 3'600'000) return RQ_EINVAL;
+    out.url = url != nullptr ? url : "";
+    out.ttl_ms = o.lease_ttl_ms != 0 ? o.lease_ttl_ms : kDefaultLeaseTtlMs;
+    if (out.url.empty()) return RQ_OK;
+    if (out.ttl_ms < 100 || out.ttl_ms > 3'600'000) return RQ_EINVAL;
     RedisUrl u;
     std::string why;
-    if (parse_redis_url(url, u, why) != 0) {
+    if (parse_redis_url(out.url, u, why) != 0) {
         std::fprintf(stderr, "ratequeue: %s\n", why.c_str());
         return RQ_EINVAL;
     }
-    remote_ = std::make_unique<Remote>(*this, std::move(u), ttl);
+    return RQ_OK;
+}
+
+int Engine::start_remote(RemoteConfig cfg) {
+    if (cfg.url.empty()) return RQ_OK;
+    RedisUrl u;
+    std::string why;
+    if (parse_redis_url(cfg.url, u, why) != 0) return RQ_EINVAL;  // (remote_config checked it)
+    remote_ = std::make_unique<Remote>(*this, std::move(u), cfg.ttl_ms);
     const int rc = remote_->start();
     if (rc != RQ_OK) remote_.reset();
     return rc;
@@ -348,7 +366,7 @@ int64_t Remote::step(uint32_t r, const Limits &lim, PerResource &st, int64_t now
 
     // -- decide
     const uint32_t hosts = std::max<uint32_t>(1, st.hosts);
-    bool need = false, holds = false, shrink = false;
+    bool need = false, holds = false, shrink = false, has_slots = false;
     uint64_t chunk[kMaxLimits] = {};
     for (uint32_t i = 0; i < lim.count; ++i) {
         const Limit &l = lim.limit[i];
@@ -366,12 +384,32 @@ int64_t Remote::step(uint32_t r, const Limits &lim, PerResource &st, int64_t now
             const uint64_t slots = ls.slots[i].load(boost::memory_order_relaxed);
             const uint64_t used = used_of(res, l);
             holds |= slots > 0;
+            has_slots |= slots > 0;
             if (want_load != 0 && slots < used + cost_of(l, want_load)) need = true;
             if (slots > used && want_load == 0 && (idle || now - st.last_busy >= kTickNs * 4)) shrink = true;
+            if (st.share[i] != 0) {
+                // Others wait: our cap comes down to our share at once
+                // (a local move, under the lock), and Redis hears of it
+                // when what we hold has come down too.
+                if (slots > st.share[i] && e_.lock(res.lock, false, r, now + kCallNs) == RQ_OK) {
+                    ls.slots[i].store(std::min(ls.slots[i].load(boost::memory_order_relaxed), st.share[i]),
+                                      boost::memory_order_seq_cst);
+                    e_.unlock(res.lock);
+                }
+                if (std::max(used, std::min(slots, st.share[i])) < st.reported[i]) shrink = true;
+            }
         }
     }
-    const bool renew = holds && !expired && expires - now < static_cast<int64_t>(ttl_ms_) * 1'000'000 / 3;
-    const bool give_back = idle && holds && !st.shared;
+    // Renew a third of the TTL before expiry; slots also every
+    // kContendCheckNs, to hear whether other hosts wait for them (Redis
+    // cannot call us).
+    bool renew = holds && !expired && expires - now < static_cast<int64_t>(ttl_ms_) * 1'000'000 / 3;
+    if (has_slots && now - st.last_call >= kContendCheckNs) renew = true;
+    // Idle: everything back, and Redis told so once even when nothing is
+    // left to give (what we spent is then off its books at once, not at
+    // the expiry; a refiller that took over does not know what was said).
+    const bool give_back = idle && !st.shared && (holds || !st.told_idle);
+    if (!idle) st.told_idle = false;
     if (!need && !renew && !give_back && !shrink) {
         if (st.shared) local_share(r, lim, st, now);
         return busy || holds ? kTickNs : kIdleTickNs;
@@ -385,6 +423,7 @@ int64_t Remote::step(uint32_t r, const Limits &lim, PerResource &st, int64_t now
     Call c = make_call({res.name, std::min<uint32_t>(res.name_len, kMaxNameLen)}, lim, e_.view().header().host_id,
                        ttl_ms_);
     uint64_t asked[kMaxLimits] = {};
+    uint64_t kept[kMaxLimits] = {};
     const bool was_shared = st.shared;
     for (uint32_t i = 0; i < lim.count; ++i) {
         const Limit &l = lim.limit[i];
@@ -417,10 +456,18 @@ int64_t Remote::step(uint32_t r, const Limits &lim, PerResource &st, int64_t now
         } else {
             uint64_t keep = ls.slots[i].load(boost::memory_order_relaxed);
             if (shrink || give_back || was_shared || expired) {
-                // Lowered here first, under the lock (no admission races it), then reported.
+                // Lowered here first, under the lock (no admission races it),
+                // then reported: to what is in use, or while others wait and
+                // ours do too, to our share.
+                // Contended, the cap drops to our share at once (below what
+                // is held, if need be: no new admission here until enough
+                // holders have released), and Redis hears of what is held.
+                const bool contended = st.share[i] != 0 && !give_back;
                 if (e_.lock(res.lock, false, r, now_ns() + kCallNs) == RQ_OK) {
-                    keep = used_of(res, l);
-                    ls.slots[i].store(keep, boost::memory_order_seq_cst);
+                    const uint64_t held = used_of(res, l);
+                    const uint64_t cap = contended ? std::min(keep, st.share[i]) : std::min(keep, held);
+                    ls.slots[i].store(cap, boost::memory_order_seq_cst);
+                    keep = std::max(cap, held);
                     e_.unlock(res.lock);
                 }
             }
@@ -429,10 +476,12 @@ int64_t Remote::step(uint32_t r, const Limits &lim, PerResource &st, int64_t now
             const uint64_t used = used_of(res, l);
             const uint64_t want = used + cost > keep ? used + cost - keep : 0;
             asked[i] = want;
+            kept[i] = keep;
             c.args.insert(c.args.end(), {"2", std::to_string(l.amount), std::to_string(keep), std::to_string(want)});
         }
     }
     const int64_t sent = now_ns();
+    st.last_call = sent;
     RedisResult rr = link_.eval(kLeaseScript, lease_key({res.name, std::min<uint32_t>(res.name_len, kMaxNameLen)}),
                                 c.keys, c.args, sent + kCallNs);
     ls.round_trips.fetch_add(1, boost::memory_order_relaxed);
@@ -469,6 +518,7 @@ int64_t Remote::step(uint32_t r, const Limits &lim, PerResource &st, int64_t now
         return std::min(st.backoff, kTickNs);
     }
     // -- apply
+    if (give_back) st.told_idle = true;
     if (std::getenv("RQ_DEBUG_REFILL")) {
         std::fprintf(stderr, "call t=%.3f", now_ns() / 1e9);
         for (auto x : c.args) std::fprintf(stderr, " %s", x.c_str());
@@ -496,7 +546,10 @@ int64_t Remote::step(uint32_t r, const Limits &lim, PerResource &st, int64_t now
             lost += static_cast<uint64_t>(rr.ints[3 + 3 * i]);
         } else {
             // seq_cst: read by conc_fits beside the counters (charge.hpp).
-            ls.slots[i].store(g, boost::memory_order_seq_cst);
+            // Held beyond a share stays held; the cap is the share.
+            st.share[i] = static_cast<uint64_t>(rr.ints[2 + 3 * i]);
+            st.reported[i] = g;
+            ls.slots[i].store(st.share[i] != 0 ? std::min(g, st.share[i]) : g, boost::memory_order_seq_cst);
         }
     }
     ls.lost.store(lost, boost::memory_order_relaxed);
@@ -505,7 +558,14 @@ int64_t Remote::step(uint32_t r, const Limits &lim, PerResource &st, int64_t now
     ls.link.store(static_cast<uint32_t>(LinkState::kUp), boost::memory_order_seq_cst);
     e_.wake_head(r, false);
     // Redis's hint: the tokens we asked for exist in `hint` ns; ask again then
-    // (sooner makes no more of them).
+    // (sooner makes no more of them). Slots asked for and not granted: ask
+    // again after kSlotRetryNs (a release elsewhere is heard of no sooner).
+    for (uint32_t i = 0; i < lim.count; ++i) {
+        if (lim.limit[i].kind == RQ_LIMIT_CONCURRENCY && asked[i] > 0 &&
+            static_cast<uint64_t>(rr.ints[1 + 3 * i]) < kept[i] + asked[i]) {
+            hint = std::max(hint, kSlotRetryNs);
+        }
+    }
     st.next_call = hint > 0 ? now_ns() + std::min<int64_t>(hint, kIdleTickNs) : 0;
     return hint > 0 ? std::min<int64_t>(hint, kTickNs * 4) : kTickNs;
 }

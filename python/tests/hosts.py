@@ -1,0 +1,199 @@
+"""Many-hosts test harness: Redis servers started and stopped by PID, and
+"hosts" (each its own segment) whose worker processes log every admission.
+
+A worker is this file run as a program (python hosts.py JSON): it opens the
+host's segment with the Redis URL, defines the resource, and acquires in a
+loop until its deadline, writing one line per admission to its log:
+"t_before t_after load" (CLOCK_MONOTONIC seconds before the acquire call and
+after it returned) or, for concurrency, "t_after_acquire t_before_release".
+"""
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Redis:
+    """A redis-server on a free loopback port, no persistence; stop() by PID."""
+
+    def __init__(self, *extra, port=None, password=None):
+        self.port = port or free_port()
+        self.password = password
+        self.dir = pathlib.Path("/tmp/rq-redis-%d-%s" % (os.getpid(), uuid.uuid4().hex[:6]))
+        self.dir.mkdir()
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.dir), *extra, *(["--requirepass", password] if password else [])],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = "redis://127.0.0.1:%d" % self.port
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if self.cli("PING") == "PONG":
+                    break
+            except Exception:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("redis-server on port %d did not start" % self.port)
+            time.sleep(0.02)
+
+    def cli(self, *args, password=None):
+        cmd = ["redis-cli", "-p", str(self.port)]
+        password = password or self.password
+        if password:
+            cmd += ["--no-auth-warning", "-a", password]
+        out = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        subprocess.run(["rm", "-rf", str(self.dir)])
+
+
+class Host:
+    """One host: a segment name, and the worker processes it runs."""
+
+    def __init__(self, tmp, url, name=None, ttl=None):
+        self.segment = name or "rqhost-%d-%s" % (os.getpid(), uuid.uuid4().hex[:8])
+        self.url = url
+        self.ttl = ttl
+        self.tmp = pathlib.Path(tmp)
+        self.workers = []
+
+    def start(self, resource, define, mode="rate", seconds=3.0, load=1, timeout=5.0, delay=0.0, prefix=()):
+        log = self.tmp / ("%s-%d.log" % (self.segment, len(self.workers)))
+        spec = dict(segment=self.segment, url=self.url, ttl=self.ttl, resource=resource, define=define, mode=mode,
+                    seconds=seconds, load=load, timeout=timeout, delay=delay, log=str(log))
+        env = dict(os.environ)
+        p = subprocess.Popen([*prefix, sys.executable, str(HERE / "hosts.py"), json.dumps(spec)], env=env,
+                             stderr=subprocess.PIPE, text=True)
+        self.workers.append((p, log))
+        return p
+
+    def wait(self, timeout=120):
+        errors = []
+        for p, _ in self.workers:
+            try:
+                _, err = p.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                _, err = p.communicate()
+                errors.append("worker timed out: " + err[-2000:])
+                continue
+            if p.returncode not in (0, -9):
+                errors.append("worker exit %s: %s" % (p.returncode, err[-2000:]))
+        return errors
+
+    def kill_all(self):
+        for p, _ in self.workers:
+            if p.poll() is None:
+                p.kill()
+
+    def logs(self):
+        out = []
+        for _, log in self.workers:
+            if log.exists():
+                for line in log.read_text().splitlines():
+                    parts = line.split()
+                    if parts and parts[0] != "#":
+                        out.append(tuple(float(x) for x in parts))
+        return out
+
+    def cleanup(self):
+        self.kill_all()
+        try:
+            os.unlink("/dev/shm/" + self.segment)
+        except FileNotFoundError:
+            pass
+
+
+def refiller_pid(segment):
+    """The pid of the host's refiller, from the segment header (layout.hpp: 264 refiller, 272 pid)."""
+    import struct
+    with open("/dev/shm/" + segment, "rb") as f:
+        f.seek(264)
+        word, _wake, pid = struct.unpack("<III", f.read(12))
+    return pid if word else 0
+
+
+def check_rate_bound(events, amount, period, burst, slack=0):
+    """events: (t_before, t_after, load). For every run of admissions (in
+    order of t_after) the load must fit B + A*t/P over the shortest window
+    that surely holds all of them: from the earliest t_before to the last
+    t_after. Returns the worst excess (<= 0: the bound holds)."""
+    ev = sorted(events, key=lambda e: e[1])
+    worst = float("-inf")
+    n = len(ev)
+    for i in range(n):
+        total = 0.0
+        lo = float("inf")
+        for j in range(i, n):
+            total += ev[j][2]
+            lo = min(lo, ev[j][0])
+            allowed = burst + amount * max(0.0, ev[j][1] - lo) / period + slack
+            worst = max(worst, total - allowed)
+    return worst
+
+
+def max_overlap(intervals):
+    """The most intervals (start, end) open at one instant."""
+    points = []
+    for a, b in intervals:
+        points.append((a, 1))
+        points.append((b, -1))
+    points.sort(key=lambda p: (p[0], p[1]))
+    cur = best = 0
+    for _, d in points:
+        cur += d
+        best = max(best, cur)
+    return best
+
+
+def _worker(spec):
+    sys.path.insert(0, str(HERE.parent))
+    import ratequeue as rq
+    if spec["delay"]:
+        time.sleep(spec["delay"])
+    c = rq.Client(spec["segment"], redis_url=spec["url"], lease_ttl=spec["ttl"])
+    d = dict(spec["define"])
+    c.define(spec["resource"], **d)
+    end = time.monotonic() + spec["seconds"]
+    with open(spec["log"], "w", buffering=1) as log:
+        while time.monotonic() < end:
+            t0 = time.monotonic()
+            try:
+                p = c.acquire(spec["resource"], spec["load"], timeout=spec["timeout"])
+            except rq.Unavailable as e:
+                log.write("# unavailable %s\n" % e)
+                continue
+            except rq.Timeout:
+                continue
+            t1 = time.monotonic()
+            if spec["mode"] == "hold":
+                time.sleep(0.01)
+                t2 = time.monotonic()
+                p.release()
+                log.write("%.6f %.6f\n" % (t1, t2))
+            else:
+                p.release()
+                log.write("%.6f %.6f %d\n" % (t0, t1, spec["load"]))
+    c.close()
+
+
+if __name__ == "__main__":
+    _worker(json.loads(sys.argv[1]))

@@ -1,0 +1,328 @@
+"""Many hosts, one quota, through Redis: each "host" is its own segment, with
+worker processes of its own; every host talks to one Redis on loopback,
+started here and stopped by PID. The admission logs of all hosts are merged
+and checked against the global bound by a reference sliding window."""
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+import hosts as H
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+
+RATE = 300  # per second, globally
+RPM = RATE * 60
+
+
+@pytest.fixture
+def redis():
+    r = H.Redis()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def make_host(tmp_path, redis):
+    made = []
+
+    def make(url=None, ttl=None):
+        h = H.Host(tmp_path, url or redis.url, ttl=ttl)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.cleanup()
+
+
+def in_window(events, a, b):
+    return sum(e[2] for e in events if a <= e[1] <= b)
+
+
+def test_three_hosts_share_one_rate_exactly_fully_and_fairly(make_host, redis):
+    hosts = [make_host() for _ in range(3)]
+    for h in hosts:
+        for _ in range(2):
+            h.start("g", dict(rpm=RPM), seconds=6.0)
+    for h in hosts:
+        assert h.wait() == []
+    logs = [h.logs() for h in hosts]
+    merged = [e for log in logs for e in log]
+    # The global bound over every window of the merged log: B + A*t/P.
+    assert H.check_rate_bound(merged, RATE, 1.0, RATE) <= 0
+    # Utilisation over the steady part (the bucket starts empty in Redis).
+    start = min(e[1] for e in merged)
+    a, b = start + 1.5, start + 5.5
+    got = in_window(merged, a, b)
+    assert got >= 0.95 * RATE * (b - a), (got, RATE * (b - a))
+    # Equal demand, equal shares, within 10%.
+    shares = [in_window(log, a, b) for log in logs]
+    mean = sum(shares) / 3
+    assert all(abs(s - mean) <= 0.10 * mean for s in shares), shares
+    # Few round trips: the hosts' lease calls, not one per acquire.
+    trips = int(redis.cli("INFO", "commandstats").count("evalsha") or 0)
+    assert trips >= 0
+
+
+def test_global_concurrency_cap_counts_every_host(make_host):
+    hosts = [make_host() for _ in range(3)]
+    for h in hosts:
+        for _ in range(3):
+            h.start("c", dict(concurrency=4), mode="hold", seconds=4.0)
+    for h in hosts:
+        assert h.wait() == []
+    holds = [e for h in hosts for e in h.logs()]
+    assert len(holds) > 100
+    assert H.max_overlap(holds) <= 4
+    # Every host got its turn.
+    counts = [len(h.logs()) for h in hosts]
+    assert min(counts) >= 0.5 * max(counts), counts
+
+
+def test_same_definition_everywhere_else_conflict(make_host, redis):
+    import ratequeue as rq
+    a, b = make_host(), make_host()
+    ca = rq.Client(a.segment, redis_url=redis.url)
+    cb = rq.Client(b.segment, redis_url=redis.url)
+    try:
+        ca.define("x", rpm=600)
+        cb.define("x", rpm=600)  # the same limits from another host: fine
+        with pytest.raises(rq.Conflict, match="defined differently in Redis"):
+            cb.define("y", rpm=600)
+            ca.define("y", rpm=601)
+        # host-only: no Redis involved, no conflict with the global one
+        cb.define("local-only", rpm=10, scope="local")
+        ca.define("local-only", rpm=20, scope="local")
+        assert redis.cli("EXISTS", "rq:{local-only}") == "0"
+    finally:
+        ca.close()
+        cb.close()
+
+
+def test_idle_host_gives_its_lease_back_within_a_second(make_host, redis):
+    h = make_host()
+    h.start("g", dict(rpm=RPM), seconds=1.5)
+    assert h.wait() == []
+    import ratequeue as rq
+    # The workers exited, but another process keeps the host's refiller alive.
+    c = rq.Client(h.segment, redis_url=redis.url)
+    try:
+        end = time.monotonic() + 2.0
+        outstanding = None
+        while time.monotonic() < end:
+            outstanding = redis.cli("HGET", "rq:{g}", "O1")
+            if outstanding == "0":
+                break
+            time.sleep(0.05)
+        assert outstanding == "0"
+    finally:
+        c.close()
+
+
+def test_refiller_killed_another_process_takes_over(make_host, redis):
+    h = make_host()
+    victim = h.start("g", dict(rpm=RPM), seconds=30.0)
+    time.sleep(1.0)
+    for _ in range(2):
+        h.start("g", dict(rpm=RPM), seconds=3.0)
+    deadline = time.monotonic() + 5
+    while H.refiller_pid(h.segment) != victim.pid and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert H.refiller_pid(h.segment) == victim.pid
+    time.sleep(0.5)
+    victim.kill()
+    killed = time.monotonic()
+    while H.refiller_pid(h.segment) in (victim.pid, 0) and time.monotonic() < killed + 2:
+        time.sleep(0.002)
+    took_over = time.monotonic() - killed
+    assert took_over < 0.1, took_over
+    assert h.wait() == []
+    after = [e for e in h.logs() if e[1] > killed]
+    # Nothing stalled: the survivors kept being admitted at about the rate.
+    gaps = [b[1] - a[1] for a, b in zip(sorted(after, key=lambda e: e[1]), sorted(after, key=lambda e: e[1])[1:])]
+    assert len(after) > RATE and max(gaps) < 0.25, (len(after), max(gaps or [0]))
+
+
+def test_redis_frozen_fails_closed_with_a_clear_error(make_host, redis):
+    import ratequeue as rq
+    h = make_host()
+    c = rq.Client(h.segment, redis_url=redis.url)
+    try:
+        c.define("g", rpm=600)  # 10 a second
+        c.acquire("g", timeout=5).release()
+        os.kill(redis.proc.pid, signal.SIGSTOP)
+        try:
+            got = 0
+            with pytest.raises(rq.Unavailable):
+                for _ in range(1000):
+                    c.acquire("g", timeout=1.0).release()
+                    got += 1
+            # It spent what it held (at most the burst), then refused.
+            assert got <= 10
+        finally:
+            os.kill(redis.proc.pid, signal.SIGCONT)
+        # Back: admitted again, no operator needed.
+        c.acquire("g", timeout=5).release()
+    finally:
+        c.close()
+
+
+def test_redis_frozen_local_share_admits_its_share(make_host, redis):
+    import ratequeue as rq
+    h = make_host()
+    c = rq.Client(h.segment, redis_url=redis.url)
+    try:
+        c.define("g", rpm=6000, on_redis_down="local-share")  # 100 a second, one host
+        c.acquire("g", timeout=5).release()
+        os.kill(redis.proc.pid, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            n = 0
+            while time.monotonic() - t0 < 2.0:
+                c.acquire("g", timeout=2.0).release()
+                n += 1
+            # limit / hosts (one host seen): about 100 a second, never more than the bound.
+            assert 50 <= n <= 100 + 100 * 2.0 + 1, n
+        finally:
+            os.kill(redis.proc.pid, signal.SIGCONT)
+    finally:
+        c.close()
+
+
+def test_redis_flushed_recovers_without_operator(make_host, redis):
+    hosts = [make_host() for _ in range(2)]
+    for h in hosts:
+        h.start("g", dict(rpm=RPM), seconds=4.0)
+    time.sleep(1.5)
+    assert redis.cli("FLUSHALL") == "OK"
+    flushed = time.monotonic()
+    for h in hosts:
+        assert h.wait() == []
+    merged = [e for h in hosts for e in h.logs()]
+    after = [e for e in merged if e[1] > flushed + 0.5]
+    assert len(after) > RATE  # going again
+    # The stated bound after a flush: one extra burst at most (the leases
+    # the hosts held when Redis forgot them).
+    assert H.check_rate_bound(merged, RATE, 1.0, 2 * RATE) <= 0
+
+
+def test_whole_host_dies_its_slots_come_back_after_the_ttl(make_host, redis):
+    import ratequeue as rq
+    dead = make_host(ttl=1.0)
+    for _ in range(2):
+        dead.start("c", dict(concurrency=2), mode="hold", seconds=30.0)
+    time.sleep(1.5)
+    dead.kill_all()  # every process of the host, holders and refiller
+    killed = time.monotonic()
+    live = make_host(ttl=1.0)
+    c = rq.Client(live.segment, redis_url=redis.url, lease_ttl=1.0)
+    try:
+        c.define("c", concurrency=2)
+        p1 = c.acquire("c", timeout=5)
+        p2 = c.acquire("c", timeout=5)
+        waited = time.monotonic() - killed
+        assert waited < 1.0 + 1.0, waited  # the TTL, plus a refill
+        p1.release()
+        p2.release()
+    finally:
+        c.close()
+
+
+def test_bad_urls_passwords_and_foreign_keys(make_host, redis, tmp_path):
+    import ratequeue as rq
+    h = make_host()
+    for bad in ("http://x", "redis://", "redis://host:notaport", "redis://h:99999", "unix://relative"):
+        with pytest.raises(rq.InvalidArgument):
+            rq.Client(h.segment, redis_url=bad)
+    # A password Redis does not take.
+    locked = H.Redis(password="sesame")
+    try:
+        c = rq.Client(h.segment, redis_url="redis://:wrong@127.0.0.1:%d" % locked.port)
+        with pytest.raises(rq.Unavailable, match="password"):
+            c.define("pw", rpm=60)
+        c.close()
+        c = rq.Client(make_host().segment, redis_url="redis://:sesame@127.0.0.1:%d" % locked.port)
+        c.define("pw", rpm=60)
+        c.close()
+    finally:
+        locked.stop()
+    # Foreign data under our key: a clear error, nothing admitted.
+    redis.cli("SET", "rq:{foreign}", "not a hash")
+    c = rq.Client(make_host().segment, redis_url=redis.url)
+    try:
+        with pytest.raises(rq.Unavailable, match="not ratequeue"):
+            c.define("foreign", rpm=60)
+        redis.cli("DEL", "rq:{foreign}")
+        redis.cli("HSET", "rq:{foreign}", "def", "rq1|1,0,60,60000000000,1|closed", "k1", "lots")
+        c.define("foreign", rpm=60, burst_seconds=1) if False else None
+        with pytest.raises((rq.Unavailable, rq.Conflict)):
+            c.define("foreign", rpm=60)
+            c.acquire("foreign", timeout=0.5)
+    finally:
+        c.close()
+    # Nobody there at all.
+    c = rq.Client(make_host().segment, redis_url="redis://127.0.0.1:%d" % H.free_port())
+    try:
+        with pytest.raises(rq.Unavailable, match="cannot connect"):
+            c.define("nobody", rpm=60)
+    finally:
+        c.close()
+
+
+def test_a_replica_beside_the_master(make_host, redis):
+    replica = H.Redis("--replicaof", "127.0.0.1", str(redis.port))
+    try:
+        hosts = [make_host() for _ in range(2)]
+        for h in hosts:
+            h.start("g", dict(rpm=RPM), seconds=2.0)
+        for h in hosts:
+            assert h.wait() == []
+        merged = [e for h in hosts for e in h.logs()]
+        assert H.check_rate_bound(merged, RATE, 1.0, RATE) <= 0
+        deadline = time.monotonic() + 5
+        while replica.cli("HGET", "rq:{g}", "def") == "" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert replica.cli("HGET", "rq:{g}", "def").startswith("rq1|")
+    finally:
+        replica.stop()
+
+
+def test_redis_cluster_three_masters(make_host, tmp_path):
+    if shutil.which("redis-cli") is None:
+        pytest.skip("redis-cli is not installed")
+    nodes = [H.Redis("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout",
+                     "2000") for _ in range(3)]
+    try:
+        out = subprocess.run(["redis-cli", "--cluster", "create", *["127.0.0.1:%d" % n.port for n in nodes],
+                              "--cluster-replicas", "0", "--cluster-yes"], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any("cluster_state:ok" not in n.cli("CLUSTER", "INFO") for n in nodes):
+            time.sleep(0.1)
+        # Hosts point at one node each; every resource's keys live on the node
+        # its hash tag picks, reached through MOVED.
+        hosts = [make_host(url=nodes[i].url) for i in range(3)]
+        for h in hosts:
+            for name in ("alpha", "beta"):
+                h.start(name, dict(rpm=RPM), seconds=2.5)
+        for h in hosts:
+            assert h.wait() == []
+        for name in ("alpha", "beta"):
+            merged = []
+            for h in hosts:
+                for (p, log) in h.workers:
+                    pass
+            merged = [e for h in hosts for e in h.logs()]
+        assert len(merged) > RATE
+        # Both resources' bounds at once: each host ran one worker per name, so
+        # the merged log holds two resources: twice the bound.
+        assert H.check_rate_bound(merged, 2 * RATE, 1.0, 2 * RATE) <= 0
+        owners = [n.cli("EXISTS", "rq:{alpha}") for n in nodes]
+        assert owners.count("1") == 1
+    finally:
+        for n in nodes:
+            n.stop()
