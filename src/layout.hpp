@@ -7,7 +7,7 @@
 //   offset                      size                         what
 //   0                           4096                         Header
 //   proc_table_off              max_processes * 64           Process[]
-//   resource_table_off          max_resources * 2048         Resource[]
+//   resource_table_off          max_resources * 2176         Resource[]
 //   holdings_off                max_processes*max_resources*24  Holding[p][r]
 //   rings_off                   max_resources*queue_slots*32 Slot[r][ticket % queue_slots]
 //   total_size (page aligned)
@@ -54,7 +54,7 @@ static_assert(std::endian::native == std::endian::little,
 inline constexpr uint64_t kMagic = 0x544e4d4745535152ull;  // "RQSEGMNT" little endian
 // 2: wait histogram and hard-reset epoch per resource, held-since per
 // holding, load and enqueue time per queue slot (for rqctl).
-// 3: many hosts: Resource grows to 2048 bytes for its Lease (the host's
+// 3: many hosts: Resource grows to 2176 bytes for its Lease (the host's
 // share of a global resource), Config::flags (scope, fail mode), and the
 // host's identity and refiller election in the header.
 inline constexpr uint32_t kLayoutMajor = 3;
@@ -366,10 +366,20 @@ struct Lease {
     Shared<int32_t> last_error;     // its RQ_E* code
     uint32_t reserved;
     char last_error_text[kLeaseErrorText];  // display only; NUL padded, may tear
+    // Tokens Redis reserved for this host from the future: rate limit i's
+    // horizon counts next_add[i] more from next_at_ns (CLOCK_MONOTONIC) on
+    // (lease_clock). The refiller sets next_add (release) after next_at,
+    // and folds it in once due: exchange to 0 first, then the horizon's
+    // fetch_add, so a reader in between sees less, never more.
+    Shared<int64_t> next_add[kMaxLimits];
+    Shared<int64_t> next_at_ns;
+    uint8_t reserved2[448 - 392];
 };
 static_assert(offsetof(Lease, expires_ns) == 128);
 static_assert(offsetof(Lease, last_error_text) == 224);
-static_assert(sizeof(Lease) == 320);
+static_assert(offsetof(Lease, next_add) == 320);
+static_assert(offsetof(Lease, next_at_ns) == 384);
+static_assert(sizeof(Lease) == 448);
 
 struct alignas(kCacheLine) Resource {
     // -- identity (line 0..1) --
@@ -435,7 +445,7 @@ static_assert(offsetof(Resource, counters) == 1344);
 static_assert(offsetof(Resource, usage) == 1408);
 static_assert(offsetof(Resource, waits) == 1472);
 static_assert(offsetof(Resource, lease) == 1728);
-static_assert(sizeof(Resource) == 2048);
+static_assert(sizeof(Resource) == 2176);
 
 // Concurrency held by one process on one resource. Written only under the
 // resource's lock (relaxed inside it, through the undo journal: lock.cpp);

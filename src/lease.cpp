@@ -17,7 +17,7 @@ int64_t plan_lease(Resource &res, const Limits &lim, uint64_t load, int64_t now,
         if (l.kind != RQ_LIMIT_RATE) continue;
         // acquire: pairs with the acq_rel CASes on the TAT (charge.hpp).
         plan.tat[i] = res.tat[i].load(boost::memory_order_acquire);
-        const GcraStep st = gcra_step(plan.tat[i], lease_clock(res, l, i), increment_of(l, load), params(l));
+        const GcraStep st = gcra_step(plan.tat[i], lease_clock(res, l, i, now), increment_of(l, load), params(l));
         if (st.admit && live) {
             plan.new_tat[i] = st.new_tat;
         } else {

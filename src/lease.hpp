@@ -45,10 +45,14 @@ inline constexpr int64_t kAwaitLease = INT64_MAX;
 
 // The virtual clock of global rate limit l (index i): the instant against
 // which the GCRA step admits exactly the credit up to the horizon.
-// acquire: pairs with the refiller's acq_rel RMWs on the horizon (lease.cpp).
-inline int64_t lease_clock(const Resource &res, const Limit &l, uint32_t i) {
-    const int64_t h = res.lease.horizon[i].load(boost::memory_order_acquire);
-    return h - static_cast<int64_t>(l.burst_ns);  // burst_ns <= 2^62 (lease_view): no overflow past INT64_MIN/2
+// Reserved tokens (Lease::next_add) count once due. acquire (all): pairs
+// with the refiller's release stores and acq_rel RMWs (refiller.cpp).
+inline int64_t lease_clock(const Resource &res, const Limit &l, uint32_t i, int64_t now) {
+    int64_t h = res.lease.horizon[i].load(boost::memory_order_acquire);
+    if (now >= res.lease.next_at_ns.load(boost::memory_order_acquire)) {
+        h += res.lease.next_add[i].load(boost::memory_order_acquire);
+    }
+    return h - static_cast<int64_t>(l.burst_ns);  // burst_ns <= 2^52 (lease_view): no overflow
 }
 
 // Whether the lease may admit at `now`. acquire: pairs with the refiller's
@@ -85,6 +89,7 @@ uint64_t take_credit(Resource &res, const Limit &l, uint32_t i);
 struct LeaseSeen {
     int64_t horizon[kMaxLimits];
     uint64_t slots[kMaxLimits];
+    int64_t next_add[kMaxLimits];
     int64_t expires_ns;
     bool operator==(const LeaseSeen &) const = default;
 };
@@ -93,6 +98,7 @@ inline LeaseSeen see_lease(const Resource &res, const Limits &lim) {
     for (uint32_t i = 0; i < lim.count; ++i) {
         s.horizon[i] = res.lease.horizon[i].load(boost::memory_order_seq_cst);
         s.slots[i] = res.lease.slots[i].load(boost::memory_order_seq_cst);
+        s.next_add[i] = res.lease.next_add[i].load(boost::memory_order_seq_cst);
     }
     s.expires_ns = res.lease.expires_ns.load(boost::memory_order_seq_cst);
     return s;

@@ -30,11 +30,11 @@
 // stops spending before that (its own clock, from the instant it sent the
 // call), so expired tokens are written off (L) without ever being spent.
 //
-// Returns: {hosts, then per limit: granted (rate: tokens, all there are up
-// to want, or none when fewer than need; concurrency: the host's slots
-// now), wait_ns (rate: until `need` more could be granted; concurrency:
-// the share this host should come down to as its holders release, while
-// other hosts wait, else 0),
+// Returns: {hosts, then per limit: granted (rate: tokens, spendable after
+// wait_ns; concurrency: the host's slots now), wait_ns (rate: with a grant,
+// how long after receiving the reply its tokens may be spent; without one,
+// when to ask again; concurrency: the share this host should come down to
+// as its holders release, while other hosts wait, else 0),
 // lost (L<i>)}. A different definition: error "RQCONFLICT <def>"; data that
 // is not ours: error "RQFOREIGN ...".
 #pragma once
@@ -43,17 +43,17 @@ namespace rq::detail {
 
 inline constexpr const char *kLeaseScript = R"LUA(
 local def, host, ttl_us, n = ARGV[1], ARGV[2], tonumber(ARGV[3]) * 1000, tonumber(ARGV[4])
-local function num(v, what)
+-- A field's integer value (0 when absent); anything else is not ours.
+-- Only k<i> (a bucket in debt for reserved tokens) may be negative.
+local function get(key, field, signed)
+  local v = redis.call('HGET', key, field)
   if v == false or v == nil then return 0 end
   local x = tonumber(v)
-  if x == nil or x ~= math.floor(x) or x < 0 or x > 9007199254740991 then
-    return redis.error_reply('RQFOREIGN ' .. what .. ' holds ' .. tostring(v))
+  local lo = 0
+  if signed then lo = -9007199254740991 end
+  if x == nil or x ~= math.floor(x) or x < lo or x > 9007199254740991 then
+    error({err = 'RQFOREIGN ' .. key .. ' ' .. field .. ' holds ' .. tostring(v)})
   end
-  return x
-end
-local function get(key, field)
-  local x = num(redis.call('HGET', key, field), key .. ' ' .. field)
-  if type(x) == 'table' then error(x) end
   return x
 end
 local have = redis.call('HGET', KEYS[1], 'def')
@@ -88,7 +88,7 @@ for i = 1, n do
     a = a + 7
     local O = get(KEYS[1], 'O' .. i)
     local mine = get(KEYS[3], host .. ':o' .. i)
-    local k, r, last = get(KEYS[1], 'k' .. i), get(KEYS[1], 'r' .. i), redis.call('HGET', KEYS[1], 't' .. i)
+    local k, r, last = get(KEYS[1], 'k' .. i, true), get(KEYS[1], 'r' .. i), redis.call('HGET', KEYS[1], 't' .. i)
     if last then last = get(KEYS[1], 't' .. i) else last = now; k = 0; r = 0 end  -- new or lost: empty
     -- Refill up to burst - O (O as it stood since the last call).
     local cap = math.max(0, burst - O)
@@ -110,14 +110,28 @@ for i = 1, n do
     -- gives back returns to the bucket.
     O = math.max(0, O - mine) + keep
     k = k + give
-    if k + O > burst then k = math.max(0, burst - O); r = 0 end
-    local g = 0
-    if k >= need then g = math.min(want, k) end
-    k = k - g
+    if k + O > burst then k = burst - O; r = 0 end  -- (a debt, if O > burst: never forgiven)
+    -- Grant what there is, up to want, if that is at least need. Otherwise
+    -- reserve need tokens from the future (the bucket goes into debt, at
+    -- most a quarter of the TTL deep): the host may spend them only after
+    -- `wait` ns from when it received this reply, when the refill has paid
+    -- the debt back, so they exist before they are spent. Hosts that ask
+    -- while it is in debt queue behind, in the order they asked.
+    local g, wait = 0, 0
+    if want > 0 then
+      if k >= need then
+        g = math.min(want, k)
+        k = k - g
+      elseif (need - k) * unit - r <= ttl_us * 250 then
+        g = need
+        k = k - g
+        wait = math.max(0, -k * unit - r)
+      else
+        wait = math.max(0, (need - k) * unit - r - ttl_us * 250)
+      end
+    end
     O = O + g
     mine = keep + g
-    local wait = 0
-    if want > 0 then wait = math.max(0, (need - k) * unit - r) end
     redis.call('HSET', KEYS[1], 'k' .. i, k, 'r' .. i, r, 't' .. i, now, 'O' .. i, O)
     if mine > 0 then redis.call('HSET', KEYS[3], host .. ':o' .. i, mine); holds = true
     else redis.call('HDEL', KEYS[3], host .. ':o' .. i) end

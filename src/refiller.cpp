@@ -51,8 +51,8 @@ constexpr int64_t kIdleNs = 500'000'000;         // idle this long: give the lea
 constexpr int64_t kCallNs = 250'000'000;         // deadline of one Redis call
 constexpr int64_t kRetryMinNs = 20'000'000;      // after a failed call, retry in 20 ms,
 constexpr int64_t kRetryMaxNs = 1'000'000'000;   // doubling up to 1 s
-constexpr int64_t kChunkNs = 250'000'000;        // a chunk is 250 ms of the host's demand
-constexpr uint64_t kMinChunk = 64;               // and at least this (<= 16 calls per 1,000)
+constexpr int64_t kChunkNs = 500'000'000;        // a chunk is 500 ms of the host's demand,
+constexpr uint64_t kMinChunk = 32;               // at least this, at most burst / hosts
 constexpr int64_t kBatchNs = 50'000'000;
 constexpr int64_t kRateTauNs = 500'000'000;      // demand is smoothed over 0.5 s
 constexpr int64_t kContendCheckNs = 100'000'000; // a host holding slots calls at least this often
@@ -355,11 +355,32 @@ int64_t Remote::step(uint32_t r, const Limits &lim, PerResource &st, int64_t now
     const int64_t expires = ls.expires_ns.load(boost::memory_order_acquire);
     const bool expired = now >= expires;
 
+    // -- reserved tokens that are due are folded into the horizon (Lease::
+    // next_add: the exchange first, so a reader in between sees less).
+    // acquire: pairs with our own release store (or a dead refiller's).
+    int64_t pending[kMaxLimits] = {};
+    const int64_t next_at = ls.next_at_ns.load(boost::memory_order_acquire);
+    for (uint32_t i = 0; i < lim.count; ++i) {
+        if (lim.limit[i].kind != RQ_LIMIT_RATE) continue;
+        if (now >= next_at) {
+            // acq_rel (both): pair with the admitting paths' acquire loads (lease_clock).
+            const int64_t v = ls.next_add[i].exchange(0, boost::memory_order_acq_rel);
+            if (v > 0) ls.horizon[i].fetch_add(v, boost::memory_order_acq_rel);
+            if (v != 0) e_.wake_head(r, false);
+        } else {
+            pending[i] = std::max<int64_t>(0, ls.next_add[i].load(boost::memory_order_acquire)) /
+                         static_cast<int64_t>(lim.limit[i].request_ns);
+        }
+    }
     // -- expire: a lease Redis no longer counts must not be spent.
     if (expired && !st.shared) {
         for (uint32_t i = 0; i < lim.count; ++i) {
+            // acq_rel: as the fold above.
+            if (ls.next_add[i].load(boost::memory_order_relaxed) != 0) ls.next_add[i].exchange(0, boost::memory_order_acq_rel);
+            pending[i] = 0;
             if (lim.limit[i].kind == RQ_LIMIT_RATE && lease_credit(res, lim.limit[i], i) > 0) {
                 take_credit(res, lim.limit[i], i);
+                st.last_tat[i] = res.tat[i].load(boost::memory_order_acquire);  // (not spending)
             }
         }
     }
@@ -378,8 +399,11 @@ int64_t Remote::step(uint32_t r, const Limits &lim, PerResource &st, int64_t now
             c = std::min(c, std::max<uint64_t>(1, l.burst / hosts));
             c = std::max(c, std::min(cost, l.burst));
             chunk[i] = c;
-            if (!idle && credit < static_cast<int64_t>((c + 2) / 3)) need = true;
-            if (want_load != 0 && credit < static_cast<int64_t>(cost)) need = true;
+            holds |= pending[i] != 0;
+            if (pending[i] == 0) {  // (reserved tokens on their way: nothing to ask)
+                if (!idle && credit < static_cast<int64_t>((c + 2) / 3)) need = true;
+                if (want_load != 0 && credit < static_cast<int64_t>(cost)) need = true;
+            }
         } else {
             const uint64_t slots = ls.slots[i].load(boost::memory_order_relaxed);
             const uint64_t used = used_of(res, l);
@@ -432,21 +456,30 @@ int64_t Remote::step(uint32_t r, const Limits &lim, PerResource &st, int64_t now
             if (was_shared) {
                 take_credit(res, l, i);  // local share's credit is not Redis's: drop it
             } else if (give_back) {
-                give = take_credit(res, l, i);
+                // (reserved ones repay Redis's debt)
+                const int64_t v = ls.next_add[i].exchange(0, boost::memory_order_acq_rel);
+                give = take_credit(res, l, i) + static_cast<uint64_t>(std::max<int64_t>(0, v)) / l.request_ns;
+            } else if (pending[i] != 0) {
+                // Reserved tokens on their way: report them as held, ask no more.
+                const int64_t credit = lease_credit(res, l, i);
+                keep = (credit > 0 ? static_cast<uint64_t>(credit) : 0) + static_cast<uint64_t>(pending[i]);
             } else {
                 const int64_t credit = lease_credit(res, l, i);
                 keep = credit > 0 ? static_cast<uint64_t>(credit) : 0;
                 const uint64_t owed = credit < 0 ? static_cast<uint64_t>(-credit) : 0;
                 const uint64_t target = chunk[i] + owed;
                 want = target > keep ? std::min(target - keep, l.burst - std::min(keep, l.burst)) : 0;
-                // A waiting head needs only its cost (and any debt) now; a
-                // top-up waits for half a chunk (fewer, larger calls).
-                // Either way at least kBatchNs of the host's demand, so that
-                // a host that spends all it gets calls at most 1 / kBatchNs
-                // times a second.
+                // Half a chunk at least (fewer, larger calls; Redis reserves
+                // it from the future when the bucket is short), and at least
+                // a waiting head's cost and debt, and kBatchNs of demand.
+                // A head waits: the host is short, and so, likely, are the
+                // others; every such host asks the same (half its burst /
+                // hosts), so that reservations, served in order, share the
+                // quota equally whatever each host got before.
                 const uint64_t cost = want_load != 0 ? cost_of(l, want_load) + owed : 0;
                 const uint64_t batch = static_cast<uint64_t>(st.rate[i] * kBatchNs / 1e9);
-                least = std::max(cost > keep ? cost - keep : std::max<uint64_t>(1, want / 2), batch);
+                least = want_load != 0 ? std::max(cost > keep ? cost - keep : 1, l.burst / hosts / 2)
+                                       : std::max({uint64_t{1}, want / 2, batch});
                 least = std::clamp<uint64_t>(least, want != 0 ? 1 : 0, want);
             }
             asked[i] = want;
@@ -479,6 +512,11 @@ int64_t Remote::step(uint32_t r, const Limits &lim, PerResource &st, int64_t now
             kept[i] = keep;
             c.args.insert(c.args.end(), {"2", std::to_string(l.amount), std::to_string(keep), std::to_string(want)});
         }
+    }
+    // (Credit taken above moved the TATs: not the host's spending.)
+    for (uint32_t i = 0; i < lim.count; ++i) {
+        // acquire: as in look.
+        if (lim.limit[i].kind == RQ_LIMIT_RATE) st.last_tat[i] = res.tat[i].load(boost::memory_order_acquire);
     }
     const int64_t sent = now_ns();
     st.last_call = sent;
@@ -534,15 +572,28 @@ int64_t Remote::step(uint32_t r, const Limits &lim, PerResource &st, int64_t now
     if (static_cast<uint64_t>(rr.rtt_ns) > ls.rtt_ns_max.load(boost::memory_order_relaxed)) {
         ls.rtt_ns_max.store(static_cast<uint64_t>(rr.rtt_ns), boost::memory_order_relaxed);
     }
+    const int64_t received = now_ns();
+    int64_t next_at_new = 0;
+    int64_t next_add_new[kMaxLimits] = {};
     int64_t hint = 0;
     uint64_t lost = 0;
     for (uint32_t i = 0; i < lim.count; ++i) {
         const Limit &l = lim.limit[i];
         const uint64_t g = static_cast<uint64_t>(rr.ints[1 + 3 * i]);
+        const int64_t wait = rr.ints[2 + 3 * i];
         if (l.kind == RQ_LIMIT_RATE) {
-            add_credit(res, l, i, g);
             ls.granted.fetch_add(g, boost::memory_order_relaxed);
-            if (asked[i] > 0) hint = std::max(hint, rr.ints[2 + 3 * i]);
+            if (g > 0 && wait > 0) {
+                // Reserved: spendable `wait` after we received the reply
+                // (the instant Redis decided lies before it). Only one
+                // reservation at a time (step asks none while one waits).
+                next_at_new = std::max(next_at_new, received + wait);
+                next_add_new[i] = static_cast<int64_t>(g * l.request_ns);
+                hint = std::max(hint, wait);
+            } else {
+                add_credit(res, l, i, g);
+                if (g == 0 && asked[i] > 0) hint = std::max(hint, wait);
+            }
             lost += static_cast<uint64_t>(rr.ints[3 + 3 * i]);
         } else {
             // seq_cst: read by conc_fits beside the counters (charge.hpp).
@@ -552,14 +603,28 @@ int64_t Remote::step(uint32_t r, const Limits &lim, PerResource &st, int64_t now
             ls.slots[i].store(st.share[i] != 0 ? std::min(g, st.share[i]) : g, boost::memory_order_seq_cst);
         }
     }
+    if (next_at_new != 0) {
+        // Another limit's reservation still on its way keeps its instant if
+        // later: moved, it would be spendable early; this one waits longer.
+        for (uint32_t i = 0; i < lim.count; ++i) {
+            if (ls.next_add[i].load(boost::memory_order_acquire) != 0) {
+                next_at_new = std::max(next_at_new, ls.next_at_ns.load(boost::memory_order_acquire));
+            }
+        }
+        // release (both): the instant before the amounts (lease.hpp, Lease::next_add).
+        ls.next_at_ns.store(next_at_new, boost::memory_order_release);
+        for (uint32_t i = 0; i < lim.count; ++i) {
+            if (next_add_new[i] != 0) ls.next_add[i].store(next_add_new[i], boost::memory_order_release);
+        }
+    }
     ls.lost.store(lost, boost::memory_order_relaxed);
     // release: after the credit and slots it covers (lease.hpp, lease_live).
     ls.expires_ns.store(sent + static_cast<int64_t>(ttl_ms_) * 1'000'000 * 15 / 16, boost::memory_order_release);
     ls.link.store(static_cast<uint32_t>(LinkState::kUp), boost::memory_order_seq_cst);
     e_.wake_head(r, false);
-    // Redis's hint: the tokens we asked for exist in `hint` ns; ask again then
-    // (sooner makes no more of them). Slots asked for and not granted: ask
-    // again after kSlotRetryNs (a release elsewhere is heard of no sooner).
+    // Reserved tokens, or none granted: look again when they are due (sooner
+    // makes no more of them). Slots asked for and not granted: ask again
+    // after kSlotRetryNs (a release elsewhere is heard of no sooner).
     for (uint32_t i = 0; i < lim.count; ++i) {
         if (lim.limit[i].kind == RQ_LIMIT_CONCURRENCY && asked[i] > 0 &&
             static_cast<uint64_t>(rr.ints[1 + 3 * i]) < kept[i] + asked[i]) {

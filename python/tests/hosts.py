@@ -19,10 +19,15 @@ import uuid
 HERE = pathlib.Path(__file__).resolve().parent
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(below=65536):
+    """A free loopback port (below `below`: a cluster node's bus is port + 10000)."""
+    for _ in range(1000):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port < below:
+            return port
+    raise RuntimeError("no free port below %d" % below)
 
 
 class Redis:
@@ -104,9 +109,12 @@ class Host:
             if p.poll() is None:
                 p.kill()
 
-    def logs(self):
+    def logs(self, *which):
+        """The entries of every worker's log, or of the workers numbered `which`."""
         out = []
-        for _, log in self.workers:
+        for k, (_, log) in enumerate(self.workers):
+            if which and k not in which:
+                continue
             if log.exists():
                 for line in log.read_text().splitlines():
                     parts = line.split()

@@ -47,7 +47,7 @@ def test_three_hosts_share_one_rate_exactly_fully_and_fairly(make_host, redis):
     hosts = [make_host() for _ in range(3)]
     for h in hosts:
         for _ in range(2):
-            h.start("g", dict(rpm=RPM), seconds=6.0)
+            h.start("g", dict(rpm=RPM), seconds=9.0)
     for h in hosts:
         assert h.wait() == []
     logs = [h.logs() for h in hosts]
@@ -56,16 +56,18 @@ def test_three_hosts_share_one_rate_exactly_fully_and_fairly(make_host, redis):
     assert H.check_rate_bound(merged, RATE, 1.0, RATE) <= 0
     # Utilisation over the steady part (the bucket starts empty in Redis).
     start = min(e[1] for e in merged)
-    a, b = start + 1.5, start + 5.5
+    a, b = start + 1.5, start + 8.5
     got = in_window(merged, a, b)
     assert got >= 0.95 * RATE * (b - a), (got, RATE * (b - a))
     # Equal demand, equal shares, within 10%.
     shares = [in_window(log, a, b) for log in logs]
     mean = sum(shares) / 3
     assert all(abs(s - mean) <= 0.10 * mean for s in shares), shares
-    # Few round trips: the hosts' lease calls, not one per acquire.
-    trips = int(redis.cli("INFO", "commandstats").count("evalsha") or 0)
-    assert trips >= 0
+    # Few round trips: the hosts' lease calls, not one per acquire (Redis's
+    # own count of script calls, over everything admitted).
+    stats = redis.cli("INFO", "commandstats")
+    calls = int(stats.split("cmdstat_evalsha:calls=")[1].split(",")[0])
+    assert calls * 1000 / len(merged) <= 3 * 20, (calls, len(merged))  # 3 hosts
 
 
 def test_global_concurrency_cap_counts_every_host(make_host):
@@ -141,10 +143,16 @@ def test_refiller_killed_another_process_takes_over(make_host, redis):
     took_over = time.monotonic() - killed
     assert took_over < 0.1, took_over
     assert h.wait() == []
+    # Nothing stalled: the survivors kept being admitted at the rate, with
+    # no gap longer than before the kill (leases come in batches) by more
+    # than the takeover bound.
+    def gaps(events):
+        ts = sorted(e[1] for e in events)
+        return [b - a for a, b in zip(ts, ts[1:])]
+    before = [e for e in h.logs() if killed - 2.0 < e[1] < killed]
     after = [e for e in h.logs() if e[1] > killed]
-    # Nothing stalled: the survivors kept being admitted at about the rate.
-    gaps = [b[1] - a[1] for a, b in zip(sorted(after, key=lambda e: e[1]), sorted(after, key=lambda e: e[1])[1:])]
-    assert len(after) > RATE and max(gaps) < 0.25, (len(after), max(gaps or [0]))
+    assert len(after) > 2 * RATE * 0.9, len(after)
+    assert max(gaps(after)) < max(gaps(before)) + 0.1, (max(gaps(after)), max(gaps(before)))
 
 
 def test_redis_frozen_fails_closed_with_a_clear_error(make_host, redis):
@@ -256,12 +264,11 @@ def test_bad_urls_passwords_and_foreign_keys(make_host, redis, tmp_path):
     try:
         with pytest.raises(rq.Unavailable, match="not ratequeue"):
             c.define("foreign", rpm=60)
+        # Our hash, with a field that is not a number: refused, nothing admitted.
         redis.cli("DEL", "rq:{foreign}")
         redis.cli("HSET", "rq:{foreign}", "def", "rq1|1,0,60,60000000000,1|closed", "k1", "lots")
-        c.define("foreign", rpm=60, burst_seconds=1) if False else None
-        with pytest.raises((rq.Unavailable, rq.Conflict)):
+        with pytest.raises(rq.Unavailable, match="not ratequeue"):
             c.define("foreign", rpm=60)
-            c.acquire("foreign", timeout=0.5)
     finally:
         c.close()
     # Nobody there at all.
@@ -295,7 +302,7 @@ def test_redis_cluster_three_masters(make_host, tmp_path):
     if shutil.which("redis-cli") is None:
         pytest.skip("redis-cli is not installed")
     nodes = [H.Redis("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout",
-                     "2000") for _ in range(3)]
+                     "2000", port=H.free_port(below=55000)) for _ in range(3)]
     try:
         out = subprocess.run(["redis-cli", "--cluster", "create", *["127.0.0.1:%d" % n.port for n in nodes],
                               "--cluster-replicas", "0", "--cluster-yes"], capture_output=True, text=True, timeout=60)
@@ -303,26 +310,22 @@ def test_redis_cluster_three_masters(make_host, tmp_path):
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and any("cluster_state:ok" not in n.cli("CLUSTER", "INFO") for n in nodes):
             time.sleep(0.1)
-        # Hosts point at one node each; every resource's keys live on the node
-        # its hash tag picks, reached through MOVED.
+        # Each host points at a node of its own; each resource's keys live on
+        # the node its hash tag picks, reached through MOVED.
         hosts = [make_host(url=nodes[i].url) for i in range(3)]
+        names = ("alpha", "beta", "gamma")
         for h in hosts:
-            for name in ("alpha", "beta"):
+            for name in names:
                 h.start(name, dict(rpm=RPM), seconds=2.5)
         for h in hosts:
             assert h.wait() == []
-        for name in ("alpha", "beta"):
-            merged = []
-            for h in hosts:
-                for (p, log) in h.workers:
-                    pass
-            merged = [e for h in hosts for e in h.logs()]
-        assert len(merged) > RATE
-        # Both resources' bounds at once: each host ran one worker per name, so
-        # the merged log holds two resources: twice the bound.
-        assert H.check_rate_bound(merged, 2 * RATE, 1.0, 2 * RATE) <= 0
-        owners = [n.cli("EXISTS", "rq:{alpha}") for n in nodes]
-        assert owners.count("1") == 1
+        for k, name in enumerate(names):
+            merged = [e for h in hosts for e in h.logs(k)]
+            assert len(merged) > RATE, name
+            assert H.check_rate_bound(merged, RATE, 1.0, RATE) <= 0, name
+        owners = [[n.cli("EXISTS", "rq:{%s}" % name) for n in nodes] for name in names]
+        assert all(o.count("1") == 1 for o in owners), owners
+        assert len({o.index("1") for o in owners}) > 1, owners  # on more than one node
     finally:
         for n in nodes:
             n.stop()
