@@ -3,6 +3,8 @@
 // same writers: each load says which.
 #include "inspect.hpp"
 
+#include "lease.hpp"
+
 #include "clock.hpp"
 #include "gcra.hpp"
 
@@ -63,6 +65,30 @@ void rate_status(const Limit &l, int64_t tat, int64_t now, LimitInfo &out) {
         if (out.available > l.burst) out.available = l.burst;
     }
     if (out.available == 0) out.next_unit_ns = gcra_ready_at(tat, now, l.request_ns, l.burst_ns) - now;
+}
+
+// A global resource's lease, for display (relaxed loads: each value on its own).
+void read_lease(const Resource &res, const Limits &lim, int64_t now, LeaseInfo &out) {
+    const Lease &l = res.lease;
+    out.global = true;
+    out.local_share_mode = (lim.flags & kFailLocalShare) != 0;
+    const uint32_t link = l.link.load(boost::memory_order_relaxed);
+    out.link = link <= static_cast<uint32_t>(LinkState::kLocalShare) ? static_cast<LinkState>(link) : LinkState::kNone;
+    out.hosts = l.hosts.load(boost::memory_order_relaxed);
+    const int64_t exp = l.expires_ns.load(boost::memory_order_relaxed);
+    out.expires_in_ns = exp > now ? exp - now : 0;
+    out.round_trips = l.round_trips.load(boost::memory_order_relaxed);
+    out.rtt_ns_total = l.rtt_ns_total.load(boost::memory_order_relaxed);
+    out.rtt_ns_max = l.rtt_ns_max.load(boost::memory_order_relaxed);
+    out.errors = l.errors.load(boost::memory_order_relaxed);
+    out.lost = l.lost.load(boost::memory_order_relaxed);
+    out.granted = l.granted.load(boost::memory_order_relaxed);
+    out.last_error = l.last_error.load(boost::memory_order_relaxed);
+    out.last_error_realtime_ns = l.last_error_rt.load(boost::memory_order_relaxed);
+    // The text may tear or be damaged: printable ASCII up to the first NUL.
+    for (char ch : std::string_view(l.last_error_text, strnlen(l.last_error_text, kLeaseErrorText))) {
+        out.last_error_text += ch >= 0x20 && ch < 0x7f ? ch : '?';
+    }
 }
 
 }  // namespace
@@ -161,6 +187,9 @@ int Inspector::snapshot(SegmentInfo &out, const std::string *only, bool details)
     out.created_realtime_ns = h.created_realtime_ns;
     out.group_shared = (h.flags & RQ_OPEN_GROUP) != 0;
     out.reclaims = h.reclaims.load(boost::memory_order_relaxed);
+    out.host_id = h.host_id;
+    // acquire: pairs with the election's CAS (refiller.cpp).
+    if (h.refiller.load(boost::memory_order_acquire) != 0) out.refiller_pid = h.refiller_pid.load(boost::memory_order_relaxed);
     for (uint32_t p = 0; p < view_.geo.max_processes; ++p) {
         const Process &proc = view_.process(p);
         // acquire: pairs with the acq_rel CASes on the process word (process_table.cpp).
@@ -308,15 +337,27 @@ void Inspector::read_resource(uint32_t r, bool details, int64_t now, ResourceInf
         }
     }
     if (limits_rc != RQ_OK) return;
+    if (lim.global) read_lease(res, lim, now, out.lease);
+    const bool live = lim.global && out.lease.expires_in_ns > 0;
     for (uint32_t i = 0; i < lim.count; ++i) {
         LimitInfo li;
         li.lim = lim.limit[i];
-        if (li.lim.kind == RQ_LIMIT_RATE) {
+        if (li.lim.kind == RQ_LIMIT_RATE && lim.global) {
+            const int64_t credit = live ? lease_credit(res, li.lim, i) : 0;
+            li.available = credit > 0 ? static_cast<uint64_t>(credit) : 0;
+            li.in_debt = credit < 0;
+            // relaxed: display only.
+            const int64_t next = res.lease.next_add[i].load(boost::memory_order_relaxed);
+            li.reserved = next > 0 ? static_cast<uint64_t>(next) / li.lim.request_ns : 0;
+        } else if (li.lim.kind == RQ_LIMIT_RATE) {
             // acquire: pairs with the acq_rel CASes on the TAT (charge.hpp).
             rate_status(li.lim, res.tat[i].load(boost::memory_order_acquire), now, li);
         } else {
             li.in_use = li.lim.cost == RQ_COST_LOAD ? out.in_use_load : out.in_use_req;
-            li.available = li.in_use >= li.lim.amount ? 0 : li.lim.amount - li.in_use;
+            // relaxed: display only.
+            li.leased_slots = lim.global ? res.lease.slots[i].load(boost::memory_order_relaxed) : 0;
+            const uint64_t cap = lim.global ? (live ? std::min(li.leased_slots, li.lim.amount) : 0) : li.lim.amount;
+            li.available = li.in_use >= cap ? 0 : cap - li.in_use;
         }
         out.limits.push_back(li);
     }

@@ -60,6 +60,11 @@ struct WaiterInfo {
 
 struct LimitInfo {
     Limit lim{};
+    // Global resources: rate: available is the lease's credit left here and
+    // reserved what Redis set aside for us, on its way; concurrency:
+    // available is what the leased slots leave.
+    uint64_t reserved = 0;
+    uint64_t leased_slots = 0;
     // rate: units that fit now (bucket level), and when they do not, the ns
     // until one unit fits; in_debt when the TAT lies beyond the bucket depth
     // (after a redefine to a smaller limit, for example).
@@ -68,6 +73,19 @@ struct LimitInfo {
     bool in_debt = false;
     // concurrency: held now (requests or load, by cost).
     uint64_t in_use = 0;
+};
+
+// Many hosts: a global resource's lease on this host (lease.hpp).
+struct LeaseInfo {
+    bool global = false;
+    bool local_share_mode = false;  // defined with RQ_DEFINE_LOCAL_SHARE
+    LinkState link = LinkState::kNone;
+    uint32_t hosts = 0;             // hosts Redis counted at the last call
+    int64_t expires_in_ns = 0;      // <= 0: expired (or never granted)
+    uint64_t round_trips = 0, rtt_ns_total = 0, rtt_ns_max = 0, errors = 0, lost = 0, granted = 0;
+    int last_error = 0;
+    int64_t last_error_realtime_ns = 0;
+    std::string last_error_text;    // printable ASCII only
 };
 
 struct ResourceInfo {
@@ -87,6 +105,7 @@ struct ResourceInfo {
     uint64_t waited = 0;                // sum of waits[]
     bool consistent = true;             // false: kept changing under us (busy); best effort
     int error = RQ_OK;                  // RQ_ECORRUPT when its limits or queue are damaged
+    LeaseInfo lease;
 };
 
 struct SegmentInfo {
@@ -98,6 +117,8 @@ struct SegmentInfo {
     int64_t created_realtime_ns = 0;
     bool group_shared = false;
     uint64_t reclaims = 0;
+    uint64_t host_id = 0;                // many hosts: this host's name in Redis
+    uint32_t refiller_pid = 0;           // 0: no refiller elected
     std::vector<ProcessInfo> processes;  // slots in use (live, dead, or being reclaimed)
     uint32_t live_processes = 0, dead_processes = 0;
     std::vector<ResourceInfo> resources;

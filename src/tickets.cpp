@@ -12,6 +12,7 @@
 // so exactly one thread acts on a ticket's place in the line at a time.
 #include "clock.hpp"
 #include "core.hpp"
+#include "lease.hpp"
 #include "futex.hpp"
 
 #include <climits>
@@ -91,7 +92,13 @@ int Engine::wait_ticket(rq_ticket *t, int64_t timeout_ns, rq_permit *out) {
     // Ends every path that does not keep the ticket. A cancel that arrived
     // meanwhile loses to a grant and wins otherwise.
     auto finish = [&](int result) {
-        if (result == RQ_ETIMEDOUT) res.counters.timeouts.fetch_add(1, boost::memory_order_relaxed);
+        if (result == RQ_ETIMEDOUT) {
+            res.counters.timeouts.fetch_add(1, boost::memory_order_relaxed);
+            // A global resource's deadline with Redis out of reach (lease.hpp).
+            Limits gl;
+            const Limits *glp;
+            if (limits_of(r, gl, glp) == RQ_OK && glp->global) result = lease_timeout(res);
+        }
         if (result == RQ_E2BIG) res.counters.too_big.fetch_add(1, boost::memory_order_relaxed);
         if (!cas_tstate(t, TicketState::kWaiting,
                         result == RQ_ECANCELED ? TicketState::kCancelled : TicketState::kDone)) {

@@ -1,6 +1,6 @@
 // rqctl: inspect, define, reset and monitor a live ratequeue segment.
 //
-//   rqctl [--segment NAME] [--json [--pretty]] [--no-color] COMMAND [ARGS]
+//   rqctl [--segment NAME] [--redis URL] [--json [--pretty]] [--no-color] COMMAND [ARGS]
 //
 // Commands are dispatched from one table (kCommands). Reading commands (ls,
 // show, watch, metrics, version) map the segment read-only through the
@@ -51,6 +51,7 @@ struct Fail {
 
 struct Ctx {
     std::string segment;
+    std::optional<std::string> redis;  // --redis URL (else $RATEQUEUE_REDIS_URL)
     bool json = false;
     bool pretty = false;
     Style style;
@@ -154,11 +155,16 @@ struct Attached {
         rq_open_options o{};
         o.size = sizeof o;
         o.flags = flags;
+        if (ctx.redis) o.redis_url = ctx.redis->c_str();
         int rc = rq_open_ex(ctx.segment.c_str(), &o, &c);
         if (rc != RQ_OK) {
             rd::Inspector in;
             int irc = in.open(ctx.segment);
             if (irc != RQ_OK) segment_error(in.file(), irc);
+            if (rc == RQ_EINVAL && (ctx.redis || std::getenv("RATEQUEUE_REDIS_URL"))) {
+                fail(fmt::format("cannot attach to segment '{}': the Redis URL is malformed (see above): use "
+                                 "redis://[[user]:password@]host[:port][/db] or unix:///path", ctx.segment));
+            }
             fail(fmt::format("cannot attach to segment '{}': {} ({})", ctx.segment, rq_strerror(rc), rq_errname(rc)));
         }
     }
@@ -227,8 +233,11 @@ void json_segment(Json &j, const rd::SegmentInfo &s) {
         .end_object();
 }
 
+void json_lease(Json &j, const rd::ResourceInfo &r);  // (many hosts, below)
+
 void json_resource(Json &j, const rd::ResourceInfo &r, bool details) {
     j.begin_object().str("name", r.name).num("config_version", r.config_version);
+    json_lease(j, r);
     if (r.error != RQ_OK) j.str("error", rq_errname(r.error));
     j.begin_array("limits");
     for (const auto &li : r.limits) {
@@ -310,6 +319,93 @@ Json json_doc(const Ctx &ctx, const char *command) {
     return j;
 }
 
+// ---- Many hosts ------------------------------------------------------------------------
+
+const char *link_text(rd::LinkState l) {
+    switch (l) {
+        case rd::LinkState::kUp: return "up";
+        case rd::LinkState::kDown: return "down";
+        case rd::LinkState::kLocalShare: return "down, local share";
+        default: return "not yet reached";
+    }
+}
+
+// "host", or "global" with the link and the failure mode in force.
+std::string scope_text(const Ctx &ctx, const rd::LeaseInfo &l) {
+    if (!l.global) return "host";
+    std::string t = fmt::format("global ({})", link_text(l.link));
+    if (l.link == rd::LinkState::kUp) return ctx.style.green(t);
+    return l.link == rd::LinkState::kLocalShare ? ctx.style.yellow(t) : ctx.style.red(t);
+}
+
+const char *mode_text(const rd::LeaseInfo &l) {
+    return l.local_share_mode ? "local share (limit / hosts while Redis is lost)" : "fail closed (wait while Redis is lost)";
+}
+
+void print_lease(const Ctx &ctx, const rd::SegmentInfo &s, const rd::ResourceInfo &r) {
+    const rd::LeaseInfo &l = r.lease;
+    fmt::print("{}\n", ctx.style.bold("many hosts"));
+    Table t({"", ""});
+    t.add({"scope", scope_text(ctx, l)});
+    t.add({"failure mode", mode_text(l)});
+    t.add({"this host", fmt::format("{:016x}, refiller pid {}", s.host_id,
+                                     s.refiller_pid ? std::to_string(s.refiller_pid) : std::string("none (no client with a Redis URL)"))});
+    t.add({"hosts", l.hosts ? std::to_string(l.hosts) + " holding a lease at the last call" : std::string("-")});
+    std::vector<std::string> parts;
+    for (const auto &li : r.limits) {
+        if (li.lim.kind == RQ_LIMIT_RATE) {
+            parts.push_back(fmt::format("{} left{}", human_count(li.available),
+                                        li.reserved ? fmt::format(" (+{} reserved)", human_count(li.reserved)) : ""));
+        } else {
+            parts.push_back(fmt::format("{} slots", human_count(li.leased_slots)));
+        }
+    }
+    t.add({"lease", fmt::format("{}; {}", join(parts, ", "),
+                                l.expires_in_ns > 0 ? "expires in " + human_duration(l.expires_in_ns) : std::string("expired"))});
+    t.add({"round trips", l.round_trips ? fmt::format("{}, mean {}, max {}", grouped(l.round_trips),
+                                                      human_duration(static_cast<int64_t>(l.rtt_ns_total / l.round_trips)),
+                                                      human_duration(static_cast<int64_t>(l.rtt_ns_max)))
+                                        : std::string("0")});
+    t.add({"granted", fmt::format("{} units to this host; {} written off with dead hosts (all hosts)", grouped(l.granted),
+                                  grouped(l.lost))});
+    t.add({"last error", l.last_error == 0 ? std::string("none")
+                                           : fmt::format("{} at {}: {} ({} errors)", rq_errname(l.last_error),
+                                                         iso_time(l.last_error_realtime_ns), l.last_error_text,
+                                                         grouped(l.errors))});
+    std::string body = t.render(Style{}, "  ");
+    fmt::print("{}", body.substr(body.find('\n') + 1));  // no header row
+}
+
+void json_lease(Json &j, const rd::ResourceInfo &r) {
+    const rd::LeaseInfo &l = r.lease;
+    j.str("scope", l.global ? "global" : "host");
+    if (!l.global) return;
+    j.begin_object("lease")
+        .str("link", l.link == rd::LinkState::kUp ? "up" : l.link == rd::LinkState::kDown ? "down"
+                     : l.link == rd::LinkState::kLocalShare ? "local_share" : "none")
+        .str("failure_mode", l.local_share_mode ? "local_share" : "closed")
+        .num("hosts", l.hosts)
+        .real("expires_in_seconds", static_cast<double>(l.expires_in_ns) / 1e9)
+        .num("round_trips", l.round_trips)
+        .real("round_trip_seconds_total", static_cast<double>(l.rtt_ns_total) / 1e9)
+        .real("round_trip_seconds_max", static_cast<double>(l.rtt_ns_max) / 1e9)
+        .num("errors", l.errors)
+        .num("granted", l.granted)
+        .num("lost", l.lost);
+    if (l.last_error != 0) {
+        j.str("last_error", rq_errname(l.last_error)).str("last_error_text", l.last_error_text)
+            .str("last_error_at", iso_time(l.last_error_realtime_ns));
+    }
+    j.begin_array("limits");
+    for (const auto &li : r.limits) {
+        j.begin_object();
+        if (li.lim.kind == RQ_LIMIT_RATE) j.num("credit", li.available).num("reserved", li.reserved);
+        else j.num("slots", li.leased_slots);
+        j.end_object();
+    }
+    j.end_array().end_object();
+}
+
 // ---- ls, show ------------------------------------------------------------------------
 
 void cmd_ls(Ctx &ctx, const Args &) {
@@ -327,7 +423,7 @@ void cmd_ls(Ctx &ctx, const Args &) {
         fmt::print("segment '{}': no resources defined (rqctl define NAME --rpm N defines one)\n", ctx.segment);
         return;
     }
-    Table t({"RESOURCE", "LIMITS", "AVAILABLE", "WAITING", "HOLDERS", "DEAD"});
+    Table t({"RESOURCE", "SCOPE", "LIMITS", "AVAILABLE", "WAITING", "HOLDERS", "DEAD"});
     for (const auto &r : s.resources) {
         std::vector<std::string> lim, avail;
         for (const auto &li : r.limits) {
@@ -336,7 +432,7 @@ void cmd_ls(Ctx &ctx, const Args &) {
         }
         if (r.paused_ns > 0) avail.insert(avail.begin(), ctx.style.yellow("paused " + human_duration(r.paused_ns)));
         if (r.error != RQ_OK) avail = {ctx.style.red(fmt::format("damaged ({})", rq_errname(r.error)))};
-        t.add({ctx.style.bold(r.name), join(lim, ", "), join(avail, ", "), std::to_string(r.waiters.size()),
+        t.add({ctx.style.bold(r.name), scope_text(ctx, r.lease), join(lim, ", "), join(avail, ", "), std::to_string(r.waiters.size()),
                std::to_string(r.live_holders),
                r.dead_holders ? ctx.style.red(std::to_string(r.dead_holders)) : "0"});
     }
@@ -433,6 +529,7 @@ void cmd_show(Ctx &ctx, const Args &a) {
         fmt::print("{}", ht.render(ctx.style, "  "));
         if (r.dead_holders) fmt::print("  dead holders are reclaimed by the next waiter; 'rqctl reap' does it now\n");
     }
+    if (r.lease.global) print_lease(ctx, s, r);
     print_counters(ctx, r);
 }
 
@@ -549,7 +646,21 @@ void cmd_define(Ctx &ctx, const Args &a) {
     rq_limit before[RQ_MAX_LIMITS];
     size_t nbefore = 0;
     const bool existed = rq_describe(at.c, name.c_str(), before, RQ_MAX_LIMITS, &nbefore) == RQ_OK;
-    int rc = rq_define(at.c, name.c_str(), limits.data(), limits.size(), replace ? RQ_DEFINE_REPLACE : 0);
+    const uint32_t flags = (replace ? RQ_DEFINE_REPLACE : 0) | (a.has("--local") ? RQ_DEFINE_LOCAL : 0) |
+                           (a.has("--local-share") ? RQ_DEFINE_LOCAL_SHARE : 0);
+    int rc = rq_define(at.c, name.c_str(), limits.data(), limits.size(), flags);
+    if (rc == RQ_EUNAVAIL) {
+        char why[512];
+        rq_remote_error(at.c, why, sizeof why);
+        fail(fmt::format("cannot define '{}' through Redis: {}; check the URL and that Redis is up", name, why));
+    }
+    if (rc == RQ_ECONFLICT) {
+        char why[512];
+        if (rq_remote_error(at.c, why, sizeof why) != 0 && std::strstr(why, "defined differently") != nullptr) {
+            fail(fmt::format("resource '{}' is {} (another host defined it first); define it the same way here, "
+                             "or delete its keys in Redis to start over", name, why));
+        }
+    }
     if (rc == RQ_ECONFLICT) {
         fail(fmt::format("resource '{}' in segment '{}' is already defined as {}; add --replace to swap in {} "
                          "(rate debt and permits in use carry over)",
@@ -845,6 +956,52 @@ void cmd_metrics(Ctx &ctx, const Args &) {
         sample("ratequeue_wait_seconds_sum", res_label(r), static_cast<double>(r.wait_ns_total) / 1e9);
         sample("ratequeue_wait_seconds_count", res_label(r), cum);
     }
+    // Many hosts: global resources only.
+    bool any_global = false;
+    for (const auto &r : s.resources) any_global |= r.lease.global;
+    if (any_global) {
+        family("ratequeue_global", "gauge",
+               "1 per global resource (shared through Redis), with its link and failure mode in force.");
+        for (const auto &r : s.resources) {
+            if (!r.lease.global) continue;
+            const char *link = r.lease.link == rd::LinkState::kUp ? "up" : r.lease.link == rd::LinkState::kDown ? "down"
+                               : r.lease.link == rd::LinkState::kLocalShare ? "local_share" : "none";
+            sample("ratequeue_global", res_label(r) + fmt::format(",link=\"{}\",failure_mode=\"{}\"", link,
+                                                                  r.lease.local_share_mode ? "local_share" : "closed"), 1);
+        }
+        family("ratequeue_lease_expires_seconds", "gauge", "Until this host's lease expires (0: expired).");
+        for (const auto &r : s.resources) {
+            if (r.lease.global) sample("ratequeue_lease_expires_seconds", res_label(r), static_cast<double>(r.lease.expires_in_ns) / 1e9);
+        }
+        family("ratequeue_lease_available", "gauge", "Per limit: credit left (rate) or slots leased (concurrency) here.");
+        for (const auto &r : s.resources) {
+            if (!r.lease.global) continue;
+            for (size_t i = 0; i < r.limits.size(); ++i) {
+                const auto &li = r.limits[i];
+                sample("ratequeue_lease_available", res_label(r) + fmt::format(",limit=\"{}\"", i),
+                       li.lim.kind == RQ_LIMIT_RATE ? li.available : li.leased_slots);
+            }
+        }
+        const struct {
+            const char *name, *help;
+            uint64_t rd::LeaseInfo::*field;
+        } lease_counters[] = {
+            {"ratequeue_redis_round_trips_total", "Redis calls made for this resource by this host.", &rd::LeaseInfo::round_trips},
+            {"ratequeue_redis_errors_total", "Redis calls that failed.", &rd::LeaseInfo::errors},
+            {"ratequeue_lease_granted_total", "Units Redis granted this host.", &rd::LeaseInfo::granted},
+            {"ratequeue_lease_lost", "Units Redis wrote off with dead hosts (all hosts).", &rd::LeaseInfo::lost},
+        };
+        for (const auto &c : lease_counters) {
+            family(c.name, "counter", c.help);
+            for (const auto &r : s.resources) {
+                if (r.lease.global) sample(c.name, res_label(r), r.lease.*c.field);
+            }
+        }
+        family("ratequeue_redis_round_trip_seconds_total", "counter", "Time spent in Redis calls.");
+        for (const auto &r : s.resources) {
+            if (r.lease.global) sample("ratequeue_redis_round_trip_seconds_total", res_label(r), static_cast<double>(r.lease.rtt_ns_total) / 1e9);
+        }
+    }
     if (ctx.json) {
         Json j = json_doc(ctx, "metrics");
         json_segment(j, s);
@@ -939,8 +1096,11 @@ const Command kCommands[] = {
      "  --rate SPEC      AMOUNT/PERIOD, e.g. 1000/min, 5/250ms, 200k/min,cost=load,burst=5k\n"
      "  --concurrency N  at most N held at once; N,cost=load counts load in flight\n"
      "  --replace        swap in different limits (rate debt and permits in use carry over)\n"
+     "  --local          with --redis: keep RESOURCE on this host only (not shared through Redis)\n"
+     "  --local-share    global: while Redis cannot be reached, admit limit / hosts here\n"
+     "                   instead of failing closed\n"
      "Amounts take k, M, G suffixes; periods ns, us, ms, s, min, h, day.",
-     {"--replace"}, {"--rpm", "--tpm", "--rate", "--concurrency"}, 1, 1, cmd_define},
+     {"--replace", "--local", "--local-share"}, {"--rpm", "--tpm", "--rate", "--concurrency"}, 1, 1, cmd_define},
     {"reset", "reset RESOURCE | --all [--hard --yes]",
      "Refills the rate buckets, drops holders that are dead and wakes the waiters; live holders keep\n"
      "their permits. --hard also forgets live holders' permits (their later release does nothing);\n"
@@ -966,9 +1126,11 @@ const Command *find_command(std::string_view name) {
 
 void print_help() {
     fmt::print(
-        "usage: rqctl [--segment NAME] [--json [--pretty]] [--no-color] COMMAND [ARGS]\n\n"
+        "usage: rqctl [--segment NAME] [--redis URL] [--json [--pretty]] [--no-color] COMMAND [ARGS]\n\n"
         "Inspect, define, reset and monitor a live ratequeue segment.\n\n"
         "  --segment NAME  the segment (default: $RATEQUEUE_SEGMENT, else \"ratequeue\"): /dev/shm/NAME\n"
+        "  --redis URL     many hosts: define global resources through this Redis (default:\n"
+        "                  $RATEQUEUE_REDIS_URL); redis://[[user]:password@]host[:port][/db] or unix:///path\n"
         "  --json          machine-readable output (schema {}), compact; --pretty indents it\n"
         "  --no-color      no colour (colour is used only on a terminal, and never with NO_COLOR set)\n\n"
         "commands:\n",
@@ -1040,6 +1202,13 @@ int run(int argc, char **argv) {
                 ctx.segment = argv[++i];
             } else {
                 ctx.segment = arg.substr(10);
+            }
+        } else if (arg == "--redis" || arg.rfind("--redis=", 0) == 0) {
+            if (arg == "--redis") {
+                if (i + 1 >= argc) usage("--redis needs a URL (redis://host:port or unix:///path)");
+                ctx.redis = argv[++i];
+            } else {
+                ctx.redis = arg.substr(8);
             }
         } else if (arg.rfind("-", 0) == 0) {
             usage(fmt::format("unknown option '{}' (rqctl --help lists them)", arg));
