@@ -557,13 +557,6 @@ int64_t Remote::step(uint32_t r, const Limits &lim, PerResource &st, int64_t now
     }
     // -- apply
     if (give_back) st.told_idle = true;
-    if (std::getenv("RQ_DEBUG_REFILL")) {
-        std::fprintf(stderr, "call t=%.3f", now_ns() / 1e9);
-        for (auto x : c.args) std::fprintf(stderr, " %s", x.c_str());
-        std::fprintf(stderr, " ->");
-        for (auto x : rr.ints) std::fprintf(stderr, " %lld", static_cast<long long>(x));
-        std::fprintf(stderr, "\n");
-    }
     st.backoff = 0;
     st.shared = false;
     st.hosts = static_cast<uint32_t>(std::max<int64_t>(1, rr.ints[0]));

@@ -9,6 +9,7 @@ after it returned) or, for concurrency, "t_after_acquire t_before_release".
 """
 import json
 import os
+import shutil
 import pathlib
 import socket
 import subprocess
@@ -33,13 +34,13 @@ def free_port(below=65536):
 class Redis:
     """A redis-server on a free loopback port, no persistence; stop() by PID."""
 
-    def __init__(self, *extra, port=None, password=None):
+    def __init__(self, *extra, port=None, password=None, bind=("127.0.0.1",)):
         self.port = port or free_port()
         self.password = password
         self.dir = pathlib.Path("/tmp/rq-redis-%d-%s" % (os.getpid(), uuid.uuid4().hex[:6]))
         self.dir.mkdir()
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            ["redis-server", "--port", str(self.port), "--bind", *bind, "--save", "", "--appendonly", "no",
              "--dir", str(self.dir), *extra, *(["--requirepass", password] if password else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = "redis://127.0.0.1:%d" % self.port
@@ -205,3 +206,136 @@ def _worker(spec):
 
 if __name__ == "__main__":
     _worker(json.loads(sys.argv[1]))
+
+
+class NetNs:
+    """A network namespace joined to this one by a veth pair, with `tc netem`
+    delay on both ends: the host inside reaches Redis at self.gateway. Needs
+    root (CAP_NET_ADMIN); NetNs.unavailable() says why not, else None."""
+
+    def __init__(self, k, delay_ms):
+        self.name = "rqns%d-%d" % (os.getpid() % 100000, k)
+        self.outer = "rqv%d-%da" % (os.getpid() % 10000, k)
+        self.inner = "rqv%d-%db" % (os.getpid() % 10000, k)
+        self.gateway = "10.201.%d.1" % k
+        self.address = "10.201.%d.2" % k
+        run = lambda *a: subprocess.run(a, check=True, capture_output=True, text=True)
+        run("ip", "netns", "add", self.name)
+        try:
+            run("ip", "link", "add", self.outer, "type", "veth", "peer", "name", self.inner)
+            run("ip", "link", "set", self.inner, "netns", self.name)
+            run("ip", "addr", "add", self.gateway + "/24", "dev", self.outer)
+            run("ip", "link", "set", self.outer, "up")
+            run("ip", "netns", "exec", self.name, "ip", "addr", "add", self.address + "/24", "dev", self.inner)
+            run("ip", "netns", "exec", self.name, "ip", "link", "set", self.inner, "up")
+            run("ip", "netns", "exec", self.name, "ip", "link", "set", "lo", "up")
+            if delay_ms:
+                half = "%.1fms" % (delay_ms / 2.0)
+                run("tc", "qdisc", "add", "dev", self.outer, "root", "netem", "delay", half)
+                run("ip", "netns", "exec", self.name, "tc", "qdisc", "add", "dev", self.inner, "root", "netem",
+                    "delay", half)
+        except Exception:
+            self.close()
+            raise
+
+    def prefix(self):
+        return ["ip", "netns", "exec", self.name]
+
+    def close(self):
+        subprocess.run(["ip", "link", "del", self.outer], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+    @staticmethod
+    def unavailable():
+        if shutil.which("ip") is None or shutil.which("tc") is None:
+            return "iproute2 (ip, tc) is not installed"
+        probe = "rqprobe%d" % os.getpid()
+        out = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+        if out.returncode != 0:
+            return "cannot create a network namespace here (needs root / CAP_NET_ADMIN): " + out.stderr.strip()
+        subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+        return None
+
+
+def time_namespace_unavailable():
+    """Why `unshare --time` cannot run here, or None."""
+    if shutil.which("unshare") is None:
+        return "unshare (util-linux) is not installed"
+    out = subprocess.run(["unshare", "--time", "--monotonic", "1", "--fork", "true"], capture_output=True, text=True)
+    if out.returncode != 0:
+        return "no time namespaces here (needs root and Linux 5.6): " + out.stderr.strip()
+    return None
+
+
+class DelayProxy:
+    """A TCP proxy on loopback that delays every byte by `delay_ms` / 2 each
+    way (so a round trip takes delay_ms longer): latency to Redis where tc
+    netem is not available (no sch_netem in the kernel)."""
+
+    def __init__(self, target_port, delay_ms):
+        import threading
+        self.delay = delay_ms / 2000.0
+        self.target = target_port
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.url = "redis://127.0.0.1:%d" % self.port
+        self.closed = False
+        self.threads = []
+        t = threading.Thread(target=self._accept, daemon=True)
+        t.start()
+
+    def _accept(self):
+        import threading
+        while not self.closed:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src, dst):
+        import collections
+        import threading
+        queue = collections.deque()
+        cv = threading.Condition()
+
+        def send():
+            while True:
+                with cv:
+                    while not queue:
+                        cv.wait()
+                    due, data = queue.popleft()
+                if data is None:
+                    try:
+                        dst.shutdown(socket.SHUT_WR)
+                    except OSError:
+                        pass
+                    return
+                pause = due - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                try:
+                    dst.sendall(data)
+                except OSError:
+                    return
+
+        threading.Thread(target=send, daemon=True).start()
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                data = b""
+            with cv:
+                queue.append((time.monotonic() + self.delay, data or None))
+                cv.notify()
+            if not data:
+                return
+
+    def close(self):
+        self.closed = True
+        self.sock.close()

@@ -329,3 +329,83 @@ def test_redis_cluster_three_masters(make_host, tmp_path):
     finally:
         for n in nodes:
             n.stop()
+
+
+def test_a_host_whose_clock_is_an_hour_ahead_changes_nothing(make_host, redis):
+    why = H.time_namespace_unavailable()
+    if why:
+        pytest.skip(why)
+    offset = 3600
+    hosts = [make_host() for _ in range(3)]
+    shifted = ["unshare", "--time", "--monotonic", str(offset), "--boottime", str(offset), "--fork"]
+    for k, h in enumerate(hosts):
+        for _ in range(2):
+            h.start("g", dict(rpm=RPM), seconds=5.0, prefix=shifted if k == 0 else ())
+    for h in hosts:
+        assert h.wait() == []
+    logs = [h.logs() for h in hosts]
+    # Host 0 logged its own (shifted) clock: back to ours for the merged check.
+    logs[0] = [(a - offset, b - offset, n) for a, b, n in logs[0]]
+    assert logs[0] and min(e[1] for e in logs[0]) > 0
+    merged = [e for log in logs for e in log]
+    assert H.check_rate_bound(merged, RATE, 1.0, RATE) <= 0
+    start = min(e[1] for e in merged)
+    a, b = start + 1.5, start + 4.5
+    shares = [in_window(log, a, b) for log in logs]
+    assert sum(shares) >= 0.95 * RATE * (b - a), shares
+    assert min(shares) >= 0.8 * max(shares), shares
+
+
+def test_network_latency_5_to_50_ms(make_host, redis):
+    """Each host 5, 20 or 50 ms from Redis: through a veth into a network
+    namespace with tc netem where the kernel has it, else through a delaying
+    TCP proxy on loopback (said in the output)."""
+    delays = (5, 20, 50)
+    nets, proxies = [], []
+    why = H.NetNs.unavailable()
+    r = redis
+    if why is None:
+        try:
+            for k, d in enumerate(delays):
+                nets.append(H.NetNs(k + 1, d))
+        except subprocess.CalledProcessError as e:
+            for n in nets:
+                n.close()
+            nets = []
+            why = (e.stderr or str(e)).strip()
+    try:
+        if nets:
+            r = H.Redis(bind=("127.0.0.1", *[n.gateway for n in nets]))
+            urls = ["redis://%s:%d" % (n.gateway, r.port) for n in nets]
+            prefixes = [n.prefix() for n in nets]
+            how = "veth + tc netem"
+        else:
+            proxies = [H.DelayProxy(redis.port, d) for d in delays]
+            urls = [p.url for p in proxies]
+            prefixes = [()] * 3
+            how = "a delaying TCP proxy (tc netem unavailable: %s)" % why
+        hosts = [make_host(url=u) for u in urls]
+        for h, prefix in zip(hosts, prefixes):
+            for _ in range(2):
+                h.start("g", dict(rpm=RPM), seconds=8.0, prefix=prefix)
+        for h in hosts:
+            assert h.wait() == []
+        logs = [h.logs() for h in hosts]
+        merged = [e for log in logs for e in log]
+        assert H.check_rate_bound(merged, RATE, 1.0, RATE) <= 0
+        start = min(e[1] for e in merged)
+        a, b = start + 2.0, start + 7.5
+        got = in_window(merged, a, b)
+        shares = [in_window(log, a, b) for log in logs]
+        print("\nlatency %s ms to Redis via %s: utilisation %.1f%%, shares %s" % (
+            delays, how, 100.0 * got / (RATE * (b - a)), shares))
+        assert got >= 0.95 * RATE * (b - a), (got, shares)
+        mean = sum(shares) / 3
+        assert all(abs(s - mean) <= 0.10 * mean for s in shares), shares
+    finally:
+        if r is not redis:
+            r.stop()
+        for n in nets:
+            n.close()
+        for p in proxies:
+            p.close()
