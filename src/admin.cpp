@@ -41,7 +41,8 @@ int Engine::reset_one(uint32_t r, bool hard) {
         // A TAT at or before now is a full bucket. seq_cst: a head that read
         // the old TAT fails its CAS and recomputes; a head asleep for tokens
         // re-checks the TATs after publishing its sleep state (wake_head).
-        if (lim->limit[i].kind == RQ_LIMIT_RATE) res.tat[i].store(0, boost::memory_order_seq_cst);
+        // A global resource's bucket is Redis's: a host refills nothing.
+        if (lim->limit[i].kind == RQ_LIMIT_RATE && !lim->global) res.tat[i].store(0, boost::memory_order_seq_cst);
     }
     rc = reap_dead_holders(r);
     if (rc != RQ_OK) return rc;

@@ -73,6 +73,9 @@ int Engine::observe(const char *name, uint32_t index, uint64_t remaining, int64_
     rc = limits_of(r, scratch, lim);
     if (rc != RQ_OK) return rc;
     if (index >= lim->count || lim->limit[index].kind != RQ_LIMIT_RATE) return RQ_EINVAL;
+    // A global resource's headers describe the quota every host shares,
+    // which the lease already bounds: nothing to lower here.
+    if (lim->global) return RQ_OK;
     const Limit &l = lim->limit[index];
     Resource &res = view_.resource(r);
     const int64_t now = now_ns();
@@ -132,6 +135,24 @@ int Engine::settle(rq_permit *p, uint64_t actual) {
         if (d < 0 && !has_grant_tat) continue;
         // acquire: pairs with the acq_rel CASes on the TAT (charge.hpp).
         int64_t tat = res.tat[i].load(boost::memory_order_acquire);
+        if (lim->global) {
+            // The lease's TAT counts whole units (lease.hpp), and no clock
+            // drains it: a refund goes back to the lease, down to where the
+            // grant started at most; a charge on top is owed to the next refill.
+            const int64_t unit = static_cast<int64_t>(l.request_ns);
+            const int64_t dg = (static_cast<int64_t>(actual) - static_cast<int64_t>(est)) * unit;
+            const int64_t lowest = pv.grant_tat - static_cast<int64_t>(est) * unit;
+            for (;;) {
+                const int64_t moved = dg < 0 ? std::max(saturating_add(tat, dg), std::min(tat, lowest)) : saturating_add(tat, dg);
+                if (moved == tat) break;
+                // acq_rel: pairs with every other CAS on this TAT (charge.hpp).
+                if (res.tat[i].compare_exchange_weak(tat, moved, boost::memory_order_acq_rel)) {
+                    refunded |= dg < 0;
+                    break;
+                }
+            }
+            continue;
+        }
         for (;;) {
             const int64_t now = now_ns();
             int64_t moved;

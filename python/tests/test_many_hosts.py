@@ -409,3 +409,41 @@ def test_network_latency_5_to_50_ms(make_host, redis):
             n.close()
         for p in proxies:
             p.close()
+
+
+def test_settle_observe_penalize_and_reset_on_a_global_resource(make_host, redis):
+    """The LLM calls work on the lease: a settle below the estimate gives
+    back to the host's lease, above it owes the next refill; the provider's
+    headers and a reset do not make capacity out of nothing."""
+    import ratequeue as rq
+    h = make_host()
+    c = rq.Client(h.segment, redis_url=redis.url)
+    try:
+        c.define("t", limits=[rq.Rate(60_000, per=60, burst=1000, cost="load")])  # 1,000 tokens a second
+        t0 = time.monotonic()
+        total = 0
+        while time.monotonic() - t0 < 2.0:
+            with c.acquire("t", load=100, timeout=5) as p:
+                p.settle(40)  # used less: 60 back to this host's lease
+            total += 40
+        # Used 40 a time from a 1,000/s quota with an empty start: about
+        # 2,000 tokens' worth of grants, so about 5,000 acquires of 100.
+        assert total <= 1000 + 1000 * 2.0 + 100, total
+        assert total >= 1000 * 1.0, total
+        c.observe_headers("t", {"x-ratelimit-remaining-tokens": "999999", "x-ratelimit-limit-tokens": "999999"})
+        lib = os.environ.get("RATEQUEUE_LIBRARY", "")
+        rqctl = os.environ.get("RQCTL") or (os.path.join(os.path.dirname(os.path.dirname(lib)), "tools", "rqctl")
+                                            if lib else "")
+        if rqctl and os.path.exists(rqctl):
+            out = subprocess.run([rqctl, "--segment", h.segment, "reset", "t"], capture_output=True, text=True)
+            assert out.returncode == 0, out.stderr
+        got = 0
+        while True:
+            p = c.try_acquire("t", load=100)
+            if p is None:
+                break
+            p.release()
+            got += 100
+        assert got <= 1000 + 100, got  # at most what the lease held: no refill from headers or reset
+    finally:
+        c.close()
