@@ -2,6 +2,7 @@
 LLM API, first without coordination, then sharing the quota through ratequeue.
 
     bash scripts/demo                       # installs, builds, runs this
+    bash scripts/demo --hosts 3             # 3 hosts of 4 workers: alone, then through Redis
     python3 demo/llm_batch.py --help
 
 A mock provider (demo/mock_provider.py) runs on 127.0.0.1 and enforces
@@ -64,7 +65,7 @@ def _post(conn, tokens):
     return resp.status, resp.headers, used
 
 
-def worker(port, coordinated, segment, seconds, seed, lo, hi, results):
+def worker(port, coordinated, segment, seconds, seed, lo, hi, results, redis_url=""):
     """One worker process: sends requests until `seconds` pass, each one until
     it is accepted; puts (rate-limit 429s, overload 429s, [seconds from first
     try to acceptance]) on `results`.
@@ -76,7 +77,7 @@ def worker(port, coordinated, segment, seconds, seed, lo, hi, results):
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent cleans up on Ctrl-C
     rng = random.Random(seed)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    client = rq.Client(segment) if coordinated else None
+    client = rq.Client(segment, redis_url=redis_url) if coordinated else None
     end = time.monotonic() + seconds
     rate_429 = overload_429 = 0
     waits = []
@@ -131,12 +132,14 @@ def steady_state(accepted, t0, t1, tpm, rpm):
     return tokens / (tpm / 60.0 * span), (len(inside) - 1) / (rpm / 60.0 * span)
 
 
-def run_phase(title, provider, port, args, coordinated, segment, tty):
+def run_phase(title, provider, port, args, coordinated, segments, tty, redis_url=""):
+    """segments: one per host; worker i runs on host i % len(segments)."""
     provider.reset_stats()
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
-    procs = [ctx.Process(target=worker, args=(port, coordinated, segment, args.seconds, args.seed * 1000 + i,
-                                              args.min_tokens, args.max_tokens, results), daemon=True)
+    procs = [ctx.Process(target=worker, args=(port, coordinated, segments[i % len(segments)], args.seconds,
+                                              args.seed * 1000 + i, args.min_tokens, args.max_tokens, results,
+                                              redis_url), daemon=True)
              for i in range(args.workers)]
     start = time.monotonic()
     for p in procs:
@@ -206,6 +209,9 @@ def main(argv=None):
                     help="actual usage differs from the estimate by up to this fraction (default 0.5: +-50%%)")
     ap.add_argument("--overload", type=float, default=0.01,
                     help="fraction of requests the provider refuses as overloaded (default 0.01)")
+    ap.add_argument("--hosts", type=int, default=1,
+                    help="many hosts: N hosts (segments) of --workers each, first coordinating only on each host,"
+                         " then sharing the quota through a Redis this demo starts (default 1)")
     ap.add_argument("--short", action="store_true", help="a quick run for tests: 4 workers, 5 s phases")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = ap.parse_args(argv)
@@ -213,6 +219,8 @@ def main(argv=None):
         args.workers, args.seconds = 4, 5.0
     if args.seconds < 2:
         ap.error("--seconds must be at least 2 (the first second is the burst)")
+    if args.hosts > 1:
+        return main_hosts(args)
     tty = sys.stdout.isatty()
     segment = "rq-demo-%d" % os.getpid()
     provider = mock_provider.Provider(args.rpm, args.tpm, args.concurrency, seed=args.seed, spread=args.spread,
@@ -231,8 +239,8 @@ def main(argv=None):
                 rq.Concurrency(args.concurrency),
             ])
             results["uncoordinated"] = run_phase("no coordination", provider, server.port, args, False,
-                                                 segment, tty)
-            results["ratequeue"] = run_phase("with ratequeue", provider, server.port, args, True, segment, tty)
+                                                 [segment], tty)
+            results["ratequeue"] = run_phase("with ratequeue", provider, server.port, args, True, [segment], tty)
     except KeyboardInterrupt:
         print("\ninterrupted: workers stopped, provider shut down, segment removed")
         return 130
@@ -263,6 +271,110 @@ def main(argv=None):
         print("%-32s %16s %16s" % (name, x, y))
     print("\n(utilisation: steady state, from 1 s after the first request to the end of the phase;"
           " exact to about one request's tokens)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "results": results}, f, indent=2)
+    return 0
+
+
+def define_limits(client, args, **kw):
+    client.define(RESOURCE, limits=[
+        rq.Rate(args.rpm, per=60, burst=max(1, args.rpm // 120)),
+        rq.Rate(args.tpm, per=60, burst=max(args.max_tokens, args.tpm // 120), cost="load"),
+        rq.Concurrency(args.concurrency),
+    ], **kw)
+
+
+def start_redis():
+    """A redis-server of our own on a free loopback port, no persistence."""
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+    if shutil.which("redis-server") is None:
+        raise SystemExit("--hosts needs redis-server (Debian: apt-get install redis-server; scripts/install-deps)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    workdir = tempfile.mkdtemp(prefix="rq-demo-redis-")
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", workdir], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as c:
+                c.sendall(b"PING\r\n")
+                if c.recv(16).startswith(b"+PONG"):
+                    return proc, "redis://127.0.0.1:%d" % port, workdir
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("redis-server did not start")
+
+
+def main_hosts(args):
+    """--hosts N: N hosts, each its own segment (as on N machines), with
+    --workers each. Phase 1: ratequeue on each host alone (each host thinks
+    the quota is its own); phase 2: the same hosts sharing it through Redis."""
+    import shutil
+    tty = sys.stdout.isatty()
+    hosts = args.hosts
+    per_host = args.workers
+    args.workers = hosts * per_host
+    base = "rq-demo-%d" % os.getpid()
+    local = ["%s-local-%d" % (base, k) for k in range(hosts)]
+    shared = ["%s-host-%d" % (base, k) for k in range(hosts)]
+    provider = mock_provider.Provider(args.rpm, args.tpm, args.concurrency, seed=args.seed, spread=args.spread,
+                                      overload=args.overload)
+    print("mock provider: %s requests/min, %s tokens/min, %d concurrent, %g%% overload 429s"
+          % ("{:,}".format(args.rpm), "{:,}".format(args.tpm), args.concurrency, 100 * args.overload))
+    print("%d hosts (a segment each) of %d worker processes, %g s per phase\n" % (hosts, per_host, args.seconds))
+    redis_proc, url, workdir = start_redis()
+    results = {}
+    clients = []
+    try:
+        with mock_provider.Server(provider) as server:
+            for seg in local:
+                c = rq.Client(seg, redis_url="")
+                define_limits(c, args)
+                clients.append(c)
+            results["local"] = run_phase("each host alone", provider, server.port, args, True, local, tty)
+            for seg in shared:
+                c = rq.Client(seg, redis_url=url)
+                define_limits(c, args)
+                clients.append(c)
+            results["shared"] = run_phase("through Redis", provider, server.port, args, True, shared, tty, url)
+    except KeyboardInterrupt:
+        print("\ninterrupted: workers stopped, provider and Redis shut down, segments removed")
+        return 130
+    finally:
+        for c in clients:
+            c.close()
+        redis_proc.kill()
+        redis_proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+        for seg in local + shared:
+            try:
+                os.unlink("/dev/shm/" + seg)
+            except FileNotFoundError:
+                pass
+    a, b = results["local"], results["shared"]
+    rows = [
+        ("requests accepted", a["ok"], b["ok"]),
+        ("429 over the limits", a["rate_limit_429"], b["rate_limit_429"]),
+        ("  over requests/min", a["rejected"]["requests"], b["rejected"]["requests"]),
+        ("  over tokens/min", a["rejected"]["tokens"], b["rejected"]["tokens"]),
+        ("  over concurrency", a["rejected"]["concurrency"], b["rejected"]["concurrency"]),
+        ("429 simulated overload (retried)", a["overload_429"], b["overload_429"]),
+        ("peak in flight (limit %d)" % args.concurrency, a["peak_in_flight"], b["peak_in_flight"]),
+        ("tokens/min utilisation (actual)", "%.1f%%" % (100 * a["tpm_utilisation"]),
+         "%.1f%%" % (100 * b["tpm_utilisation"])),
+        ("request wait, median", "%.2f s" % a["wait_p50"], "%.2f s" % b["wait_p50"]),
+    ]
+    print("\n%-34s %16s %16s" % ("", "each host alone", "through Redis"))
+    for name, x, y in rows:
+        print("%-34s %16s %16s" % (name, x, y))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "results": results}, f, indent=2)

@@ -429,7 +429,7 @@ def test_settle_observe_penalize_and_reset_on_a_global_resource(make_host, redis
         # Used 40 a time from a 1,000/s quota with an empty start: about
         # 2,000 tokens' worth of grants, so about 5,000 acquires of 100.
         assert total <= 1000 + 1000 * 2.0 + 100, total
-        assert total >= 1000 * 1.0, total
+        assert total >= 1400, total  # the refunds came back (without them: about 800)
         c.observe_headers("t", {"x-ratelimit-remaining-tokens": "999999", "x-ratelimit-limit-tokens": "999999"})
         lib = os.environ.get("RATEQUEUE_LIBRARY", "")
         rqctl = os.environ.get("RQCTL") or (os.path.join(os.path.dirname(os.path.dirname(lib)), "tools", "rqctl")
