@@ -34,6 +34,7 @@
 #endif
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -251,6 +252,156 @@ bool evalsha(redisContext *c, const std::string &sha, const char *key, const cha
     return true;
 }
 
+// ---- Many hosts ---------------------------------------------------------------------------
+
+std::string redis_url(const RedisServer &srv) { return "redis://127.0.0.1:" + std::to_string(srv.port); }
+
+rq_client *open_host(const std::string &seg, const std::string &url) {
+    rq_open_options o{};
+    o.size = sizeof o;
+    o.redis_url = url.c_str();
+    rq_client *c = nullptr;
+    return rq_open_ex(seg.c_str(), &o, &c) == RQ_OK ? c : nullptr;
+}
+
+// Acquire + release of a rate limit that is never the bottleneck (1e9/s),
+// on this host only (url empty) or global through Redis, once the host holds
+// a lease: the local path against the lease path, in the same run.
+Result run_rate(int n, const std::string &url) {
+    Result r(url.empty() ? "ratequeue rate, host-only" : "ratequeue rate, global (lease)");
+    std::string seg = "rq-compare-rate-" + std::to_string(getpid()) + (url.empty() ? "-local" : "-global");
+    ::unlink(("/dev/shm/" + seg).c_str());
+    rq_client *c = open_host(seg, url);
+    if (c == nullptr) {
+        r.why_not = "rq_open_ex failed";
+        return r;
+    }
+    rq_limit l[] = {{RQ_LIMIT_RATE, RQ_COST_REQUEST, 1'000'000'000ull, 1'000'000'000ull, 1'000'000'000ull}};
+    if (rq_define(c, "fast", l, 1, 0) != RQ_OK) {
+        r.why_not = "rq_define failed (is Redis up?)";
+    } else {
+        rq_permit p;
+        // Warm up for 0.5 s: the refiller learns the demand and the lease
+        // grows to it (the bucket in Redis starts empty).
+        const int64_t warm = now_ns() + 500'000'000;
+        while (now_ns() < warm) {
+            if (rq_acquire(c, "fast", 1, -1, &p) == RQ_OK) rq_release(c, &p);
+        }
+        time_ops(n, [&] { return rq_acquire(c, "fast", 1, -1, &p) == RQ_OK && rq_release(c, &p) == RQ_OK; }, r);
+        r.kept = url.empty() ? "yes (this host)" : "yes (every host)";
+    }
+    rq_close(c);
+    ::unlink(("/dev/shm/" + seg).c_str());
+    return r;
+}
+
+long long evalsha_calls(const RedisServer &srv) {
+    redisContext *c = connect_redis(srv, false);
+    if (c == nullptr) return -1;
+    auto *rep = static_cast<redisReply *>(redisCommand(c, "INFO commandstats"));
+    long long calls = 0;
+    if (rep != nullptr && rep->type == REDIS_REPLY_STRING) {
+        const char *p = std::strstr(rep->str, "cmdstat_evalsha:calls=");
+        if (p != nullptr) calls = std::atoll(p + 22);
+    }
+    if (rep != nullptr) freeReplyObject(rep);
+    redisFree(c);
+    return calls;
+}
+
+// kHosts hosts (a segment and a process each) share one global rate limit
+// through the Redis: first each asks for a fifth of it (uncontended: Redis
+// round trips per 1,000 acquires at steady state), then all ask for as much
+// as they can (utilisation of the limit, and each host's share).
+struct HostsReport {
+    bool ran = false;
+    std::string why_not;
+    double trips_per_1000 = 0, utilisation = 0, worst_share = 0;
+    std::vector<uint64_t> shares;
+};
+constexpr int kHosts = 3;
+constexpr uint64_t kHostsRate = 30'000;  // per second, all hosts together
+
+HostsReport run_hosts(const RedisServer &srv) {
+    HostsReport rep;
+    if (!srv.why_not.empty()) {
+        rep.why_not = srv.why_not;
+        return rep;
+    }
+    const std::string url = redis_url(srv);
+    // phase 0: paced at kHostsRate / 5 each; phase 1: flat out. Each child
+    // writes its admissions in the measured window to a pipe.
+    for (int phase = 0; phase < 2; ++phase) {
+        const long long calls0 = evalsha_calls(srv);
+        int fds[kHosts][2];
+        pid_t pids[kHosts];
+        const int64_t t0 = now_ns() + 200'000'000;  // everyone starts together
+        const int64_t a = t0 + 1'000'000'000, b = t0 + 3'000'000'000;
+        for (int h = 0; h < kHosts; ++h) {
+            if (pipe(fds[h]) != 0) return rep;
+            pids[h] = fork();
+            if (pids[h] == 0) {
+                close(fds[h][0]);
+                std::string seg = "rq-compare-host-" + std::to_string(getppid()) + "-" + std::to_string(h);
+                ::unlink(("/dev/shm/" + seg).c_str());
+                rq_client *c = open_host(seg, url);
+                rq_limit l[] = {{RQ_LIMIT_RATE, RQ_COST_REQUEST, kHostsRate, 1'000'000'000ull, kHostsRate / 10}};
+                uint64_t in_window = 0;
+                if (c != nullptr && rq_define(c, phase == 0 ? "paced" : "flat", l, 1, 0) == RQ_OK) {
+                    while (now_ns() < t0) usleep(1000);
+                    rq_permit p;
+                    const int64_t gap = static_cast<int64_t>(1'000'000'000ull * 5 / kHostsRate);
+                    int64_t next = t0;
+                    for (int64_t now = now_ns(); now < b; now = now_ns()) {
+                        if (phase == 0) {
+                            if (now < next) {
+                                struct timespec ts{0, static_cast<long>(std::min<int64_t>(next - now, 1'000'000))};
+                                nanosleep(&ts, nullptr);
+                                continue;
+                            }
+                            next += gap;
+                        }
+                        if (rq_acquire(c, phase == 0 ? "paced" : "flat", 1, 1'000'000'000, &p) != RQ_OK) continue;
+                        const int64_t at = now_ns();
+                        if (at >= a && at < b) ++in_window;
+                    }
+                }
+                if (c != nullptr) rq_close(c);
+                ::unlink(("/dev/shm/" + seg).c_str());
+                ssize_t w = write(fds[h][1], &in_window, sizeof in_window);
+                _exit(w == sizeof in_window ? 0 : 1);
+            }
+            close(fds[h][1]);
+        }
+        std::vector<uint64_t> got(kHosts, 0);
+        for (int h = 0; h < kHosts; ++h) {
+            if (read(fds[h][0], &got[h], sizeof got[h]) != sizeof got[h]) got[h] = 0;
+            close(fds[h][0]);
+            waitpid(pids[h], nullptr, 0);
+        }
+        const long long calls = evalsha_calls(srv) - calls0;
+        uint64_t total = 0;
+        for (uint64_t g : got) total += g;
+        if (total == 0) {
+            rep.why_not = "the hosts admitted nothing";
+            return rep;
+        }
+        const double window_s = (b - a) / 1e9;
+        if (phase == 0) {
+            // Calls over the whole run (warm-up included) over what was admitted in it.
+            const double admitted_all = static_cast<double>(total) * 3.2 / window_s;  // (t0 - 0.2 s .. b)
+            rep.trips_per_1000 = static_cast<double>(calls) * 1000.0 / admitted_all;
+        } else {
+            rep.utilisation = static_cast<double>(total) / (kHostsRate * window_s);
+            rep.shares = got;
+            const double mean = static_cast<double>(total) / kHosts;
+            for (uint64_t g : got) rep.worst_share = std::max(rep.worst_share, std::abs(static_cast<double>(g) - mean) / mean);
+        }
+    }
+    rep.ran = true;
+    return rep;
+}
+
 Result run_redis(const RedisServer &srv, bool unix_socket, int n) {
     Result r(unix_socket ? "Redis Lua GCRA, unix socket" : "Redis Lua GCRA, loopback TCP");
     if (!srv.why_not.empty()) {
@@ -286,13 +437,16 @@ Result run_redis(const RedisServer &srv, bool unix_socket, int n) {
 int main(int argc, char **argv) {
     int n = 20000;
     const char *json = nullptr;
+    bool with_hosts = true;
     for (int i = 1; i < argc; ++i) {
         if (!std::strcmp(argv[i], "--iterations") && i + 1 < argc) {
             n = std::max(1, std::atoi(argv[++i]));
         } else if (!std::strcmp(argv[i], "--json") && i + 1 < argc) {
             json = argv[++i];
+        } else if (!std::strcmp(argv[i], "--no-hosts")) {
+            with_hosts = false;
         } else {
-            std::fprintf(stderr, "usage: compare [--iterations N] [--json FILE]\n");
+            std::fprintf(stderr, "usage: compare [--iterations N] [--json FILE] [--no-hosts]\n");
             return 2;
         }
     }
@@ -301,12 +455,18 @@ int main(int argc, char **argv) {
     rs.push_back(run_posix_sem(n));
     rs.push_back(run_sysv_sem(n));
     rs.push_back(run_flock(n));
+    HostsReport hosts;
 #ifdef RQ_HAVE_HIREDIS
     {
         RedisServer srv;
         const int rn = std::max(1, n / 10);  // each op is a round trip
         rs.push_back(run_redis(srv, false, rn));
         rs.push_back(run_redis(srv, true, rn));
+        if (srv.why_not.empty() && connect_redis(srv, false) != nullptr) {
+            rs.push_back(run_rate(n, ""));
+            rs.push_back(run_rate(n, redis_url(srv)));
+            if (with_hosts) hosts = run_hosts(srv);
+        }
     }
 #else
     rs.emplace_back("Redis Lua GCRA");
@@ -332,10 +492,34 @@ int main(int argc, char **argv) {
         std::printf("%-30s %12s %12s %14s  %s\n", r.system.c_str(), fmt(r.median_ns).c_str(), fmt(r.p99_ns).c_str(),
                     ratio, r.kept.c_str());
     }
+    // Many hosts: the lease path against the host-only path, Redis round
+    // trips, and the shared limit's use across hosts.
+    double lease_ratio = 0;
+    for (size_t i = 0; i + 1 < rs.size(); ++i) {
+        if (rs[i].system == "ratequeue rate, host-only" && rs[i].ran && rs[i + 1].ran) {
+            lease_ratio = rs[i + 1].median_ns / rs[i].median_ns;
+        }
+    }
+    if (lease_ratio > 0) {
+        std::printf("\nmany hosts: global acquire+release with a lease held = %.2fx host-only (budget 1.5x)\n",
+                    lease_ratio);
+    }
+    if (hosts.ran) {
+        std::printf("many hosts: %d hosts, %llu/s shared: uncontended (a fifth each) %.1f Redis round trips per 1,000 "
+                    "acquires per host (budget 20); flat out: utilisation %.1f%%, shares",
+                    kHosts, static_cast<unsigned long long>(kHostsRate), hosts.trips_per_1000, 100 * hosts.utilisation);
+        for (uint64_t g : hosts.shares) std::printf(" %llu", static_cast<unsigned long long>(g));
+        std::printf(" (worst %.1f%% from the mean)\n", 100 * hosts.worst_share);
+    } else if (with_hosts) {
+        std::printf("many hosts: not run: %s\n", hosts.why_not.c_str());
+    }
     if (json != nullptr) {
         FILE *f = std::fopen(json, "w");
         if (f == nullptr) return 1;
-        std::fprintf(f, "{\"iterations\": %d, \"systems\": [", n);
+        std::fprintf(f, "{\"iterations\": %d, \"lease_ratio\": %.3f, \"hosts\": {\"ran\": %s, "
+                        "\"trips_per_1000\": %.2f, \"utilisation\": %.4f, \"worst_share\": %.4f}, \"systems\": [",
+                     n, lease_ratio, hosts.ran ? "true" : "false", hosts.trips_per_1000, hosts.utilisation,
+                     hosts.worst_share);
         for (size_t i = 0; i < rs.size(); ++i) {
             const auto &r = rs[i];
             std::fprintf(f, "%s{\"system\": \"%s\", \"ran\": %s, \"median_ns\": %.0f, \"p99_ns\": %.0f, \"kept\": \"%s\"}",

@@ -85,6 +85,17 @@ if rq and unix:
     ratio = unix["median_ns"] / rq["median_ns"]
     out.append("\nRedis Lua GCRA over a unix socket / ratequeue: %.0fx (budget: at least 300x, %s).\n"
                % (ratio, verdict(ratio >= 300)))
+doc = json.loads(read("compare.json"))
+if doc.get("lease_ratio"):
+    out.append("Many hosts, global acquire+release with a lease held / host-only: %.2fx (budget 1.5x, %s)."
+               % (doc["lease_ratio"], verdict(doc["lease_ratio"] <= 1.5)))
+hosts = doc.get("hosts", {})
+if hosts.get("ran"):
+    out.append("Many hosts, 3 hosts on one Redis: %.1f round trips per 1,000 acquires per host, uncontended "
+               "(budget 20, %s); flat out, %.1f%% of the limit used (goal 95%%, %s), shares within %.1f%% "
+               "of the mean (goal 10%%, %s).\n"
+               % (hosts["trips_per_1000"], verdict(hosts["trips_per_1000"] <= 20), 100 * hosts["utilisation"],
+                  verdict(hosts["utilisation"] >= 0.95), 100 * hosts["worst_share"], verdict(hosts["worst_share"] <= 0.10)))
 
 # 3. Wake latency and scaling
 s = read("scaling.txt")
