@@ -10,7 +10,8 @@
 // us); KEYS[3] "rq:{NAME}:h" per host: "<host>:o<i>" its outstanding
 // tokens, "<host>:c<i>" its slots.
 //
-// ARGV: def, host, ttl_ms, n, then 4 per limit:
+// ARGV: def, host, ttl_ms (0: a define, which only checks or stores the
+// definition), n, then per limit:
 //   rate:        1, burst, unit_ns, keep, give, want, need
 //                (keep: tokens the host keeps, give: tokens it hands back;
 //                keep + give <= what it holds; want: tokens it asks for;
@@ -61,6 +62,8 @@ if have and have ~= def then return redis.error_reply('RQCONFLICT ' .. have) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 if not have then redis.call('HSET', KEYS[1], 'def', def) end
+-- ttl 0: a define only checks (or stores) the definition; no host record changes.
+if ttl_us == 0 then return {redis.call('ZCARD', KEYS[2])} end
 -- Hosts whose lease expired: their tokens are written off, their slots freed.
 local dead = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
 for _, h in ipairs(dead) do

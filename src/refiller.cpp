@@ -177,16 +177,9 @@ void Remote::note_error(Resource *res, int rc, const std::string &what) {
 
 int Remote::define(std::string_view name, const Limits &lim) {
     std::lock_guard<std::mutex> g(define_mu_);
-    Call c = make_call(name, lim, e_.view().header().host_id, ttl_ms_);
-    for (uint32_t i = 0; i < lim.count; ++i) {
-        const Limit &l = lim.limit[i];
-        if (l.kind == RQ_LIMIT_RATE) {
-            c.args.insert(c.args.end(),
-                          {"1", std::to_string(l.burst), std::to_string(l.request_ns), "0", "0", "0", "0"});
-        } else {
-            c.args.insert(c.args.end(), {"2", std::to_string(l.amount), "0", "0"});
-        }
-    }
+    // TTL 0: the script checks or stores the definition and touches no
+    // host's record (this host may hold a lease the refiller reported).
+    Call c = make_call(name, lim, e_.view().header().host_id, 0);
     RedisResult res = define_link_.eval(kLeaseScript, lease_key(name), c.keys, c.args, now_ns() + 4 * kCallNs);
     if (res.rc != RQ_OK) note_error(nullptr, res.rc, res.error);
     return res.rc;

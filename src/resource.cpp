@@ -363,6 +363,7 @@ int Engine::define(const char *name, const rq_limit *limits, size_t n, uint32_t 
                         // seq_cst: like reset's stores (admin.cpp).
                         res.tat[i].store(0, boost::memory_order_seq_cst);
                         res.lease.horizon[i].store(0, boost::memory_order_seq_cst);
+                        res.lease.next_add[i].store(0, boost::memory_order_seq_cst);
                     }
                 } else {
                     carry_rate_debt(r, have, want);

@@ -355,7 +355,9 @@ class Client:
             raise _error(rc, "define " + name + self._remote_why(rc))
 
     def _remote_why(self, rc):
-        """For a global resource's error: what Redis said, if it said anything."""
+        """For a global resource's error: what Redis said to this process, if
+        it said anything (when another process is the host's refiller,
+        `rqctl show NAME` has its last error)."""
         if rc not in (-5, -14):
             return ""
         buf = ctypes.create_string_buffer(512)
@@ -392,7 +394,7 @@ class Client:
                 raise Timeout(rc, "acquire %s: predicted wait %.3fs exceeds the timeout" % (
                     name, info.predicted_wait_ns / 1e9), predicted_wait=info.predicted_wait_ns / 1e9)
         if rc:
-            raise _error(rc, "acquire " + name)
+            raise _error(rc, "acquire " + name + self._remote_why(rc))
         return Permit(self, permit, name, load)
 
     def predict_wait(self, name, load=1):

@@ -264,11 +264,13 @@ def test_bad_urls_passwords_and_foreign_keys(make_host, redis, tmp_path):
     try:
         with pytest.raises(rq.Unavailable, match="not ratequeue"):
             c.define("foreign", rpm=60)
-        # Our hash, with a field that is not a number: refused, nothing admitted.
+        # Our hash, with a field that is not a number: the definition matches,
+        # but no lease comes of it: nothing admitted, and the error says why.
         redis.cli("DEL", "rq:{foreign}")
         redis.cli("HSET", "rq:{foreign}", "def", "rq1|1,0,60,60000000000,1|closed", "k1", "lots")
+        c.define("foreign", rpm=60)
         with pytest.raises(rq.Unavailable, match="not ratequeue"):
-            c.define("foreign", rpm=60)
+            c.acquire("foreign", timeout=0.5)
     finally:
         c.close()
     # Nobody there at all.
