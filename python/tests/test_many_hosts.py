@@ -201,12 +201,18 @@ def test_redis_frozen_local_share_admits_its_share(make_host, redis):
         c.close()
 
 
-def test_redis_flushed_recovers_without_operator(make_host, redis):
+@pytest.mark.parametrize("how", ["flushed", "restarted empty"])
+def test_redis_loses_its_state_and_recovers_without_operator(make_host, redis, how):
     hosts = [make_host() for _ in range(2)]
     for h in hosts:
         h.start("g", dict(rpm=RPM), seconds=4.0)
     time.sleep(1.5)
-    assert redis.cli("FLUSHALL") == "OK"
+    if how == "flushed":
+        assert redis.cli("FLUSHALL") == "OK"
+    else:
+        port = redis.port
+        redis.stop()
+        redis.__init__(port=port)  # a new, empty server at the same address
     flushed = time.monotonic()
     for h in hosts:
         assert h.wait() == []
@@ -222,20 +228,22 @@ def test_whole_host_dies_its_slots_come_back_after_the_ttl(make_host, redis):
     import ratequeue as rq
     dead = make_host(ttl=1.0)
     for _ in range(2):
-        dead.start("c", dict(concurrency=2), mode="hold", seconds=30.0)
+        dead.start("c", dict(rpm=RPM, concurrency=2), mode="hold", seconds=30.0)
     time.sleep(1.5)
     dead.kill_all()  # every process of the host, holders and refiller
     killed = time.monotonic()
     live = make_host(ttl=1.0)
     c = rq.Client(live.segment, redis_url=redis.url, lease_ttl=1.0)
     try:
-        c.define("c", concurrency=2)
+        c.define("c", rpm=RPM, concurrency=2)
         p1 = c.acquire("c", timeout=5)
         p2 = c.acquire("c", timeout=5)
         waited = time.monotonic() - killed
         assert waited < 1.0 + 1.0, waited  # the TTL, plus a refill
         p1.release()
         p2.release()
+        # The dead host's unused rate lease is written off, and counted.
+        assert int(redis.cli("HGET", "rq:{c}", "L1") or 0) > 0
     finally:
         c.close()
 
