@@ -170,6 +170,7 @@ bool cancel_requested() noexcept;
 
 struct Sentinel;  // process_table.cpp
 class Remote;     // refiller.hpp
+struct RatePlan;  // charge.hpp
 
 // Many hosts: the Redis URL (the options', else $RATEQUEUE_REDIS_URL; empty:
 // this host only) and the lease TTL, checked before a segment is opened
@@ -308,6 +309,8 @@ private:
                                         rq_permit *out);
     [[gnu::noinline, gnu::cold]] Fast try_fast_contended(Resource &res, uint32_t r, const Limits &lim, uint64_t load,
                                                          int64_t now, int64_t found_tat, rq_permit *out);
+    Fast charge_planned(Resource &res, uint32_t r, const Limits &lim, uint64_t load, int64_t now, RatePlan &plan,
+                        rq_permit *out);
     // kFailed: rc holds the error.
     // A global resource without concurrency limits: try_fast_any against
     // the lease clocks (lease.hpp). line_free.cpp.

@@ -7,19 +7,10 @@
 
 namespace rq::detail {
 
-// try_fast for any other shape of rate limits: the same steps, over each.
-Fast Engine::try_fast_any(Resource &res, uint32_t r, const Limits &lim, uint64_t load, int64_t now, rq_permit *out) {
-    // (Its own loop, not plan_rates: every limit here is a rate limit, and a
-    // refusal ends it; measured, plan_rates costs this path about 20 instructions.)
-    RatePlan plan;
-    for (uint32_t i = 0; i < lim.count; ++i) {
-        const Limit &l = lim.limit[i];
-        // acquire: pairs with the acq_rel CASes on the TAT (charge.hpp).
-        plan.tat[i] = res.tat[i].load(boost::memory_order_acquire);
-        const GcraStep st = gcra_step(plan.tat[i], now, increment_of(l, load), params(l));
-        if (!st.admit) return Fast::kNoCapacity;
-        plan.new_tat[i] = st.new_tat;
-    }
+// The last steps of try_fast_any and try_fast_lease, once every rate limit
+// admits the load: the config word re-checked, the charge, the permit.
+[[gnu::always_inline]] inline Fast Engine::charge_planned(Resource &res, uint32_t r, const Limits &lim, uint64_t load,
+                                                          int64_t now, RatePlan &plan, rq_permit *out) {
     // acquire: pairs with write_limits()'s release store (see try_fast).
     if (res.config_word.load(boost::memory_order_acquire) != lim.word) return Fast::kMiss;
     const Charge c = charge_all_or_nothing<true>(res, lim, load, now, plan, kFastRetries);
@@ -33,6 +24,22 @@ Fast Engine::try_fast_any(Resource &res, uint32_t r, const Limits &lim, uint64_t
     return Fast::kGranted;
 }
 
+// try_fast for any other shape of rate limits: the same steps, over each.
+Fast Engine::try_fast_any(Resource &res, uint32_t r, const Limits &lim, uint64_t load, int64_t now, rq_permit *out) {
+    // (Its own loop, not plan_rates: every limit here is a rate limit, and a
+    // refusal ends it; measured, plan_rates costs this path about 20 instructions.)
+    RatePlan plan;
+    for (uint32_t i = 0; i < lim.count; ++i) {
+        const Limit &l = lim.limit[i];
+        // acquire: pairs with the acq_rel CASes on the TAT (charge.hpp).
+        plan.tat[i] = res.tat[i].load(boost::memory_order_acquire);
+        const GcraStep st = gcra_step(plan.tat[i], now, increment_of(l, load), params(l));
+        if (!st.admit) return Fast::kNoCapacity;
+        plan.new_tat[i] = st.new_tat;
+    }
+    return charge_planned(res, r, lim, load, now, plan, out);
+}
+
 // try_fast_any for a global resource: the same steps against each limit's
 // lease clock, while the lease lives. Short of lease, the line path asks the
 // refiller.
@@ -43,17 +50,7 @@ Fast Engine::try_fast_lease(Resource &res, uint32_t r, const Limits &lim, uint64
     if (res.paused_until.load(boost::memory_order_seq_cst) > now) return Fast::kMiss;
     RatePlan plan;
     if (plan_lease(res, lim, load, now, plan) != 0) return Fast::kNoCapacity;
-    // acquire: pairs with write_limits()'s release store (see try_fast).
-    if (res.config_word.load(boost::memory_order_acquire) != lim.word) return Fast::kMiss;
-    const Charge c = charge_all_or_nothing<true>(res, lim, load, now, plan, kFastRetries);
-    if (!c.taken) {
-        if (c.gave_back) wake_head(r, false);
-        return Fast::kMiss;
-    }
-    count_admission(res.counters, load);
-    const int32_t f = lim.first_load_rate;
-    PermitCode{f >= 0 ? kPermitHasTat : 0, r, me_, load, me_gen_, 0, grant_tat_of(lim, plan)}.pack(out);
-    return Fast::kGranted;
+    return charge_planned(res, r, lim, load, now, plan, out);
 }
 
 // try_fast's single CAS lost (found_tat is what it found): the contended
