@@ -129,7 +129,12 @@ int Engine::acquire_line(uint32_t r, const Limits *lim, uint64_t load, int64_t t
         return RQ_E2BIG;
     }
     const bool is_try = timeout_ns == 0;
-    if (fast == Fast::kNoCapacity && is_try) return RQ_EAGAIN;
+    if (fast == Fast::kNoCapacity && is_try) {
+        // A try short of lease still tells the refiller (a host that only
+        // tries would otherwise never get its lease back after an idle spell).
+        if (lim->global) need_refill(res, view_.header(), load, now_ns());
+        return RQ_EAGAIN;
+    }
     int rc;
     // Waiting forever needs no clock read here; serve() reads it once.
     const int64_t deadline = is_try ? 0 : timeout_ns < 0 ? INT64_MAX : deadline_after(now_ns(), timeout_ns);

@@ -27,6 +27,14 @@ enum class CrashPoint : int {
     kFastInConcJournal,   // lock held, journal valid, in_use updated, holding not yet
     kFastBeforeUnlock,    // lock held, everything taken
     kFastBeforeLock,      // saw the line empty, has not taken the lock yet (a stop point)
+    // Many hosts: the refiller's steps (refiller.cpp); a process armed with
+    // one acquires as any other.
+    kRefillElected,       // just won the refiller word, has done nothing yet
+    kRefillLowering,      // resource lock held, leased slots being lowered
+    kRefillBeforeCall,    // report made (credit taken back, slots lowered), not sent
+    kRefillAfterReply,    // Redis granted, nothing applied here yet
+    kRefillInApply,       // credit added, slots and expiry not yet written
+    kRefillInFold,        // reserved tokens taken off next_add, horizon not yet raised
 };
 // Test builds (RQ_TEST_HOOKS) SIGKILL themselves at the chosen point, so tests
 // can kill a process at each step of a protocol. Other builds compile it away.

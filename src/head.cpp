@@ -40,7 +40,10 @@ int Engine::serve(uint32_t r, uint32_t ticket, uint64_t load, int64_t deadline, 
         if (lim.global) seen = see_lease(res, lim);
         const int64_t ready_at = std::max(paused > now ? paused : 0, plan_rates(res, lim, load, now, plan));
         if (ready_at == kAwaitLease) {
-            if (is_try) return RQ_EAGAIN;
+            if (is_try) {
+                need_refill(res, view_.header(), load, now);  // (see acquire_line)
+                return RQ_EAGAIN;
+            }
             if (now >= deadline) return RQ_ETIMEDOUT;
             if (cancel_requested()) return RQ_ECANCELED;
             if (since == 0) note_wait(r, ticket, load, since = now);

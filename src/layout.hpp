@@ -355,7 +355,7 @@ struct Lease {
                                     // a head timing out to pick its error code)
     Shared<uint32_t> hosts;         // hosts Redis last counted (relaxed; display, local share)
     Shared<uint64_t> want;          // load a head waits for (relaxed hint to the refiller)
-    Shared<int64_t> active_ns;      // when a head last waited or a permit was taken (relaxed)
+    Shared<int64_t> active_ns;      // when a head or a try last asked for more (relaxed)
     Shared<uint64_t> round_trips;   // counters, relaxed, refiller only
     Shared<uint64_t> rtt_ns_total;
     Shared<uint64_t> rtt_ns_max;

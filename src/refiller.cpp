@@ -82,6 +82,7 @@ struct Remote::PerResource {
     uint64_t share[kMaxLimits] = {};  // concurrency: come down to this (others wait), or 0
     bool told_idle = false;  // Redis has heard that we hold nothing (once per idle spell)
     int64_t last_call = 0;
+    int64_t last_asked = 0;  // Lease::active_ns as last seen
     uint64_t reported[kMaxLimits] = {};  // concurrency: the slots Redis last heard we keep
 };
 
@@ -337,8 +338,13 @@ int64_t Remote::step(uint32_t r, const Limits &lim, PerResource &st, int64_t now
     // or not, is followed by another who says what it wants, or by nobody).
     // seq_cst: the queue word, as every reader of the line (queue.cpp).
     const QueueWord q = QueueWord::unpack(res.queue.load(boost::memory_order_seq_cst));
-    const uint64_t want_load = q.head != q.tail ? ls.want.load(boost::memory_order_relaxed) : 0;
-    if (q.head != q.tail) busy = true;
+    // A try that found the lease short leaves nobody in line but says so
+    // once (need_refill stamps active_ns): that counts as a want too.
+    const int64_t ask_stamp = ls.active_ns.load(boost::memory_order_relaxed);
+    const bool fresh_ask = ask_stamp != st.last_asked;
+    st.last_asked = ask_stamp;
+    const uint64_t want_load = q.head != q.tail || fresh_ask ? ls.want.load(boost::memory_order_relaxed) : 0;
+    if (q.head != q.tail || fresh_ask) busy = true;
     for (uint32_t i = 0; i < lim.count; ++i) {
         if (lim.limit[i].kind == RQ_LIMIT_CONCURRENCY && used_of(res, lim.limit[i]) > 0) busy = true;
     }

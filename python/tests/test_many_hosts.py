@@ -450,3 +450,44 @@ def test_settle_observe_penalize_and_reset_on_a_global_resource(make_host, redis
         assert got <= 1000 + 100, got  # at most what the lease held: no refill from headers or reset
     finally:
         c.close()
+
+
+def test_after_an_idle_spell_a_host_bursts_at_most_the_burst_and_tries_get_the_lease_back(make_host, redis):
+    """The cap of the bucket in Redis (burst minus every lease) in action: a
+    host that held its lease through a short idle spell, and had Redis's
+    bucket refill meanwhile, still admits at most B + A*t/P at once. After a
+    long one it has given its lease back, and try_acquire alone (nobody
+    waiting in line) gets it again."""
+    import ratequeue as rq
+    h = make_host()
+    c = rq.Client(h.segment, redis_url=redis.url)
+    try:
+        c.define("g", limits=[rq.Rate(400, per=1, burst=40)])
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 1.0:
+            c.acquire("g", timeout=2).release()
+        for pause in (0.3, 0.45):
+            time.sleep(pause)
+            t1 = time.monotonic()
+            n = 0
+            while time.monotonic() - t1 < 0.03:
+                p = c.try_acquire("g")
+                if p:
+                    p.release()
+                    n += 1
+            elapsed = time.monotonic() - t1
+            assert n <= 40 + 400 * elapsed, (pause, n)  # exact: a doubled cap shows here as about 60
+            assert n >= 30, (pause, n)  # and the host does burst
+        time.sleep(1.0)  # idle: the lease went back to Redis
+        t2 = time.monotonic()
+        got = 0
+        while time.monotonic() - t2 < 0.5:
+            p = c.try_acquire("g")
+            if p:
+                p.release()
+                got += 1
+            else:
+                time.sleep(0.001)
+        assert got >= 100, got  # tries alone brought the lease back (about 40 + 400 * 0.5 - a refill)
+    finally:
+        c.close()
