@@ -206,7 +206,7 @@ TEST_CASE("the refiller SIGKILLed at each of its steps: the host goes on, the gl
         CHECK(first - died < static_cast<int64_t>(kSec));
         // Exact over everything admitted, before and after the kill.
         const double worst = worst_excess(*log);
-        MESSAGE("worst excess over B + A*t/P: " << worst << ", admissions " << log->n.load()));
+        MESSAGE("worst excess over B + A*t/P: " << worst << ", admissions " << log->n.load());
         CHECK(worst <= 0);
         // Redis's books within the limits.
         const std::string outstanding = redis.command("HGET rq:{g} O1");
