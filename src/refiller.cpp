@@ -235,6 +235,7 @@ bool Remote::elect() {
     // acq_rel: the one transition that makes us the refiller.
     if (!h.refiller.compare_exchange_strong(w, mine, boost::memory_order_acq_rel)) return false;
     h.refiller_pid.store(static_cast<uint32_t>(getpid()), boost::memory_order_relaxed);
+    crash_point(CrashPoint::kRefillElected);
     return true;
 }
 
@@ -364,6 +365,7 @@ int64_t Remote::step(uint32_t r, const Limits &lim, PerResource &st, int64_t now
         if (now >= next_at) {
             // acq_rel (both): pair with the admitting paths' acquire loads (lease_clock).
             const int64_t v = ls.next_add[i].exchange(0, boost::memory_order_acq_rel);
+            if (v != 0) crash_point(CrashPoint::kRefillInFold);
             if (v > 0) ls.horizon[i].fetch_add(v, boost::memory_order_acq_rel);
             if (v != 0) e_.wake_head(r, false);
         } else {
@@ -496,6 +498,7 @@ int64_t Remote::step(uint32_t r, const Limits &lim, PerResource &st, int64_t now
                 // holders have released), and Redis hears of what is held.
                 const bool contended = st.share[i] != 0 && !give_back;
                 if (e_.lock(res.lock, false, r, now_ns() + kCallNs) == RQ_OK) {
+                    crash_point(CrashPoint::kRefillLowering);
                     const uint64_t held = used_of(res, l);
                     const uint64_t cap = contended ? std::min(keep, st.share[i]) : std::min(keep, held);
                     ls.slots[i].store(cap, boost::memory_order_seq_cst);
@@ -517,6 +520,7 @@ int64_t Remote::step(uint32_t r, const Limits &lim, PerResource &st, int64_t now
         // acquire: as in look.
         if (lim.limit[i].kind == RQ_LIMIT_RATE) st.last_tat[i] = res.tat[i].load(boost::memory_order_acquire);
     }
+    crash_point(CrashPoint::kRefillBeforeCall);
     const int64_t sent = now_ns();
     st.last_call = sent;
     RedisResult rr = link_.eval(kLeaseScript, lease_key({res.name, std::min<uint32_t>(res.name_len, kMaxNameLen)}),
@@ -555,6 +559,7 @@ int64_t Remote::step(uint32_t r, const Limits &lim, PerResource &st, int64_t now
         return std::min(st.backoff, kTickNs);
     }
     // -- apply
+    crash_point(CrashPoint::kRefillAfterReply);
     if (give_back) st.told_idle = true;
     st.backoff = 0;
     st.shared = false;
@@ -588,6 +593,7 @@ int64_t Remote::step(uint32_t r, const Limits &lim, PerResource &st, int64_t now
             }
             lost += static_cast<uint64_t>(rr.ints[3 + 3 * i]);
         } else {
+            crash_point(CrashPoint::kRefillInApply);
             // seq_cst: read by conc_fits beside the counters (charge.hpp).
             // Held beyond a share stays held; the cap is the share.
             st.share[i] = static_cast<uint64_t>(rr.ints[2 + 3 * i]);
