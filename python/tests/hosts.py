@@ -283,6 +283,7 @@ class DelayProxy:
         self.port = self.sock.getsockname()[1]
         self.url = "redis://127.0.0.1:%d" % self.port
         self.closed = False
+        self.black_hole = False  # True: bytes are swallowed, nothing answers (a black-holed port)
         self.threads = []
         t = threading.Thread(target=self._accept, daemon=True)
         t.start()
@@ -319,6 +320,8 @@ class DelayProxy:
                 pause = due - time.monotonic()
                 if pause > 0:
                     time.sleep(pause)
+                if self.black_hole:
+                    continue
                 try:
                     dst.sendall(data)
                 except OSError:

@@ -187,6 +187,31 @@ def test_redis_frozen_fails_closed_with_a_clear_error(make_host, redis):
         c.close()
 
 
+def test_redis_port_black_holed_fails_closed_then_recovers(make_host, redis):
+    """Packets to Redis vanish (a proxy that swallows them): calls time out
+    at their deadline, the host spends what it holds, then Unavailable; once
+    they flow again, admissions resume with no operator."""
+    import ratequeue as rq
+    proxy = H.DelayProxy(redis.port, 0)
+    h = make_host(url=proxy.url)
+    c = rq.Client(h.segment, redis_url=proxy.url)
+    try:
+        c.define("g", rpm=600)  # 10 a second
+        c.acquire("g", timeout=5).release()
+        proxy.black_hole = True
+        got = 0
+        with pytest.raises(rq.Unavailable, match="in time|connect|Redis"):
+            for _ in range(1000):
+                c.acquire("g", timeout=1.0).release()
+                got += 1
+        assert got <= 10
+        proxy.black_hole = False
+        c.acquire("g", timeout=10).release()
+    finally:
+        c.close()
+        proxy.close()
+
+
 def test_redis_frozen_local_share_admits_its_share(make_host, redis):
     import ratequeue as rq
     h = make_host()
