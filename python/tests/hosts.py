@@ -342,3 +342,48 @@ class DelayProxy:
     def close(self):
         self.closed = True
         self.sock.close()
+
+
+class FakeOldRedis:
+    """A RESP server on loopback that claims to be Redis 4.0 (INFO server
+    says redis_version:4.0.14) and answers PING: what an old Redis looks like
+    to a client before it runs any script."""
+
+    def __init__(self):
+        import threading
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.url = "redis://127.0.0.1:%d" % self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        import threading
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._client, args=(conn,), daemon=True).start()
+
+    def _client(self, conn):
+        info = b"# Server\r\nredis_version:4.0.14\r\nredis_mode:standalone\r\n"
+        buf = b""
+        while True:
+            try:
+                data = conn.recv(4096)
+            except OSError:
+                return
+            if not data:
+                return
+            buf += data
+            if b"INFO" in buf.upper():
+                conn.sendall(b"$%d\r\n%s\r\n" % (len(info), info))
+                buf = b""
+            elif b"PING" in buf.upper():
+                conn.sendall(b"+PONG\r\n")
+                buf = b""
+
+    def close(self):
+        self.sock.close()

@@ -314,6 +314,15 @@ def test_bad_urls_passwords_and_foreign_keys(make_host, redis, tmp_path):
             c.acquire("foreign", timeout=0.5)
     finally:
         c.close()
+    # A Redis too old for scripts that read TIME (a fake that says 4.0.14).
+    old = H.FakeOldRedis()
+    c = rq.Client(make_host().segment, redis_url=old.url)
+    try:
+        with pytest.raises(rq.Unavailable, match="too old"):
+            c.define("old", rpm=60)
+    finally:
+        c.close()
+        old.close()
     # Nobody there at all.
     c = rq.Client(make_host().segment, redis_url="redis://127.0.0.1:%d" % H.free_port())
     try:
