@@ -404,7 +404,12 @@ private:
     // Set in a forked child (close_fd_after_fork, from the atfork handler)
     // until it has registered a process slot of its own.
     // (A 32-bit word, not a bool: one compare with memory on every call.)
+    // Bit kForked: a forked child not registered yet; bit kShrunk: the
+    // segment shrank under our mapping (shrink_guard.hpp): every call is
+    // RQ_ECORRUPT from then on. Any bit set sends ensure_registered to
+    // register_after_fork, so this one word is all the uncontended path tests.
     std::atomic<uint32_t> forked_{0};
+    static constexpr uint32_t kForked = 1, kShrunk = 2;
     std::unique_ptr<Sentinel> sentinel_;  // null: none (not started, or failed: others poll us)
     // Many hosts (refiller.hpp): null unless opened with a Redis URL.
     std::unique_ptr<Remote> remote_;

@@ -4,6 +4,7 @@
 #include "inspect.hpp"
 
 #include "lease.hpp"
+#include "shrink_guard.hpp"
 
 #include "clock.hpp"
 #include "gcra.hpp"
@@ -94,6 +95,7 @@ void read_lease(const Resource &res, const Limits &lim, int64_t now, LeaseInfo &
 }  // namespace
 
 Inspector::~Inspector() {
+    unguard_mapping(base_);
     if (base_ != nullptr) munmap(base_, size_);
     if (fd_ >= 0) ::close(fd_);
 }
@@ -152,6 +154,7 @@ int Inspector::open(const std::string &name) {
         return RQ_ESYS;
     }
     base_ = p;
+    guard_mapping(base_, size_, fd_, PROT_READ, &shrunk_, 1);  // a shrink now: errors, not SIGBUS
     const Header &h = *static_cast<const Header *>(base_);
     if (h.magic == kMagic) {
         file_.layout_major = h.layout_major;
@@ -172,6 +175,16 @@ int Inspector::open(const std::string &name) {
 bool Inspector::alive(uint32_t p) const { return ofd_locked_by_other(fd_, p); }
 
 int Inspector::snapshot(SegmentInfo &out, const std::string *only, bool details) const {
+    int rc = snapshot_mapped(out, only, details);
+    // acquire: pairs with the shrink guard's release fetch_or.
+    if (shrunk_.load(std::memory_order_acquire) != 0) {
+        out.file.problem = "the segment file shrank while mapped (truncated under us)";
+        rc = RQ_ECORRUPT;
+    }
+    return rc;
+}
+
+int Inspector::snapshot_mapped(SegmentInfo &out, const std::string *only, bool details) const {
     if (base_ == nullptr) return RQ_EINVAL;
     out = SegmentInfo{};
     out.file = file_;

@@ -12,6 +12,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -143,12 +144,14 @@ public:
     int snapshot(SegmentInfo &out, const std::string *only, bool details) const;
 
 private:
+    int snapshot_mapped(SegmentInfo &out, const std::string *only, bool details) const;
     void read_resource(uint32_t r, bool details, int64_t now, ResourceInfo &out) const;
     bool alive(uint32_t p) const;
 
     SegmentFile file_;
     int fd_ = -1;
     void *base_ = nullptr;
+    std::atomic<uint32_t> shrunk_{0};  // the shrink guard's poison word (shrink_guard.hpp)
     size_t size_ = 0;
     View view_{};
 };

@@ -17,6 +17,7 @@
 // through the kernel (F_OFD_GETLK), which orders everything it wrote.
 #include "core.hpp"
 #include "refiller.hpp"
+#include "shrink_guard.hpp"
 
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -188,7 +189,7 @@ int Engine::open(const char *name, const rq_open_options *opts, Engine **out) {
 Engine::~Engine() {
     registry_remove(this);
     // A forked child that never registered owns no slot (its parent's is the parent's).
-    if (forked_.load(std::memory_order_relaxed) == 0) {
+    if ((forked_.load(std::memory_order_relaxed) & kForked) == 0) {
         remote_.reset();  // the refiller thread stops (and resigns) first
         stop_sentinel();
         unregister_process();
@@ -208,11 +209,14 @@ void Engine::close_fd_after_fork() noexcept {
     (void)remote_.release();  // nor its refiller thread
     new (&register_mu_) std::mutex();
     new (&cache_mu_) std::mutex();  // another thread may have held it at the fork
-    forked_.store(1, std::memory_order_relaxed);
+    if (region_ != nullptr) guard_forget_fd(&view_.header());  // (the header is at the mapping's start)
+    forked_.fetch_or(kForked, std::memory_order_relaxed);
 }
 
 int Engine::register_after_fork() noexcept {
     try {
+        // acquire: pairs with the shrink guard's release fetch_or.
+        if ((forked_.load(std::memory_order_acquire) & kShrunk) != 0) return RQ_ECORRUPT;  // shrunk under us
         std::lock_guard<std::mutex> guard(register_mu_);
         if (forked_.load(std::memory_order_relaxed) == 0) return RQ_OK;  // another thread did it
         // We are a forked child: our own open file description, our own slot.
@@ -224,7 +228,7 @@ int Engine::register_after_fork() noexcept {
         }
         // release: pairs with ensure_registered's acquire load (me_ and the
         // rest of the registration are visible to every thread that sees false).
-        if (rc == RQ_OK) forked_.store(0, std::memory_order_release);
+        if (rc == RQ_OK) forked_.fetch_and(~kForked, std::memory_order_release);
         return rc;
     } catch (const std::bad_alloc &) {  // (the segment's path; acquire_r is noexcept)
         errno = ENOMEM;

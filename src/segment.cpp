@@ -12,6 +12,7 @@
 // processes look dead, and there is one file per segment to manage.
 #include "clock.hpp"
 #include "core.hpp"
+#include "shrink_guard.hpp"
 
 #include <boost/interprocess/exceptions.hpp>
 #include <boost/interprocess/mapped_region.hpp>
@@ -19,6 +20,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -359,6 +361,9 @@ int Engine::map_segment(const char *segment, const rq_open_options *opts) {
             if (rc != RQ_OK) return rc;
             continue;
         }
+        // A shrink of the file from now on gives errors, not SIGBUS (shrink_guard.hpp).
+        guard_mapping(m.region->get_address(), m.region->get_size(), m.shm_fd, PROT_READ | PROT_WRITE, &forked_,
+                      kShrunk);
         view_.attach(static_cast<std::byte *>(m.region->get_address()), g);
         handle_tag_ = segment_tag(view_.header());
         fd_ = m.shm_fd;
@@ -386,6 +391,7 @@ int Engine::reopen_segment_fd() {
 }
 
 void Engine::unmap_segment() noexcept {
+    if (region_ != nullptr) unguard_mapping(region_->get_address());
     delete region_;
     region_ = nullptr;
     view_ = View{};

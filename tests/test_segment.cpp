@@ -14,6 +14,7 @@
 #include "core.hpp"
 #include "gcra.hpp"
 #include "helpers.hpp"
+#include "inspect.hpp"
 #include "layout.hpp"
 #include "peek.hpp"
 
@@ -372,6 +373,59 @@ TEST_CASE("a truncated or extended segment is RQ_ECORRUPT") {
         REQUIRE(::truncate(path_of(seg.name).c_str(), len) == 0);
         CHECK(try_open(seg.name) == RQ_ECORRUPT);
         CHECK(size_of(path_of(seg.name)) == len);
+    }
+}
+
+TEST_CASE("a live segment shrunk under its users gives errors, not SIGBUS deaths") {
+    // Issue 16, defect 4: `truncate -s 4096 /dev/shm/NAME` while processes
+    // are attached (the owner or a group member can). Each call after it,
+    // in a holder, a waiter's process and a reader (the inspector rqctl
+    // uses), returns an error code; none dies.
+    for (off_t len : {off_t{4096}, off_t{0}}) {
+        CAPTURE(len);
+        Segment seg;
+        {
+            Client c(seg.name);
+            const rq_limit rc_limits[] = {rate(1000, kSec), conc(2)};
+            REQUIRE(rq_define(c, "r", rc_limits, 2, 0) == RQ_OK);
+            rq_permit held;
+            REQUIRE(rq_acquire(c, "r", 1, -1, &held) == RQ_OK);
+            // A second process attached too, calling on after the shrink.
+            auto *step = shared_block<std::atomic<int>>();
+            pid_t other = spawn([&] {
+                rq_client *oc = open_or_die(seg);
+                rq_permit p;
+                if (rq_acquire(oc, "r", 1, kSec, &p) != RQ_OK) return 10;
+                rq_release(oc, &p);
+                step->store(1);
+                while (step->load() != 2) usleep(1000);
+                int errors = 0;
+                for (int i = 0; i < 20; ++i) {
+                    const int rc = rq_acquire(oc, "r", 1, 50'000'000, &p);
+                    if (rc == RQ_OK) rq_release(oc, &p);
+                    else ++errors;
+                }
+                rq_close(oc);
+                return errors == 20 ? 0 : 11;  // every call an error, and alive to say so
+            });
+            REQUIRE(eventually([&] { return step->load() == 1; }));
+            rq::detail::Inspector in;
+            REQUIRE(in.open(seg.name) == RQ_OK);
+            REQUIRE(::truncate(path_of(seg.name).c_str(), len) == 0);
+            step->store(2);
+            // This process: every kind of call answers, with an error (the
+            // first, which meets the shrink, with what it read: zeros).
+            rq_permit p;
+            CHECK(rq_acquire(c, "r", 1, 0, &p) < 0);
+            CHECK(rq_acquire(c, "r", 1, 0, &p) == RQ_ECORRUPT);
+            CHECK(rq_acquire(c, "r", 1, 50'000'000, &p) == RQ_ECORRUPT);
+            CHECK(rq_define(c, "other", rc_limits, 2, 0) == RQ_ECORRUPT);
+            CHECK(rq_release(c, &held) != RQ_OK);
+            rq::detail::SegmentInfo info;
+            CHECK(in.snapshot(info, nullptr, true) == RQ_ECORRUPT);
+            CHECK(info.file.problem.find("shrank") != std::string::npos);
+            CHECK(reap(other) == 0);
+        }  // rq_close on the shrunk segment: no crash either
     }
 }
 
