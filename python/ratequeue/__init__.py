@@ -35,18 +35,18 @@ VERSION = _native.VERSION
 class RateQueueError(Exception):
     """A negative RQ_E* code from the library: .code, .name and the library's text."""
 
-    def __init__(self, code, context="", predicted_wait=None):
+    def __init__(self, code, context="", predicted_wait=None, text=None):
         self.code = code
         # Timeout only: when the acquire failed at once because the buckets
         # (or a penalty pause) could not admit it before its deadline, the
         # least time it would have waited, in seconds; else None.
         self.predicted_wait = predicted_wait
         self.name = lib.rq_errname(code).decode()
-        text = lib.rq_strerror(code).decode()
+        text = text or lib.rq_strerror(code).decode()
         super().__init__("%s: %s (%s)" % (context, text, self.name) if context else "%s (%s)" % (text, self.name))
 
 
-class Timeout(RateQueueError):
+class Timeout(RateQueueError, TimeoutError):
     """RQ_ETIMEDOUT: the timeout passed before every limit allowed the acquire,
     or (failing fast) could not be met: then .predicted_wait says how long the
     acquire would have waited at least, so the caller can go elsewhere now."""
@@ -98,12 +98,29 @@ class Unavailable(RateQueueError):
     what Redis answered, when it answered."""
 
 
-_ERRORS = {-1: Timeout, -2: WouldBlock, -3: NotDefined, -4: InvalidArgument, -5: Conflict, -6: LoadTooLarge,
-           -7: NoSpace, -8: Incompatible, -9: Corrupt, -10: PermissionDenied, -11: Cancelled, -14: Unavailable}
+# The exception for each code, built from the library's own table
+# (rq_errname): a code this package has no class for gets RateQueueError.
+_CLASSES = {"RQ_ETIMEDOUT": Timeout, "RQ_EAGAIN": WouldBlock, "RQ_ENOENT": NotDefined, "RQ_EINVAL": InvalidArgument,
+            "RQ_ECONFLICT": Conflict, "RQ_E2BIG": LoadTooLarge, "RQ_ENOSPC": NoSpace, "RQ_EINCOMPAT": Incompatible,
+            "RQ_ECORRUPT": Corrupt, "RQ_EACCES": PermissionDenied, "RQ_ECANCELED": Cancelled,
+            "RQ_EUNAVAIL": Unavailable}
 
 
-def _error(rc, context=""):
-    return _ERRORS.get(rc, RateQueueError)(rc, context)
+def _error_table():
+    table = {}
+    for code in range(-1, -256, -1):
+        name = lib.rq_errname(code).decode()
+        if name == "RQ_EUNKNOWN":
+            break
+        table[code] = _CLASSES.get(name, RateQueueError)
+    return table
+
+
+_ERRORS = _error_table()
+
+
+def _error(rc, context="", text=None):
+    return _ERRORS.get(rc, RateQueueError)(rc, context, text=text)
 
 
 def _check(rc, context=""):
@@ -352,7 +369,16 @@ class Client:
         arr = (_native.Limit * len(items))(*[x._struct() for x in items])
         rc = lib.rq_define(self._handle(), name.encode(), arr, len(items), flags)
         if rc < 0:
-            raise _error(rc, "define " + name + self._remote_why(rc))
+            why = self._remote_why(rc)
+            if rc == -5 and not why:
+                try:
+                    have = ", ".join(repr(x) for x in self.describe(name))
+                except RateQueueError:
+                    have = "other limits"
+                raise _error(rc, "define " + name, text="already defined as [%s]; this define asks for [%s]: pass "
+                             "replace=True to swap the new limits in (rate debt and permits in use carry over)"
+                             % (have, ", ".join(repr(x) for x in items)))
+            raise _error(rc, "define " + name + why)
 
     def _remote_why(self, rc):
         """For a global resource's error: what Redis said to this process, if
@@ -394,8 +420,28 @@ class Client:
                 raise Timeout(rc, "acquire %s: predicted wait %.3fs exceeds the timeout" % (
                     name, info.predicted_wait_ns / 1e9), predicted_wait=info.predicted_wait_ns / 1e9)
         if rc:
-            raise _error(rc, "acquire " + name + self._remote_why(rc))
+            raise self._acquire_error(rc, name, load)
         return Permit(self, permit, name, load)
+
+    def _acquire_error(self, rc, name, load):
+        """The exception for a failed acquire, saying what it can: for
+        LoadTooLarge the limit that refused and how to make room."""
+        if rc == -6:
+            try:
+                limits = self.describe(name)
+            except RateQueueError:
+                limits = []
+            refused = [x for x in limits if x.cost == "load" and
+                       ((isinstance(x, Rate) and load > (x.burst or x.amount)) or
+                        (isinstance(x, Concurrency) and load > x.n))]
+            if refused:
+                x = refused[0]
+                room = ("a bucket of %d" % (x.burst or x.amount)) if isinstance(x, Rate) else ("%d at once" % x.n)
+                fix = ("define it with a larger burst_seconds= (up to 60, or None for the whole minute) or "
+                       "limits=[Rate(..., burst=...)]" if isinstance(x, Rate) else "raise the concurrency amount")
+                return _error(rc, "acquire %s" % name, text="load %d can never fit %r (%s): %s" % (
+                    load, x, room, fix))
+        return _error(rc, "acquire " + name + self._remote_why(rc))
 
     def predict_wait(self, name, load=1):
         """The least time, in seconds, an acquire of `load` would wait if it

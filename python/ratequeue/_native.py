@@ -24,6 +24,11 @@ def _candidates():
 
 
 def _load():
+    env = os.environ.get("RATEQUEUE_LIBRARY")
+    if env and not pathlib.Path(env).is_file():
+        # Named but not there: an error, not a silent fall back to another library.
+        raise OSError("RATEQUEUE_LIBRARY=%s: no such file (point it at libratequeue.so, or unset it to use "
+                      "the library next to this package or on the linker's path)" % env)
     tried = []
     for path in _candidates():
         tried.append(str(path))

@@ -136,7 +136,7 @@ class _Lane:
                 raise _error(-4, "acquire %s: the client is closed" % self.name)
             rc = lib.rq_enqueue(self.handle, self.encoded, waiter.load, _byref(waiter.ticket))
             if rc:
-                raise _error(rc, "acquire " + self.name)
+                raise self.client._acquire_error(rc, self.name, waiter.load)
             self.pending.append(waiter)
             if self.thread is None:
                 thread = threading.Thread(target=self._run, name="ratequeue-aio:" + self.name, daemon=True)
@@ -188,7 +188,7 @@ class _Lane:
                 w.give_up()
             except RateQueueError:
                 pass
-            err = RateQueueError(-11, "acquire %s: the client was closed" % self.name)
+            err = Cancelled(-11, "acquire %s: the client was closed" % self.name)
             try:
                 w.loop.call_soon_threadsafe(lambda w=w, err=err: w.future.done() or w.future.set_exception(err))
             except RuntimeError:
@@ -215,7 +215,7 @@ async def _acquire(client, name, load, timeout):
     if rc == 0:
         return Permit(client, permit, name, load)
     if rc != _EAGAIN:
-        raise _error(rc, "acquire " + name)
+        raise client._acquire_error(rc, name, load)
     if timeout == 0:
         raise _error(rc, "acquire " + name)
     if timeout is not None:
