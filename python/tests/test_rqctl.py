@@ -468,7 +468,10 @@ def test_a_fifo_at_the_segment_name_never_hangs_rqctl(segment):
                 pytest.fail("rqctl %s hung on a FIFO at the segment name" % " ".join(args))
             if args != ["version"]:
                 assert run.returncode != 0, (args, run.stdout)
-                assert run.stderr.startswith("rqctl: "), (args, run.stderr)
+                if "--json" in args:  # an error under --json is JSON, on standard output
+                    assert "error" in json.loads(run.stdout), (args, run.stdout)
+                else:
+                    assert run.stderr.startswith("rqctl: "), (args, run.stderr)
     finally:
         os.unlink(path)
 
@@ -507,3 +510,38 @@ def test_repairs_work_on_a_group_shared_segment(segment):
     rqctl(segment, "reap", check=0)
     rqctl(segment, "define", "h", "--rpm", "60", check=0)
     assert {r["name"] for r in rqjson(segment, "ls")["resources"]} == {"g", "h"}
+
+
+def test_options_go_after_the_command_too_and_ls_has_columns_for_scripts(segment):
+    """lsipc's way for scripts: -o/--output picks and orders columns, --raw
+    drops the alignment, --noheadings the header; and every global option
+    (--json, --segment, ...) works after the command as well as before it."""
+    with rq.Client(segment) as c:
+        c.define("alpha", limits=[rq.Rate(600, per=60), rq.Rate(90_000, per=60, cost="load")])
+        c.define("beta", concurrency=3)
+        held = c.acquire("beta")
+        run = subprocess.run([RQCTL, "ls", "--json", "--segment", segment], capture_output=True, text=True,
+                             timeout=30)
+        assert run.returncode == 0, run.stderr
+        doc = json.loads(run.stdout)
+        assert sorted(r["name"] for r in doc["resources"]) == ["alpha", "beta"]
+        out = rqctl(segment, "ls", "-o", "resource,Holders", "--noheadings", check=0).stdout.splitlines()
+        assert sorted(line.split() for line in out) == [["alpha", "0"], ["beta", "1"]]
+        raw = rqctl(segment, "ls", "--raw", "--output=resource,limits", check=0).stdout.splitlines()
+        assert raw[0] == "RESOURCE LIMITS"
+        # one space between cells; spaces in a cell escaped
+        assert sorted(raw[1:]) == ["alpha 600/min,\\x2090k\\x20tok/min", "beta 3\\x20concurrent"]
+        bad = rqctl(segment, "ls", "-o", "resource,bogus", check=2).stderr
+        assert "unknown column 'BOGUS'" in bad
+        held.release()
+
+
+def test_errors_under_json_are_json(segment):
+    with rq.Client(segment) as c:
+        c.define("a", rpm=5)
+    run = rqctl(segment, "show", "nope", "--json", check=1)
+    doc = json.loads(run.stdout)
+    assert doc["schema"] == "ratequeue.rqctl/1"
+    assert "no resource 'nope'" in doc["error"]["message"] and doc["error"]["exit_status"] == 1
+    run = rqctl(segment, "--json", "frobnicate", check=2)
+    assert json.loads(run.stdout)["error"]["exit_status"] == 2

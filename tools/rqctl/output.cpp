@@ -1,5 +1,7 @@
 #include "output.hpp"
 
+#include <cctype>
+
 #include <cmath>
 
 namespace rqctl {
@@ -76,7 +78,53 @@ size_t visible_width(std::string_view s) {
     return n;
 }
 
-std::string Table::render(const Style &style, std::string_view indent) const {
+std::string Table::keep(std::string_view list) {
+    auto upper = [](std::string_view v) {
+        std::string u(v);
+        for (char &ch : u) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+        return u;
+    };
+    std::vector<size_t> pick;
+    size_t start = 0;
+    while (start <= list.size()) {
+        size_t comma = list.find(',', start);
+        if (comma == std::string_view::npos) comma = list.size();
+        const std::string name = upper(list.substr(start, comma - start));
+        size_t c = 0;
+        while (c < header_.size() && upper(header_[c]) != name) ++c;
+        if (c == header_.size()) return name.empty() ? std::string("(empty)") : name;
+        pick.push_back(c);
+        start = comma + 1;
+    }
+    auto project = [&](const std::vector<std::string> &row) {
+        std::vector<std::string> out;
+        for (size_t c : pick) out.push_back(c < row.size() ? row[c] : "");
+        return out;
+    };
+    header_ = project(header_);
+    for (auto &row : rows_) row = project(row);
+    return "";
+}
+
+std::string Table::render_raw(bool headings) const {
+    auto line = [&](const std::vector<std::string> &cells) {
+        std::string out;
+        for (size_t c = 0; c < header_.size(); ++c) {
+            if (c) out += ' ';
+            for (char ch : c < cells.size() ? cells[c] : std::string()) {
+                if (ch == ' ') out += "\\x20";
+                else if (ch == '\\') out += "\\x5c";
+                else out += ch;
+            }
+        }
+        return out + "\n";
+    };
+    std::string out = headings ? line(header_) : "";
+    for (const auto &row : rows_) out += line(row);
+    return out;
+}
+
+std::string Table::render(const Style &style, std::string_view indent, bool headings) const {
     std::vector<size_t> width(header_.size(), 0);
     for (size_t c = 0; c < header_.size(); ++c) width[c] = visible_width(header_[c]);
     for (const auto &row : rows_) {
@@ -93,7 +141,7 @@ std::string Table::render(const Style &style, std::string_view indent) const {
         while (!out.empty() && out.back() == ' ') out.pop_back();
         return out + "\n";
     };
-    std::string out = line(header_, true);
+    std::string out = headings ? line(header_, true) : "";
     for (const auto &row : rows_) out += line(row, false);
     return out;
 }

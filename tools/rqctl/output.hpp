@@ -37,7 +37,14 @@ public:
     void add(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
     bool empty() const { return rows_.empty(); }
     // Each line starts with `indent`; the header in bold when styled.
-    std::string render(const Style &style, std::string_view indent = "") const;
+    std::string render(const Style &style, std::string_view indent = "", bool headings = true) const;
+    // lsipc --raw: cells separated by one space, no padding, no colour; a
+    // space or backslash inside a cell written as \x20 or \x5c.
+    std::string render_raw(bool headings = true) const;
+    // Keeps the columns named in `list` (comma-separated header names, any
+    // case), in that order. Returns the first name that is no column ("":
+    // all known), and then changes nothing.
+    std::string keep(std::string_view list);
 
 private:
     std::vector<std::string> header_;

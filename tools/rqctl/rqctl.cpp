@@ -408,7 +408,8 @@ void json_lease(Json &j, const rd::ResourceInfo &r) {
 
 // ---- ls, show ------------------------------------------------------------------------
 
-void cmd_ls(Ctx &ctx, const Args &) {
+void cmd_ls(Ctx &ctx, const Args &a) {
+    if (a.has("--raw")) ctx.style.on = false;  // for scripts: no colour codes in cells
     rd::SegmentInfo s = take_snapshot(ctx, nullptr, false);
     if (ctx.json) {
         Json j = json_doc(ctx, "ls");
@@ -436,7 +437,12 @@ void cmd_ls(Ctx &ctx, const Args &) {
                std::to_string(r.live_holders),
                r.dead_holders ? ctx.style.red(std::to_string(r.dead_holders)) : "0"});
     }
-    fmt::print("{}", t.render(ctx.style));
+    if (auto cols = a.one("--output")) {
+        const std::string bad = t.keep(*cols);
+        if (!bad.empty()) usage(fmt::format("ls: unknown column '{}' (rqctl ls --help lists them)", bad));
+    }
+    const bool headings = !a.has("--noheadings");
+    fmt::print("{}", a.has("--raw") ? t.render_raw(headings) : t.render(ctx.style, "", headings));
 }
 
 void print_counters(const Ctx &ctx, const rd::ResourceInfo &r) {
@@ -1083,8 +1089,13 @@ void cmd_version(Ctx &ctx, const Args &) {
 // ---- The command table and the argument parser -----------------------------------------
 
 const Command kCommands[] = {
-    {"ls", "ls", "One row per resource: its limits, capacity available now (or the debt and when it clears),\n"
-     "waiters, live holders and dead holders.", {}, {}, 0, 0, cmd_ls},
+    {"ls", "ls [-o COLUMNS] [--raw] [--noheadings]",
+     "One row per resource: its scope, limits, capacity available now, waiters, live and dead holders.\n"
+     "  -o, --output COLUMNS  which columns, in which order, comma-separated (case does not matter):\n"
+     "                        RESOURCE, SCOPE, LIMITS, AVAILABLE, WAITING, HOLDERS, DEAD\n"
+     "  --raw                 one space between cells, no alignment; spaces in a cell as \\x20\n"
+     "  --noheadings          no header line",
+     {"--raw", "--noheadings"}, {"--output"}, 0, 0, cmd_ls},
     {"show", "show RESOURCE", "One resource in detail: limits and their state, the queue (ticket, pid, load, time\n"
      "waiting), the holders (pid, alive, permits, load, held for) and the counters with the wait histogram.",
      {}, {}, 1, 1, cmd_show},
@@ -1154,6 +1165,7 @@ Args parse_command_args(const Command &c, int argc, char **argv, int i) {
             print_command_help(c);
             throw Fail{0, ""};
         }
+        if (arg == "-o") arg = "--output";  // (lsipc's short form)
         if (arg.rfind("--", 0) == 0) {
             std::string value;
             size_t eq = arg.find('=');
@@ -1181,46 +1193,52 @@ Args parse_command_args(const Command &c, int argc, char **argv, int i) {
     return a;
 }
 
+// Whether --json was asked for anywhere on the line (for main's error output).
+bool g_json = false;
+
 int run(int argc, char **argv) {
     Ctx ctx;
     const char *env = std::getenv("RATEQUEUE_SEGMENT");
     ctx.segment = env && *env ? env : "ratequeue";
     bool no_color = std::getenv("NO_COLOR") != nullptr;
-    int i = 1;
-    for (; i < argc; ++i) {
+    // The global options go anywhere, before or after the command (as
+    // `rqctl ls --json`); everything else is the command and its arguments.
+    std::vector<char *> rest{argv[0]};
+    bool help = false;
+    for (int i = 1; i < argc; ++i) {
         std::string arg = argv[i];
-        if (arg == "--help" || arg == "-h") {
-            print_help();
-            return 0;
-        }
-        if (arg == "--json") ctx.json = true;
-        else if (arg == "--pretty") ctx.pretty = true;
-        else if (arg == "--no-color") no_color = true;
-        else if (arg == "--segment" || arg.rfind("--segment=", 0) == 0) {
-            if (arg == "--segment") {
-                if (i + 1 >= argc) usage("--segment needs a name");
-                ctx.segment = argv[++i];
-            } else {
-                ctx.segment = arg.substr(10);
-            }
+        auto value = [&](const char *opt, const char *what) -> std::string {
+            const std::string eq = std::string(opt) + "=";
+            if (arg.rfind(eq, 0) == 0) return arg.substr(eq.size());
+            if (i + 1 >= argc) usage(fmt::format("{} needs {}", opt, what));
+            return argv[++i];
+        };
+        if (arg == "--json") {
+            ctx.json = g_json = true;
+        } else if (arg == "--pretty") {
+            ctx.pretty = true;
+        } else if (arg == "--no-color") {
+            no_color = true;
+        } else if (arg == "--segment" || arg.rfind("--segment=", 0) == 0) {
+            ctx.segment = value("--segment", "a name");
         } else if (arg == "--redis" || arg.rfind("--redis=", 0) == 0) {
-            if (arg == "--redis") {
-                if (i + 1 >= argc) usage("--redis needs a URL (redis://host:port or unix:///path)");
-                ctx.redis = argv[++i];
-            } else {
-                ctx.redis = arg.substr(8);
-            }
-        } else if (arg.rfind("-", 0) == 0) {
-            usage(fmt::format("unknown option '{}' (rqctl --help lists them)", arg));
+            ctx.redis = value("--redis", "a URL (redis://host:port or unix:///path)");
+        } else if ((arg == "--help" || arg == "-h") && rest.size() == 1) {
+            help = true;
         } else {
-            break;
+            rest.push_back(argv[i]);
         }
     }
+    if (help) {
+        print_help();
+        return 0;
+    }
     if (ctx.pretty && !ctx.json) usage("--pretty goes with --json");
-    if (i >= argc) usage("no command given (rqctl --help lists them)");
-    const Command *c = find_command(argv[i]);
-    if (c == nullptr) usage(fmt::format("unknown command '{}' (rqctl --help lists them)", argv[i]));
-    Args a = parse_command_args(*c, argc, argv, i + 1);
+    if (rest.size() < 2) usage("no command given (rqctl --help lists them)");
+    if (rest[1][0] == '-') usage(fmt::format("unknown option '{}' (rqctl --help lists them)", rest[1]));
+    const Command *c = find_command(rest[1]);
+    if (c == nullptr) usage(fmt::format("unknown command '{}' (rqctl --help lists them)", rest[1]));
+    Args a = parse_command_args(*c, static_cast<int>(rest.size()), rest.data(), 2);
     ctx.tty = isatty(STDOUT_FILENO) != 0;
     const char *term = std::getenv("TERM");
     ctx.style.on = ctx.tty && !no_color && !ctx.json && !(term && std::strcmp(term, "dumb") == 0);
@@ -1234,6 +1252,14 @@ int main(int argc, char **argv) {
     try {
         return run(argc, argv);
     } catch (const Fail &f) {
+        if (g_json && !f.message.empty()) {
+            // Asked for JSON: the error is JSON too, on standard output.
+            Json j(false);
+            j.begin_object().str("schema", kJsonSchema).begin_object("error").str("message", f.message)
+                .num("exit_status", f.status).end_object().end_object();
+            fmt::print("{}", j.text());
+            return f.status;
+        }
         if (!f.message.empty()) {
             fmt::print(stderr, "rqctl: {}\n", f.message);
             if (f.status == 2 && f.message.rfind("usage:", 0) != 0 && f.message.find("--help") == std::string::npos) {
