@@ -78,6 +78,34 @@ typedef struct rq_limit {
     uint64_t burst;     /* rate only: bucket capacity in units; 0 means amount */
 } rq_limit;
 
+/* The per-minute shorthands, one meaning everywhere (Python rpm=/tpm=, rqctl
+ * --rpm/--tpm, C++ rq::rpm/rq::tpm): n per minute, with a bucket of
+ * burst_ms' worth, ceil(n * burst_ms / 60000) and at least 1; burst_ms 0
+ * takes the default of each:
+ *   rpm: requests, one second's worth (RQ_RPM_BURST_MS): providers pace
+ *        requests per second, so a burst of a whole minute would be refused;
+ *   tpm: load units (tokens), the whole minute (RQ_TPM_BURST_MS): providers
+ *        count tokens per minute, so any single request they would admit
+ *        (up to n tokens) fits. */
+#define RQ_RPM_BURST_MS 1000u
+#define RQ_TPM_BURST_MS 60000u
+static inline rq_limit rq_per_minute_(uint32_t cost, uint64_t n, uint32_t burst_ms) {
+    uint64_t b = (n * burst_ms + 59999u) / 60000u; /* n <= RQ_MAX_AMOUNT, burst_ms <= 60000: no overflow */
+    rq_limit l;
+    l.kind = RQ_LIMIT_RATE;
+    l.cost = cost;
+    l.amount = n;
+    l.period_ns = 60000000000ull;
+    l.burst = b < 1 ? 1 : b;
+    return l;
+}
+static inline rq_limit rq_rpm(uint64_t n, uint32_t burst_ms) {
+    return rq_per_minute_(RQ_COST_REQUEST, n, burst_ms ? burst_ms : RQ_RPM_BURST_MS);
+}
+static inline rq_limit rq_tpm(uint64_t n, uint32_t burst_ms) {
+    return rq_per_minute_(RQ_COST_LOAD, n, burst_ms ? burst_ms : RQ_TPM_BURST_MS);
+}
+
 /* ---- Handles ------------------------------------------------------------ */
 
 typedef struct rq_client rq_client; /* one process's attachment to one segment */

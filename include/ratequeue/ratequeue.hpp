@@ -45,6 +45,15 @@ inline rq_limit rate(uint64_t amount, std::chrono::nanoseconds period, Cost cost
     return rq_limit{RQ_LIMIT_RATE, static_cast<uint32_t>(cost), amount,
                     static_cast<uint64_t>(period.count()), burst};
 }
+// n requests or tokens per minute: the shorthands every API shares
+// (ratequeue.h, rq_rpm / rq_tpm). burst: the bucket in time, 0 for the
+// default (rpm: one second's worth; tpm: the whole minute).
+inline rq_limit rpm(uint64_t n, std::chrono::milliseconds burst = std::chrono::milliseconds{0}) {
+    return rq_rpm(n, static_cast<uint32_t>(burst.count()));
+}
+inline rq_limit tpm(uint64_t n, std::chrono::milliseconds burst = std::chrono::milliseconds{0}) {
+    return rq_tpm(n, static_cast<uint32_t>(burst.count()));
+}
 // At most `amount` held at once (1 per acquire, or the load).
 inline rq_limit concurrency(uint64_t amount, Cost cost = Cost::kRequest) {
     return rq_limit{RQ_LIMIT_CONCURRENCY, static_cast<uint32_t>(cost), amount, 0, 0};

@@ -197,21 +197,30 @@ class Concurrency:
         return "Concurrency(%d, cost=%r)" % (self.n, self.cost)
 
 
-def _per_minute_burst(amount, burst_seconds):
+# The per-minute shorthands, as the C header defines them (rq_rpm, rq_tpm):
+# the bucket of rpm= holds one second's worth, that of tpm= the whole minute.
+RPM_BURST_MS, TPM_BURST_MS = 1000, 60000
+
+
+def _per_minute_burst(amount, burst_seconds, default_ms):
+    """ceil(amount * burst_ms / 60000), at least 1: rq_rpm / rq_tpm's formula."""
     if burst_seconds is None:
-        return None  # the exact per-minute bucket
-    if not (isinstance(burst_seconds, (int, float)) and 0 < burst_seconds <= 60):
+        burst_ms = default_ms
+    elif isinstance(burst_seconds, (int, float)) and not isinstance(burst_seconds, bool) and 0 < burst_seconds <= 60:
+        burst_ms = max(1, int(burst_seconds * 1000 + 0.5))
+    else:
         raise ValueError("burst_seconds must be in (0, 60] or None, not %r" % (burst_seconds,))
-    return max(1, -(-int(amount * burst_seconds * 1000) // 60000))  # ceil(amount * burst_seconds / 60)
+    return max(1, -(-amount * burst_ms // 60000))
 
 
-def _limits(rpm, tpm, concurrency, limits, burst_seconds=1):
+def _limits(rpm, tpm, concurrency, limits, burst_seconds=None):
     out = list(limits or [])
     if rpm is not None:
-        out.append(Rate(_positive_int("rpm", rpm), per=60, burst=_per_minute_burst(rpm, burst_seconds)))
+        rpm = _positive_int("rpm", rpm)
+        out.append(Rate(rpm, per=60, burst=_per_minute_burst(rpm, burst_seconds, RPM_BURST_MS)))
     if tpm is not None:
-        out.append(Rate(_positive_int("tpm", tpm), per=60, burst=_per_minute_burst(tpm, burst_seconds),
-                        cost="load"))
+        tpm = _positive_int("tpm", tpm)
+        out.append(Rate(tpm, per=60, burst=_per_minute_burst(tpm, burst_seconds, TPM_BURST_MS), cost="load"))
     if concurrency is not None:
         out.append(Concurrency(concurrency))
     if not out:
@@ -342,16 +351,19 @@ class Client:
         except Exception:  # interpreter shutdown
             pass
 
-    def define(self, name, *, rpm=None, tpm=None, concurrency=None, limits=None, replace=False, burst_seconds=1,
+    def define(self, name, *, rpm=None, tpm=None, concurrency=None, limits=None, replace=False, burst_seconds=None,
                scope=None, on_redis_down="closed"):
         """Define `name` (idempotent); Conflict if defined differently unless replace=True.
 
-        rpm= and tpm= are enforced the way providers say they may enforce
-        them: over short windows. Their bucket holds burst_seconds' worth of
-        the per-minute amount (default 1 s: rpm=60 allows 1 at once, then 1
-        a second; tpm=90_000 allows 1,500 tokens at once). A load above that
-        can never fit (LoadTooLarge): raise burst_seconds (up to 60, or None
-        for the full minute) or give limits=[Rate(...)], which is exact."""
+        rpm= and tpm= mean what they mean in rqctl (--rpm, --tpm) and the C
+        and C++ APIs (rq_rpm, rq_tpm), shaped the way providers enforce them:
+        requests are paced per second, so the bucket of rpm= holds one
+        second's worth (rpm=60: 1 at once, then 1 a second); tokens are
+        counted per minute, so the bucket of tpm= holds the whole minute and
+        any single request the provider would admit fits (tpm=90_000: up to
+        90,000 tokens at once, then 1,500 a second). burst_seconds= sets both
+        buckets in seconds instead (up to 60). limits=[Rate(...)] is the
+        general form."""
         items = _limits(rpm, tpm, concurrency, limits, burst_seconds)
         if scope not in (None, "global", "local"):
             raise InvalidArgument(-4, "scope must be 'global', 'local' or None")

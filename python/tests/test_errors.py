@@ -46,11 +46,13 @@ def test_timeout_is_a_builtin_timeout_error(segment):
 
 def test_load_too_large_names_the_limit_and_the_fix(segment):
     with rq.Client(segment) as c:
-        c.define("llm", rpm=60, tpm=200_000)  # a bucket of 3,334 tokens (one second's worth)
+        c.define("llm", rpm=60, tpm=200_000, burst_seconds=1)  # a bucket of 3,334 tokens (one second's worth)
         with pytest.raises(rq.LoadTooLarge) as e:
             c.acquire("llm", load=4000, timeout=1)
         text = str(e.value)
         assert "load 4000" in text and "burst=3334" in text and "burst_seconds=" in text
+        c.define("deep", rpm=60, tpm=200_000)  # the default: the whole minute; 4,000 fits
+        c.acquire("deep", load=4000, timeout=1).release()
         c.define("pool", limits=[rq.Concurrency(8, cost="load")])
         with pytest.raises(rq.LoadTooLarge, match="8 at once"):
             c.acquire("pool", load=9)

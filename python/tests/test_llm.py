@@ -116,18 +116,19 @@ def test_timeouts_fail_fast_with_the_predicted_wait(segment):
 
 # ---- per-second bursts ------------------------------------------------------------------------
 
-def test_rpm_and_tpm_shorthands_hold_one_seconds_worth(segment):
+def test_rpm_paces_per_second_and_tpm_holds_the_minute(segment):
     with rq.Client(segment) as c:
         c.define("a", rpm=60, tpm=90_000)
         r, t = c.describe("a")
-        assert (r.amount, r.burst) == (60, 1) and (t.amount, t.burst) == (90_000, 1500)
-        assert c.try_acquire("a", load=1500) is not None  # one second's worth at once
+        assert (r.amount, r.burst) == (60, 1) and (t.amount, t.burst) == (90_000, 90_000)
+        # Any single request the provider would admit fits: up to the minute's tokens.
+        assert c.try_acquire("a", load=90_000) is not None
         with pytest.raises(rq.LoadTooLarge):
-            c.acquire("a", load=1501)
-        c.define("b", rpm=1000, burst_seconds=6)
+            c.acquire("a", load=90_001)
+        c.define("b", rpm=1000, burst_seconds=6)  # both buckets in seconds
         assert c.describe("b")[0].burst == 100
-        c.define("e", tpm=90_000, burst_seconds=None)  # the exact minute
-        assert c.describe("e")[0].burst == 90_000
+        c.define("e", tpm=90_000, burst_seconds=1)  # a per-second token pacer, on request
+        assert c.describe("e")[0].burst == 1500
         c.define("g", limits=[rq.Rate(60, per=60)])  # the general form stays exact
         assert c.describe("g")[0].burst == 60
         with pytest.raises(ValueError):

@@ -545,3 +545,21 @@ def test_errors_under_json_are_json(segment):
     assert "no resource 'nope'" in doc["error"]["message"] and doc["error"]["exit_status"] == 1
     run = rqctl(segment, "--json", "frobnicate", check=2)
     assert json.loads(run.stdout)["error"]["exit_status"] == 2
+
+
+def test_rpm_and_tpm_mean_the_same_in_python_and_rqctl(segment):
+    """One meaning everywhere: a resource defined with rpm=/tpm= from Python
+    and then with --rpm/--tpm from rqctl (and the other way round, and with
+    the burst in seconds) is the same definition: no Conflict."""
+    with rq.Client(segment) as c:
+        c.define("p", rpm=1000, tpm=200_000, concurrency=4)
+        rqctl(segment, "define", "p", "--rpm", "1000", "--tpm", "200k", "--concurrency", "4", check=0)
+        rqctl(segment, "define", "q", "--rpm", "60", "--tpm", "90000", check=0)
+        c.define("q", rpm=60, tpm=90_000)
+        rqctl(segment, "define", "r", "--rpm", "7", "--tpm", "1000", "--burst-seconds", "6", check=0)
+        c.define("r", rpm=7, tpm=1000, burst_seconds=6)
+        (r1, t1) = c.describe("r")
+        assert (r1.burst, t1.burst) == (1, 100)  # ceil(7 * 6 / 60), ceil(1000 * 6 / 60)
+        # And a different one still conflicts, from either side.
+        run = rqctl(segment, "define", "q", "--rpm", "61", check=1)
+        assert "already defined" in run.stderr

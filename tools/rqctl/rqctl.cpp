@@ -637,8 +637,18 @@ std::string describe_limits(const rq_limit *l, size_t n) {
 void cmd_define(Ctx &ctx, const Args &a) {
     const std::string &name = a.positional[0];
     std::vector<rq_limit> limits;
-    if (auto v = a.one("--rpm")) limits.push_back({RQ_LIMIT_RATE, RQ_COST_REQUEST, parse_amount(*v, "--rpm"), 60 * kSec, 0});
-    if (auto v = a.one("--tpm")) limits.push_back({RQ_LIMIT_RATE, RQ_COST_LOAD, parse_amount(*v, "--tpm"), 60 * kSec, 0});
+    // The shorthands, as every API defines them (ratequeue.h, rq_rpm / rq_tpm).
+    uint32_t burst_ms = 0;
+    if (auto v = a.one("--burst-seconds")) {
+        char *end = nullptr;
+        const double sec = std::strtod(v->c_str(), &end);
+        if (end == v->c_str() || *end != '\0' || !(sec > 0 && sec <= 60)) {
+            usage("--burst-seconds takes a number of seconds in (0, 60]");
+        }
+        burst_ms = std::max<uint32_t>(1, static_cast<uint32_t>(sec * 1000 + 0.5));
+    }
+    if (auto v = a.one("--rpm")) limits.push_back(rq_rpm(parse_amount(*v, "--rpm"), burst_ms));
+    if (auto v = a.one("--tpm")) limits.push_back(rq_tpm(parse_amount(*v, "--tpm"), burst_ms));
     if (a.has("--rate")) {
         for (const auto &spec : a.options.at("--rate")) limits.push_back(parse_rate(spec));
     }
@@ -1102,8 +1112,9 @@ const Command kCommands[] = {
     {"define", "define RESOURCE [--rpm N] [--tpm N] [--rate AMOUNT/PERIOD[,burst=B][,cost=load|request]]...\n"
      "                       [--concurrency N[,cost=load]]... [--replace]",
      "Defines RESOURCE with the given limits, all enforced at once; same meaning as rq_define.\n"
-     "  --rpm N          N requests per minute (burst N)\n"
-     "  --tpm N          N load units (tokens) per minute (burst N)\n"
+     "  --rpm N          N requests per minute; its bucket holds one second's worth\n"
+     "  --tpm N          N load units (tokens) per minute; its bucket holds the whole minute\n"
+     "  --burst-seconds S  the bucket of --rpm and --tpm in seconds instead (0 < S <= 60)\n"
      "  --rate SPEC      AMOUNT/PERIOD, e.g. 1000/min, 5/250ms, 200k/min,cost=load,burst=5k\n"
      "  --concurrency N  at most N held at once; N,cost=load counts load in flight\n"
      "  --replace        swap in different limits (rate debt and permits in use carry over)\n"
@@ -1111,7 +1122,7 @@ const Command kCommands[] = {
      "  --local-share    global: while Redis cannot be reached, admit limit / hosts here\n"
      "                   instead of failing closed\n"
      "Amounts take k, M, G suffixes; periods ns, us, ms, s, min, h, day.",
-     {"--replace", "--local", "--local-share"}, {"--rpm", "--tpm", "--rate", "--concurrency"}, 1, 1, cmd_define},
+     {"--replace", "--local", "--local-share"}, {"--rpm", "--tpm", "--rate", "--concurrency", "--burst-seconds"}, 1, 1, cmd_define},
     {"reset", "reset RESOURCE | --all [--hard --yes]",
      "Refills the rate buckets, drops holders that are dead and wakes the waiters; live holders keep\n"
      "their permits. --hard also forgets live holders' permits (their later release does nothing);\n"
