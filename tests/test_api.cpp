@@ -473,3 +473,22 @@ TEST_CASE("C++: a resolved Resource acquires and releases") {
     CHECK(r.try_acquire().has_value());
     CHECK_THROWS_AS(client.resource("nope"), rq::Error);
 }
+
+TEST_CASE("the per-minute shorthands: one second's worth for rpm, the whole minute for tpm, one formula") {
+    // The formula every API shares (Python's rpm=/tpm=, rqctl --rpm/--tpm).
+    const rq_limit r = rq_rpm(1000, 0), t = rq_tpm(90000, 0);
+    CHECK((r.kind == RQ_LIMIT_RATE && r.cost == RQ_COST_REQUEST && r.amount == 1000 && r.burst == 17));
+    CHECK((t.kind == RQ_LIMIT_RATE && t.cost == RQ_COST_LOAD && t.amount == 90000 && t.burst == 90000));
+    CHECK(r.period_ns == 60'000'000'000ull);
+    CHECK(rq_rpm(7, 6000).burst == 1);        // ceil(7 * 6 / 60)
+    CHECK(rq_tpm(1000, 6000).burst == 100);
+    CHECK(rq_rpm(1, 0).burst == 1);           // at least 1
+    CHECK(rq_tpm(RQ_MAX_AMOUNT, 60000).burst == RQ_MAX_AMOUNT);  // no overflow at the bounds
+    Segment seg;
+    rq::Client client(seg.name);
+    client.define("llm", {rq::rpm(1000), rq::tpm(90000)});
+    const rq_limit same[] = {rq_rpm(1000, 0), rq_tpm(90000, 0)};
+    Client c(seg.name);
+    CHECK(rq_define(c, "llm", same, 2, 0) == RQ_OK);  // the same definition from C: no conflict
+    rq::Permit p = client.acquire("llm", 90000);      // a whole minute of tokens at once fits
+}
