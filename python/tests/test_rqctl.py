@@ -334,6 +334,12 @@ def test_watch_under_tmux_shows_rates_and_restores_the_terminal(segment, tmp_pat
         assert tmux("display", "-p", "-t", session, "#{cursor_flag}").stdout.strip() == "1"
         until(lambda: tmux("display", "-p", "-t", session, "#{pane_current_command}").stdout.strip() == "bash", 5)
         assert "ADMITTED/s" not in pane()  # the shell's screen is back
+        # --count: it ends by itself and leaves its last frame on the terminal.
+        tmux("send-keys", "-t", session, "%s --segment %s watch --count 2 --interval 0.2" % (RQCTL, segment), "Enter")
+        until(lambda: tmux("display", "-p", "-t", session, "#{pane_current_command}").stdout.strip() == "bash"
+              and "ADMITTED/s" in pane(), 10)
+        assert tmux("display", "-p", "-t", session, "#{alternate_on}").stdout.strip() == "0"
+        assert "live-api" in pane()
     finally:
         tmux("kill-session", "-t", session)
         traffic.kill()

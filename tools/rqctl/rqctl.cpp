@@ -813,6 +813,7 @@ void cmd_watch(Ctx &ctx, const Args &a) {
     sigaction(SIGTERM, &sa, nullptr);
     sigaction(SIGHUP, &sa, nullptr);
     const bool screen = ctx.tty && !ctx.json;
+    std::string last_frame;
     if (screen) fmt::print("\x1b[?1049h\x1b[?25l");  // alternate screen, hide the cursor
     std::map<std::string, rd::ResourceInfo> prev;
     int64_t prev_at = 0;
@@ -868,6 +869,7 @@ void cmd_watch(Ctx &ctx, const Args &a) {
         }
         fmt::print("{}{}", screen ? "\x1b[H\x1b[2J" : "", out);
         std::fflush(stdout);
+        last_frame = out;
         prev.clear();
         for (auto &r : s.resources) prev.emplace(r.name, std::move(r));
         prev_at = s.now_ns;
@@ -877,6 +879,9 @@ void cmd_watch(Ctx &ctx, const Args &a) {
     }
     if (screen) {
         fmt::print("\x1b[?25h\x1b[?1049l");  // show the cursor, leave the alternate screen
+        // A run that ended by itself (--count) leaves its last frame on the
+        // terminal; Ctrl-C leaves the terminal as it was.
+        if (!g_stop && count >= 0) fmt::print("{}", last_frame);
         std::fflush(stdout);
     }
 }
@@ -1158,7 +1163,16 @@ void print_help() {
         "commands:\n",
         kJsonSchema);
     for (const auto &c : kCommands) {
-        std::string first(c.help, std::strcspn(c.help, "\n"));
+        // The first sentence, whole (it may run over several lines of the help).
+        std::string first(c.help);
+        size_t end = first.find(". ");
+        const size_t nl_end = first.find(".\n");
+        end = std::min(end, nl_end);
+        if (end != std::string::npos) first.resize(end + 1);
+        first = first.substr(0, first.find("\n  "));  // (never the option list)
+        for (char &ch : first) {
+            if (ch == '\n') ch = ' ';
+        }
         fmt::print("  {:<9} {}\n", c.name, first);
     }
     fmt::print("\n'rqctl COMMAND --help' describes one command. Exit status: 0 success, 1 error, 2 usage.\n");
