@@ -55,8 +55,8 @@ def test_the_readmes_compile_lines_from_the_build_tree_work(tmp_path, segment):
         '  rq::Permit p = c.acquire("y", 1000); return 0; }\n')
     for line in lines:
         # The README's paths are relative to the repository's root and its build/.
-        cmd = line.replace("$PWD/build", str(build)).replace("build/", str(build) + "/")
-        cmd = cmd.replace("-Iinclude", "-I" + str(root / "include"))
+        cmd = line.replace("$PWD/build", str(build)).replace("-Ibuild/", "-I%s/" % build)
+        cmd = cmd.replace("-Lbuild/", "-L%s/" % build).replace("-Iinclude", "-I" + str(root / "include"))
         args = cmd.split()
         exe = str(tmp_path / ("app_c" if args[0] == "cc" else "app_cpp"))
         out = subprocess.run(args + ["-o", exe], cwd=tmp_path, capture_output=True, text=True, timeout=120)
