@@ -28,6 +28,7 @@ Charge charge_contended(Resource &res, const Limits &lim, uint64_t load, int64_t
         // their planned TAT gives the planned charge).
         bool ok = false;
         const int64_t at = lim.global ? lease_clock(res, l, i, now) : now;  // (lease.hpp)
+        if (lim.global && !lease_tat_sane(plan.tat[i])) return {false, give_back_rate(res, lim, i, plan)};
         for (int tries = 0; tries < retries && !ok; ++tries) {
             const GcraStep st = gcra_step(plan.tat[i], at, increment_of(l, load), params(l));
             if (!st.admit) break;

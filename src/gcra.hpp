@@ -24,6 +24,7 @@
 namespace rq::detail {
 
 __extension__ using u128 = unsigned __int128;  // GCC/Clang builtin; exact cost * period
+__extension__ using i128 = __int128;           // (the lease arithmetic on values from shared memory)
 
 inline constexpr uint64_t kMaxBurstNs = uint64_t{1} << 62;
 // When period / amount is not a whole number of ns, each unit is charged up

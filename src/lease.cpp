@@ -17,6 +17,10 @@ int64_t plan_lease(Resource &res, const Limits &lim, uint64_t load, int64_t now,
         if (l.kind != RQ_LIMIT_RATE) continue;
         // acquire: pairs with the acq_rel CASes on the TAT (charge.hpp).
         plan.tat[i] = res.tat[i].load(boost::memory_order_acquire);
+        if (!lease_tat_sane(plan.tat[i])) {  // damage: nothing fits (lease.hpp)
+            ready_at = kAwaitLease;
+            continue;
+        }
         const GcraStep st = gcra_step(plan.tat[i], lease_clock(res, l, i, now), increment_of(l, load), params(l));
         if (st.admit && live) {
             plan.new_tat[i] = st.new_tat;
@@ -63,10 +67,11 @@ int64_t lease_credit(const Resource &res, const Limit &l, uint32_t i) {
     // acquire (both): pair with the acq_rel RMWs on each word.
     const int64_t h = res.lease.horizon[i].load(boost::memory_order_acquire);
     const int64_t tat = res.tat[i].load(boost::memory_order_acquire);
-    const int64_t unit = static_cast<int64_t>(l.request_ns);
-    const int64_t d = h - tat;
+    const i128 unit = l.request_ns;  // >= 1 (read_limits checked it)
+    const i128 d = static_cast<i128>(h) - tat;  // (any values: shared memory)
     // Whole units (floor toward minus infinity: a debt of part of a unit is a unit owed).
-    return d >= 0 ? d / unit : -((-d + unit - 1) / unit);
+    const i128 units = d >= 0 ? d / unit : -((-d + unit - 1) / unit);
+    return units > INT64_MAX ? INT64_MAX : units < -INT64_MAX ? -INT64_MAX : static_cast<int64_t>(units);
 }
 
 void add_credit(Resource &res, const Limit &l, uint32_t i, uint64_t units) {
@@ -85,7 +90,8 @@ uint64_t take_credit(Resource &res, const Limit &l, uint32_t i) {
         // acq_rel: one more CAS on the TAT, like a charge of everything left
         // (charge.hpp): an acquire racing with it loses and looks again.
         if (res.tat[i].compare_exchange_weak(tat, h, boost::memory_order_acq_rel)) {
-            return static_cast<uint64_t>(h - tat) / l.request_ns;
+            // (tat < h: the difference, taken unsigned, is exact whatever they hold)
+            return (static_cast<uint64_t>(h) - static_cast<uint64_t>(tat)) / l.request_ns;
         }
     }
     return 0;

@@ -43,16 +43,29 @@ namespace rq::detail {
 // fails fast on it).
 inline constexpr int64_t kAwaitLease = INT64_MAX;
 
+// Lease clocks and lease TATs live within +-kLeaseRange. Horizons, reserved
+// tokens and TATs come from shared memory and may hold anything: the clock
+// is computed wide and clamped, and a TAT outside the range is damage that
+// admits nothing (lease_tat_sane). Within it, the GCRA step's differences
+// (a TAT plus an increment of at most 2^52, minus a clock: under 2^62 +
+// 2^52) fit in an int64, as they do on the local path with a clock that is
+// never negative. 2^61 ns is 73 years of the quota spent at its full rate.
+inline constexpr int64_t kLeaseRange = int64_t{1} << 61;
+inline bool lease_tat_sane(int64_t tat) { return tat >= -kLeaseRange && tat <= kLeaseRange; }
+inline int64_t clamp_lease(i128 v) {
+    return v < -kLeaseRange ? -kLeaseRange : v > kLeaseRange ? kLeaseRange : static_cast<int64_t>(v);
+}
+
 // The virtual clock of global rate limit l (index i): the instant against
 // which the GCRA step admits exactly the credit up to the horizon.
 // Reserved tokens (Lease::next_add) count once due. acquire (all): pairs
 // with the refiller's release stores and acq_rel RMWs (refiller.cpp).
 inline int64_t lease_clock(const Resource &res, const Limit &l, uint32_t i, int64_t now) {
-    int64_t h = res.lease.horizon[i].load(boost::memory_order_acquire);
+    i128 h = res.lease.horizon[i].load(boost::memory_order_acquire);
     if (now >= res.lease.next_at_ns.load(boost::memory_order_acquire)) {
         h += res.lease.next_add[i].load(boost::memory_order_acquire);
     }
-    return h - static_cast<int64_t>(l.burst_ns);  // burst_ns <= 2^52 (lease_view): no overflow
+    return clamp_lease(h - static_cast<int64_t>(l.burst_ns));  // burst_ns <= 2^52 (lease_view)
 }
 
 // Whether the lease may admit at `now`. acquire: pairs with the refiller's

@@ -12,6 +12,7 @@
 #include "clock.hpp"
 #include "core.hpp"
 #include "gcra.hpp"
+#include "lease.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -139,9 +140,11 @@ int Engine::settle(rq_permit *p, uint64_t actual) {
             // The lease's TAT counts whole units (lease.hpp), and no clock
             // drains it: a refund goes back to the lease, down to where the
             // grant started at most; a charge on top is owed to the next refill.
-            const int64_t unit = static_cast<int64_t>(l.request_ns);
-            const int64_t dg = (static_cast<int64_t>(actual) - static_cast<int64_t>(est)) * unit;
-            const int64_t lowest = pv.grant_tat - static_cast<int64_t>(est) * unit;
+            // (Wide, then clamped: actual, est and the grant TAT are any values
+            // within their checks, and a redefine may have changed the unit.)
+            const i128 unit = l.request_ns;
+            const int64_t dg = clamp_lease((static_cast<i128>(actual) - static_cast<i128>(est)) * unit);
+            const int64_t lowest = clamp_lease(pv.grant_tat - static_cast<i128>(est) * unit);
             for (;;) {
                 const int64_t moved = dg < 0 ? std::max(saturating_add(tat, dg), std::min(tat, lowest)) : saturating_add(tat, dg);
                 if (moved == tat) break;
