@@ -1,31 +1,47 @@
 """A mock LLM provider: a standard-library HTTP server on 127.0.0.1 that
 enforces requests per minute, tokens per minute and concurrency strictly, the
-way the big providers do.
+way the big providers document it, and answers in their shapes.
 
-- POST /v1/chat/completions with a JSON body {"tokens": N} asks for N tokens.
-- Rate limits are token buckets that refill continuously and hold one
-  second's worth ("600 RPM" is enforced as 10 per second, as providers say
-  they may). Requests count when they arrive; tokens count when the answer
-  is done, at what it actually used (which differs from the client's
-  estimate by up to `spread`). An arrival over the requests bucket, finding
-  the token bucket in debt, or over the concurrency cap gets 429 with
-  `retry-after` (whole seconds, rounded up) and `retry-after-ms`; so does a
-  random `overload` fraction, as a loaded provider does.
-- Every response carries `x-ratelimit-limit-*`, `x-ratelimit-remaining-*`
-  and `x-ratelimit-reset-*` headers for requests and tokens, as OpenAI's API
-  does.
-- An accepted request takes `latency` seconds (uniform in a range) and
-  answers 200 with {"usage": {"total_tokens": ACTUAL}}.
+- Requests are quantized per second: "600 RPM" admits at most 10 in any
+  second (a bucket of one second's worth, refilling continuously), as the
+  providers say they may enforce it. Tokens are a per-minute budget: a bucket
+  holding the whole minute (`token_burst_seconds`, 60 by default), so that
+  any single request the quota allows is admitted.
+- Requests count when they arrive; tokens count when the answer is done, at
+  what it actually used. An arrival over the requests bucket, finding the
+  token bucket in debt, or over the concurrency cap gets 429 with
+  `retry-after` (whole seconds, rounded up) and `retry-after-ms`; a random
+  `overload` fraction is refused as overloaded, as a loaded provider does.
+- Three request shapes:
+  * POST /v1/chat/completions with an OpenAI body (model, messages,
+    max_tokens or max_completion_tokens, stream, stream_options): an OpenAI
+    chat.completion, or with "stream": true an SSE stream of
+    chat.completion.chunk events, ending with a usage chunk when
+    stream_options.include_usage is set, then `data: [DONE]`. Overloaded: 503.
+  * POST /v1/messages with an Anthropic body (model, system, messages,
+    max_tokens, stream): an Anthropic message, or an SSE stream of
+    message_start ... message_delta (usage) ... message_stop. Overloaded: 529.
+  * POST with {"tokens": N} (the demo's batch workers): 200 with
+    {"usage": {"total_tokens": ACTUAL}}, actual = N within +-`spread`.
+    Overloaded: 429.
+  The prompt counts characters / 4 tokens; the completion uses between a
+  quarter of max_tokens and all of it.
+- Every response carries rate-limit headers: OpenAI's x-ratelimit-* or
+  Anthropic's anthropic-ratelimit-* (by the shape asked for).
+- An accepted request takes `latency` seconds (uniform in a range).
 
 Stats (accepted, rejected, tokens, peak concurrency, arrival times) are kept
-for the demo's report. Run it alone with: python3 demo/mock_provider.py
+for the demo's report and the tests. Run it alone with:
+python3 demo/mock_provider.py
 """
+import datetime
 import json
 import math
 import random
 import sys
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -65,14 +81,14 @@ class Provider:
     `overload_ms`), whatever the limits say."""
 
     def __init__(self, rpm, tpm, concurrency, latency=(0.1, 0.3), seed=None, spread=0.0, overload=0.0,
-                 overload_ms=250):
+                 overload_ms=250, token_burst_seconds=60.0):
         self.rpm, self.tpm, self.concurrency = rpm, tpm, concurrency
         self.latency = latency
         self.spread, self.overload, self.overload_ms = spread, overload, overload_ms
         self.random = random.Random(seed)
         self.lock = threading.Lock()
         self.requests = Bucket(rpm, rpm / 60.0)
-        self.tokens = Bucket(tpm, tpm / 60.0)
+        self.tokens = Bucket(tpm, tpm * token_burst_seconds / 60.0)
         self.reset_stats()
 
     def reset_stats(self):
@@ -87,9 +103,24 @@ class Provider:
             self.accepted = []  # (arrival time, estimated tokens)
             self.used = []      # (completion time, actual tokens)
 
-    def _headers(self, now):
+    def _headers(self, now, shape="openai"):
         self.tokens.refill(now)
         self.requests.refill(now)
+        if shape == "anthropic":  # resets as RFC 3339 times
+            wall = datetime.datetime.now(datetime.timezone.utc)
+
+            def at(seconds):
+                return (wall + datetime.timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+            return {
+                "anthropic-ratelimit-requests-limit": str(self.rpm),
+                "anthropic-ratelimit-requests-remaining": str(max(0, int(self.requests.level))),
+                "anthropic-ratelimit-requests-reset": at((self.requests.burst - self.requests.level) /
+                                                         self.requests.rate),
+                "anthropic-ratelimit-tokens-limit": str(self.tpm),
+                "anthropic-ratelimit-tokens-remaining": str(max(0, int(self.tokens.level))),
+                "anthropic-ratelimit-tokens-reset": at(max(0.0, self.tokens.burst - self.tokens.level) /
+                                                       self.tokens.rate),
+            }
         headers = {
             "x-ratelimit-limit-requests": str(self.rpm),
             "x-ratelimit-limit-tokens": str(self.tpm),
@@ -100,8 +131,9 @@ class Provider:
         }
         return headers
 
-    def admit(self, tokens):
-        """(status, headers, delay, actual) for a request estimated at `tokens`."""
+    def admit(self, tokens, actual=None, shape="openai"):
+        """(status, headers, delay, actual) for a request estimated at `tokens`
+        (its actual usage: `actual`, else `tokens` within the spread)."""
         with self.lock:
             now = time.monotonic()
             self.requests.refill(now)
@@ -115,7 +147,6 @@ class Provider:
                 reason, wait = "tokens", -self.tokens.level / self.tokens.rate
             elif self.overload and self.random.random() < self.overload:
                 reason, wait = "overload", self.overload_ms / 1000.0
-            actual = 0
             if reason is None:
                 self.requests.level -= 1
                 self.in_flight += 1
@@ -123,11 +154,13 @@ class Provider:
                 self.ok += 1
                 self.accepted.append((now, tokens))
                 status = 200
-                actual = max(1, round(tokens * self.random.uniform(1 - self.spread, 1 + self.spread)))
+                if actual is None:
+                    actual = max(1, round(tokens * self.random.uniform(1 - self.spread, 1 + self.spread)))
             else:
                 self.rejected[reason] += 1
                 status = 429
-            headers = self._headers(now)
+                actual = 0
+            headers = self._headers(now, shape)
             if status == 429:
                 headers["x-mock-reason"] = reason  # for the demo's report only
                 headers["retry-after"] = str(max(1, math.ceil(wait)))
@@ -135,7 +168,7 @@ class Provider:
             delay = self.random.uniform(*self.latency) if status == 200 else 0.0
             return status, headers, delay, actual
 
-    def done(self, actual):
+    def done(self, actual, shape="openai"):
         """The answer is complete: count its tokens. Returns the headers to send."""
         with self.lock:
             now = time.monotonic()
@@ -143,12 +176,117 @@ class Provider:
             self.tokens.level -= actual
             self.in_flight -= 1
             self.used.append((now, actual))
-            return self._headers(now)
+            return self._headers(now, shape)
 
     def snapshot(self):
         with self.lock:
             return {"ok": self.ok, "rejected": dict(self.rejected), "peak": self.peak,
                     "accepted": list(self.accepted), "used": list(self.used)}
+
+
+def _text_chars(value):
+    """Characters of text in a request's messages (strings under any key but
+    the structural ones)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(_text_chars(v) for k, v in value.items() if k not in ("role", "type", "cache_control"))
+    if isinstance(value, list):
+        return sum(_text_chars(v) for v in value)
+    return 0
+
+
+_WORDS = ("lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit")
+
+
+class _Shape:
+    """What an OpenAI or Anthropic request asked for, and how to answer it."""
+
+    def __init__(self, kind, body, rng):
+        self.kind = kind  # "openai" or "anthropic"
+        self.model = str(body.get("model") or "mock-model")
+        self.stream = bool(body.get("stream"))
+        opts = body.get("stream_options") or {}
+        self.include_usage = bool(isinstance(opts, dict) and opts.get("include_usage"))
+        prompt_fields = ("messages",) if kind == "openai" else ("system", "messages")
+        self.prompt = max(1, math.ceil(sum(_text_chars(body.get(f)) for f in prompt_fields) / 4))
+        most = body.get("max_completion_tokens") or body.get("max_tokens") or 256
+        if isinstance(most, bool) or not isinstance(most, int) or most <= 0:
+            raise ValueError("max_tokens must be a positive integer")
+        if not isinstance(body.get("messages"), list) or not body["messages"]:
+            raise ValueError("messages must be a non-empty list")
+        self.max_tokens = most
+        self.completion = rng.randint(max(1, most // 4), most)
+        self.estimate = self.prompt + most
+        self.actual = self.prompt + self.completion
+        self.id = ("chatcmpl-" if kind == "openai" else "msg_") + uuid.uuid4().hex[:24]
+        self.created = int(time.time())
+
+    def pieces(self, n):
+        words = [_WORDS[i % len(_WORDS)] for i in range(self.completion)]
+        step = max(1, math.ceil(len(words) / n))
+        return [" ".join(words[i:i + step]) + " " for i in range(0, len(words), step)]
+
+    def body(self):
+        text = "".join(self.pieces(1))
+        if self.kind == "openai":
+            return {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+                                 "logprobs": None, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": self.prompt, "completion_tokens": self.completion,
+                              "total_tokens": self.actual}}
+        return {"id": self.id, "type": "message", "role": "assistant", "model": self.model,
+                "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
+                "usage": {"input_tokens": self.prompt, "output_tokens": self.completion}}
+
+    def events(self, n):
+        """The SSE events of a streamed answer in `n` pieces (bytes each)."""
+        def data(obj, event=None):
+            head = ("event: %s\n" % event) if event else ""
+            return (head + "data: " + json.dumps(obj) + "\n\n").encode()
+        out = []
+        if self.kind == "openai":
+            def chunk(delta, finish=None):
+                obj = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                       "model": self.model, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                                         "finish_reason": finish}]}
+                if self.include_usage:
+                    obj["usage"] = None
+                return data(obj)
+            out.append(chunk({"role": "assistant", "content": ""}))
+            out += [chunk({"content": p}) for p in self.pieces(n)]
+            out.append(chunk({}, "stop"))
+            if self.include_usage:
+                out.append(data({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                                 "model": self.model, "choices": [],
+                                 "usage": {"prompt_tokens": self.prompt, "completion_tokens": self.completion,
+                                           "total_tokens": self.actual}}))
+            out.append(b"data: [DONE]\n\n")
+            return out
+        out.append(data({"type": "message_start", "message": {
+            "id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [],
+            "stop_reason": None, "stop_sequence": None,
+            "usage": {"input_tokens": self.prompt, "output_tokens": 1}}}, "message_start"))
+        out.append(data({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+                        "content_block_start"))
+        out += [data({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": p}},
+                     "content_block_delta") for p in self.pieces(n)]
+        out.append(data({"type": "content_block_stop", "index": 0}, "content_block_stop"))
+        out.append(data({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                         "usage": {"output_tokens": self.completion}}, "message_delta"))
+        out.append(data({"type": "message_stop"}, "message_stop"))
+        return out
+
+    def error(self, reason, message):
+        """(status, body) of a refusal."""
+        if self.kind == "openai":
+            if reason == "overload":
+                return 503, {"error": {"message": "The server is overloaded, please retry", "type": "server_error",
+                                       "code": "overloaded"}}
+            return 429, {"error": {"message": message, "type": reason, "code": "rate_limit_exceeded"}}
+        if reason == "overload":
+            return 529, {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+        return 429, {"type": "error", "error": {"type": "rate_limit_error", "message": message}}
 
 
 def _handler(provider):
@@ -158,7 +296,55 @@ def _handler(provider):
         def do_POST(self):
             length = int(self.headers.get("content-length", 0))
             try:
-                tokens = int(json.loads(self.rfile.read(length))["tokens"])
+                body = json.loads(self.rfile.read(length))
+                if not isinstance(body, dict):
+                    raise ValueError("the body must be a JSON object")
+            except ValueError as e:
+                return self._reply(400, {}, {"error": {"message": "invalid JSON body: %s" % e,
+                                                       "type": "invalid_request_error"}})
+            path = self.path.split("?")[0].rstrip("/")
+            if "tokens" in body:
+                return self._tokens(body)
+            kind = {"/v1/chat/completions": "openai", "/v1/messages": "anthropic"}.get(path)
+            if kind is None:
+                return self._reply(404, {}, {"error": {"message": "unknown path %s" % path,
+                                                       "type": "invalid_request_error"}})
+            try:
+                shape = _Shape(kind, body, provider.random)
+            except ValueError as e:
+                return self._reply(400, {}, {"error": {"message": str(e), "type": "invalid_request_error"}})
+            status, headers, delay, actual = provider.admit(shape.estimate, shape.actual, kind)
+            if status != 200:
+                reason = headers["x-mock-reason"]
+                code, err = shape.error(reason, "Rate limit reached for %s" % reason)
+                return self._reply(code, headers, err)
+            headers["request-id" if kind == "anthropic" else "x-request-id"] = shape.id
+            if not shape.stream:
+                time.sleep(delay)
+                headers.update(provider.done(actual, kind))
+                return self._reply(200, headers, shape.body())
+            events = shape.events(8)
+            self.send_response(200)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("content-type", "text/event-stream; charset=utf-8")
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            try:
+                for i, event in enumerate(events):
+                    if i == len(events) - 1:
+                        provider.done(actual, kind)  # counted before the last event leaves
+                    else:
+                        time.sleep(delay / len(events))
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+            except ConnectionError:
+                self.close_connection = True
+
+        def _tokens(self, body):
+            try:
+                tokens = int(body["tokens"])
                 if tokens <= 0:
                     raise ValueError
             except (ValueError, KeyError, TypeError):
@@ -218,7 +404,8 @@ class Server:
 if __name__ == "__main__":
     p = Provider(rpm=600, tpm=100_000, concurrency=4)
     with Server(p) as s:
-        print("mock provider on http://127.0.0.1:%d/v1/chat/completions (Ctrl-C stops it)" % s.port)
+        print("mock provider on http://127.0.0.1:%d (POST /v1/chat/completions, /v1/messages; Ctrl-C stops it)"
+              % s.port)
         try:
             while True:
                 time.sleep(3600)

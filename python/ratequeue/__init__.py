@@ -594,3 +594,12 @@ def predict_wait(name, load=1):
 def limited(name, load=1, timeout=None):
     """Decorator on the default client (opened at the first call, not at import)."""
     return _limited(default_client, name, load, timeout)
+
+
+def __getattr__(name):
+    """`ratequeue.httpx` (the transports) and `ratequeue.aio` load on first
+    use, so that `import ratequeue` needs no httpx."""
+    if name in ("httpx", "aio"):
+        import importlib
+        return importlib.import_module("." + name, __name__)
+    raise AttributeError("module 'ratequeue' has no attribute %r" % (name,))

@@ -17,10 +17,11 @@ parse(headers) returns {"requests"|"tokens": Reading} and a list of the
 headers it had to ignore because their values were malformed.
 """
 import datetime
+import email.utils
 import math
 import re
 
-__all__ = ["Reading", "parse", "parse_duration", "parse_reset_time"]
+__all__ = ["Reading", "parse", "parse_duration", "parse_reset_time", "parse_retry_after"]
 
 
 class Reading:
@@ -142,3 +143,33 @@ def parse(headers, now=None):
                     malformed.append(limit_h)
             found[kind] = Reading(remaining, reset, limit)
     return found, malformed
+
+
+def parse_retry_after(headers, now=None):
+    """Seconds a provider asks us to wait before retrying, from `retry-after-ms`
+    (milliseconds, OpenAI) or `retry-after` (seconds, or an HTTP date), or None
+    when neither is present and well-formed. Capped at about a year."""
+    lower = {}
+    try:
+        for k, v in (headers.items() if hasattr(headers, "items") else headers):
+            k = k.decode("latin-1") if isinstance(k, (bytes, bytearray)) else str(k)
+            v = v.decode("latin-1") if isinstance(v, (bytes, bytearray)) else str(v)
+            lower[k.lower()] = v.strip()
+    except (TypeError, ValueError):
+        return None
+    text = lower.get("retry-after-ms")
+    if text is not None and re.fullmatch(r"[0-9]{1,15}(\.[0-9]+)?", text):
+        return min(float(text) / 1000.0, _MAX_RESET)
+    text = lower.get("retry-after")
+    if text is None:
+        return None
+    if re.fullmatch(r"[0-9]{1,15}(\.[0-9]+)?", text):
+        return min(float(text), _MAX_RESET)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    return min(max(0.0, (when - now).total_seconds()), _MAX_RESET)
