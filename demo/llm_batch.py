@@ -119,6 +119,43 @@ def worker(port, coordinated, segment, seconds, seed, lo, hi, results, redis_url
             client.close()
 
 
+def worker_transport(port, coordinated, segment, seconds, seed, lo, hi, results, redis_url=""):
+    """The one-line version: OpenAI-shaped chat completions through an httpx
+    client whose transport is ratequeue.httpx.Transport. The transport
+    estimates each request from its body, acquires, settles the usage the
+    answer reports, follows the headers, and retries 429s and overloads in
+    line; this loop is a plain HTTP client. Puts what `worker` puts."""
+    import httpx
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    rng = random.Random(seed)
+    client = rq.Client(segment, redis_url=redis_url)
+    transport = rq.httpx.Transport(RESOURCE, client=client)
+    end = time.monotonic() + seconds
+    rate_429 = 0
+    waits = []
+    try:
+        with httpx.Client(transport=transport, base_url="http://127.0.0.1:%d" % port, timeout=30) as http:
+            while time.monotonic() < end:
+                load = rng.randint(lo, hi)  # prompt (chars / 4) + max_tokens, as the transport estimates it
+                prompt_tokens = max(1, load // 2)
+                body = {"model": "gpt-mock", "max_tokens": load - prompt_tokens,
+                        "messages": [{"role": "user", "content": "x" * (4 * prompt_tokens)}]}
+                asked = time.monotonic()
+                try:
+                    r = http.post("/v1/chat/completions", json=body,
+                                  timeout=httpx.Timeout(30, pool=max(0.0, end - asked)))
+                except httpx.PoolTimeout:  # the phase ended while in line
+                    break
+                if r.status_code == 429:
+                    rate_429 += 1
+                else:
+                    waits.append(time.monotonic() - asked)
+    finally:
+        results.put((rate_429, transport.retried, waits))
+        transport.close()
+        client.close()
+
+
 def steady_state(accepted, t0, t1, tpm, rpm):
     """Utilisation of the token and request rates between the first arrival
     after t0 and the last before t1: what arrived from the first up to (not
@@ -132,12 +169,12 @@ def steady_state(accepted, t0, t1, tpm, rpm):
     return tokens / (tpm / 60.0 * span), (len(inside) - 1) / (rpm / 60.0 * span)
 
 
-def run_phase(title, provider, port, args, coordinated, segments, tty, redis_url=""):
+def run_phase(title, provider, port, args, coordinated, segments, tty, redis_url="", target=None):
     """segments: one per host; worker i runs on host i % len(segments)."""
     provider.reset_stats()
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
-    procs = [ctx.Process(target=worker, args=(port, coordinated, segments[i % len(segments)], args.seconds,
+    procs = [ctx.Process(target=target or worker, args=(port, coordinated, segments[i % len(segments)], args.seconds,
                                               args.seed * 1000 + i, args.min_tokens, args.max_tokens, results,
                                               redis_url), daemon=True)
              for i in range(args.workers)]
@@ -212,20 +249,26 @@ def main(argv=None):
     ap.add_argument("--hosts", type=int, default=1,
                     help="many hosts: N hosts (segments) of --workers each, first coordinating only on each host,"
                          " then sharing the quota through a Redis this demo starts (default 1)")
-    ap.add_argument("--short", action="store_true", help="a quick run for tests: 4 workers, 5 s phases")
+    ap.add_argument("--short", action="store_true", help="a quick run for tests: 8 workers, 5 s phases")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = ap.parse_args(argv)
     if args.short:
-        args.workers, args.seconds = 4, 5.0
+        args.workers, args.seconds = 8, 5.0
     if args.seconds < 2:
         ap.error("--seconds must be at least 2 (the first second is the burst)")
     if args.hosts > 1:
         return main_hosts(args)
     tty = sys.stdout.isatty()
     segment = "rq-demo-%d" % os.getpid()
+    try:
+        import httpx  # noqa: F401  (the one-line phase: ratequeue.httpx.Transport)
+        have_httpx = True
+    except ImportError:
+        have_httpx = False
     provider = mock_provider.Provider(args.rpm, args.tpm, args.concurrency, seed=args.seed, spread=args.spread,
                                       overload=args.overload)
-    print("mock provider: %s requests/min, %s tokens/min, %d concurrent (enforced per second, 429 + retry-after),"
+    print("mock provider: %s requests/min (per second), %s tokens/min (per minute), %d concurrent (429 +"
+          " retry-after),"
           " %g%% overload 429s" % ("{:,}".format(args.rpm), "{:,}".format(args.tpm), args.concurrency,
                                    100 * args.overload))
     print("batch job: %d worker processes, requests estimated at %d-%d tokens (actual usage +-%d%%), %g s per phase\n"
@@ -241,6 +284,10 @@ def main(argv=None):
             results["uncoordinated"] = run_phase("no coordination", provider, server.port, args, False,
                                                  [segment], tty)
             results["ratequeue"] = run_phase("with ratequeue", provider, server.port, args, True, [segment], tty)
+            if have_httpx:
+                time.sleep(1.0)  # the provider's request bucket refills between phases
+                results["transport"] = run_phase("one-line httpx", provider, server.port, args, True, [segment],
+                                                 tty, target=worker_transport)
     except KeyboardInterrupt:
         print("\ninterrupted: workers stopped, provider shut down, segment removed")
         return 130
@@ -249,26 +296,33 @@ def main(argv=None):
             os.unlink("/dev/shm/" + segment)
         except FileNotFoundError:
             pass
-    a, b = results["uncoordinated"], results["ratequeue"]
+    phases = [results["uncoordinated"], results["ratequeue"]] + ([results["transport"]] if "transport" in results
+                                                                  else [])
     rows = [
-        ("requests accepted", a["ok"], b["ok"]),
-        ("429 responses", a["http_429"], b["http_429"]),
-        ("  simulated overload (retried)", a["overload_429"], b["overload_429"]),
-        ("  over requests/min", a["rejected"]["requests"], b["rejected"]["requests"]),
-        ("  over tokens/min", a["rejected"]["tokens"], b["rejected"]["tokens"]),
-        ("  over concurrency", a["rejected"]["concurrency"], b["rejected"]["concurrency"]),
-        ("tokens used (actual)", "{:,}".format(a["tokens_used"]), "{:,}".format(b["tokens_used"])),
-        ("mean tokens per request", "%.0f" % a["mean_tokens"], "%.0f" % b["mean_tokens"]),
-        ("request wait, median", "%.2f s" % a["wait_p50"], "%.2f s" % b["wait_p50"]),
-        ("request wait, longest", "%.2f s" % a["wait_max"], "%.2f s" % b["wait_max"]),
-        ("peak in flight (limit %d)" % args.concurrency, a["peak_in_flight"], b["peak_in_flight"]),
-        ("tokens/min utilisation (actual)", "%.1f%%" % (100 * a["tpm_utilisation"]), "%.1f%%" % (100 * b["tpm_utilisation"])),
-        ("requests/min utilisation", "%.1f%%" % (100 * a["rpm_utilisation"]),
-         "%.1f%%" % (100 * b["rpm_utilisation"])),
+        ("requests accepted", lambda r: r["ok"]),
+        ("429 responses", lambda r: r["http_429"]),
+        ("  simulated overload (retried)", lambda r: r["overload_429"]),
+        ("  over requests/min", lambda r: r["rejected"]["requests"]),
+        ("  over tokens/min", lambda r: r["rejected"]["tokens"]),
+        ("  over concurrency", lambda r: r["rejected"]["concurrency"]),
+        ("tokens used (actual)", lambda r: "{:,}".format(r["tokens_used"])),
+        ("mean tokens per request", lambda r: "%.0f" % r["mean_tokens"]),
+        ("request wait, median", lambda r: "%.2f s" % r["wait_p50"]),
+        ("request wait, longest", lambda r: "%.2f s" % r["wait_max"]),
+        ("peak in flight (limit %d)" % args.concurrency, lambda r: r["peak_in_flight"]),
+        ("tokens/min utilisation (actual)", lambda r: "%.1f%%" % (100 * r["tpm_utilisation"])),
+        ("requests/min utilisation", lambda r: "%.1f%%" % (100 * r["rpm_utilisation"])),
     ]
-    print("\n%-32s %16s %16s" % ("", "no coordination", "with ratequeue"))
-    for name, x, y in rows:
-        print("%-32s %16s %16s" % (name, x, y))
+    heads = ["no coordination", "with ratequeue", "one-line httpx"][:len(phases)]
+    print("\n%-32s" % "" + "".join(" %16s" % h for h in heads))
+    for name, cell in rows:
+        print("%-32s" % name + "".join(" %16s" % cell(r) for r in phases))
+    if len(phases) == 3:
+        print("\n(with ratequeue: the hand-written acquire, settle, observe and penalize of demo/llm_batch.py's"
+              " worker;\n one-line httpx: httpx.Client(transport=ratequeue.httpx.Transport(\"mock-llm\")) and"
+              " nothing else)")
+    else:
+        print("\n(the one-line httpx phase needs httpx: apt install python3-httpx)")
     print("\n(utilisation: steady state, from 1 s after the first request to the end of the phase;"
           " exact to about one request's tokens)")
     if args.json:

@@ -30,6 +30,12 @@ def test_short_demo_has_no_429s_with_ratequeue_and_uses_the_quota(tmp_path):
     assert res["ratequeue"]["peak_in_flight"] <= 6
     assert res["uncoordinated"]["http_429"] > 0  # the problem the demo shows is real
     assert "with ratequeue" in run.stdout and "429 responses" in run.stdout
+    # The one-line version (httpx transport, OpenAI-shaped requests): the same.
+    t = res["transport"]
+    assert t["rate_limit_429"] == 0 and t["worker_429"] == 0
+    assert t["worker_overload_429"] == t["overload_429"]  # every overload retried by the transport
+    assert t["tpm_utilisation"] >= 0.85 and t["peak_in_flight"] <= 6
+    assert "one-line httpx" in run.stdout
 
 
 def test_demo_across_three_hosts_has_no_429s_through_redis(tmp_path):

@@ -39,6 +39,16 @@ with open(sys.argv[2], "a") as log:
             log.write("%f %f\n" % (start, time.monotonic()))
             log.flush()
 c.close()
+# The seed's asyncio form on the default client, and the httpx transports.
+import asyncio
+import ratequeue.aio as rqa
+import ratequeue.httpx
+assert ratequeue.httpx.Transport and rq.httpx.AsyncTransport
+rqa.define("openai", tpm=60_000)
+async def main():
+    async with rqa.acquire("openai", load=500):
+        pass
+asyncio.run(main())
 '''
 
 
@@ -59,6 +69,7 @@ def test_the_wheel_installs_into_a_fresh_venv_and_works_across_processes(tmp_pat
     assert pip.returncode == 0, pip.stderr
     env = {k: v for k, v in os.environ.items() if k not in ("RATEQUEUE_LIBRARY", "PYTHONPATH")}
     segment = "rqwheel-%d-%s" % (os.getpid(), uuid.uuid4().hex[:6])
+    env["RATEQUEUE_SEGMENT"] = segment  # the default client's segment: this test's own
     log = tmp_path / "holds.log"
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
