@@ -1,6 +1,6 @@
 """bench/report.py RESULTS_DIR: the markdown report of bench/run-all, every
 figure a ratio against a baseline from the same run, checked against the
-budgets of shared/DESIGN.md section 5."""
+budgets of docs/design.md ("Performance budgets")."""
 import datetime
 import json
 import os

@@ -6,29 +6,33 @@ LLM API, first without coordination, then sharing the quota through ratequeue.
     python3 demo/llm_batch.py --help
 
 A mock provider (demo/mock_provider.py) runs on 127.0.0.1 and enforces
-requests/min, tokens/min and concurrency strictly, answering 429 with
-retry-after. Each phase starts N worker processes that send requests with
-random token loads through http.client for a fixed time:
+requests/min (quantized per second), tokens/min (a per-minute budget) and
+concurrency strictly, answering 429 with retry-after. Each phase starts N
+worker processes that send requests with random token loads for a fixed
+time:
 
   1. no coordination: each worker sends as fast as it can and, on a 429,
      waits what retry-after-ms says, as the official SDKs do, and retries;
-  2. with ratequeue: each worker wraps its call in client.acquire(load=
-     estimate), settles the actual usage the response reports, follows the
-     x-ratelimit headers, and on a 429 (the provider also refuses a few
-     requests as overloaded) penalizes the resource for the retry-after so
-     that every worker backs off, keeping its place in line.
+  2. with ratequeue, by hand: each worker wraps its call in
+     client.acquire(load=estimate), settles the actual usage the response
+     reports, follows the x-ratelimit headers, and on a 429 (the provider
+     also refuses a few requests as overloaded) penalizes the resource for
+     the retry-after so that every worker backs off, keeping its place in
+     line;
+  3. with ratequeue, one line: OpenAI-shaped chat completions through
+     httpx.Client(transport=ratequeue.httpx.Transport("mock-llm")), which
+     does all of that itself (skipped without httpx).
 
 The provider counts tokens when an answer is done, at what it actually used,
 which differs from the client's estimate by up to +-50% (--spread). The
-report compares the two phases: 429s, requests and tokens used, waits, and
-the steady-state utilisation of the quota (actual tokens the provider counted from one
-second after the first request to the end of the phase, over what the limit
-allows in that time, so the initial burst and the workers' start-up do not
-count).
+report compares the phases: 429s, requests and tokens used, waits, and the
+utilisation of the quota: what the provider counted over what it allows in
+the phase (its full bucket plus the rate over the phase's length).
 
-ratequeue is defined with the provider's rates but half the provider's burst:
-the other half absorbs the time between admission and the request reaching
-the provider (up to 0.5 s of delay and reordering can never cause a 429).
+ratequeue is defined with the provider's rates and buckets less a margin
+(define_limits): half a second's worth of requests absorbs the time between
+admission and arrival at the provider, and the largest request's tokens what
+a request may use beyond its estimate before its settle arrives.
 """
 import argparse
 import http.client
@@ -156,17 +160,11 @@ def worker_transport(port, coordinated, segment, seconds, seed, lo, hi, results,
         client.close()
 
 
-def steady_state(accepted, t0, t1, tpm, rpm):
-    """Utilisation of the token and request rates between the first arrival
-    after t0 and the last before t1: what arrived from the first up to (not
-    including) the last, over what the rate allows in that span. Request
-    granularity makes it exact only to about one request's tokens."""
-    inside = sorted((at, t) for at, t in accepted if t0 <= at <= t1)
-    if len(inside) < 2:
-        return 0.0, 0.0
-    span = inside[-1][0] - inside[0][0]
-    tokens = sum(t for _, t in inside[:-1])
-    return tokens / (tpm / 60.0 * span), (len(inside) - 1) / (rpm / 60.0 * span)
+def utilisation(used, allowed):
+    """What the provider counted over what it allows in the phase: its bucket
+    (full at the start) plus the rate over the phase's length, the exact
+    bound B + A*t/P."""
+    return used / allowed if allowed > 0 else 0.0
 
 
 def run_phase(title, provider, port, args, coordinated, segments, tty, redis_url="", target=None):
@@ -208,11 +206,8 @@ def run_phase(title, provider, port, args, coordinated, segments, tty, redis_url
     s = provider.snapshot()
     waits.sort()
     sys.stdout.write(("\r" if tty else "") + line + "\n")
-    # Steady state: from one second after the first request arrived (the
-    # workers are up and the burst is spent) to the end of the phase.
-    first = min((at for at, _ in s["accepted"]), default=start)
-    tpm_u, _ = steady_state(s["used"], first + 1.0, start + args.seconds, args.tpm, args.rpm)
-    _, rpm_u = steady_state(s["accepted"], first + 1.0, start + args.seconds, args.tpm, args.rpm)
+    tpm_u = utilisation(sum(t for _, t in s["used"]), provider.tokens.burst + args.tpm / 60.0 * elapsed)
+    rpm_u = utilisation(s["ok"], provider.requests.burst + args.rpm / 60.0 * elapsed)
     return {
         "ok": s["ok"],
         "rejected": s["rejected"],
@@ -237,7 +232,7 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=12.0, help="length of each phase (default 12)")
     ap.add_argument("--rpm", type=int, default=1200)
-    ap.add_argument("--tpm", type=int, default=240_000)
+    ap.add_argument("--tpm", type=int, default=40_000)
     ap.add_argument("--concurrency", type=int, default=6)
     ap.add_argument("--min-tokens", type=int, default=100)
     ap.add_argument("--max-tokens", type=int, default=700)
@@ -260,6 +255,7 @@ def main(argv=None):
         return main_hosts(args)
     tty = sys.stdout.isatty()
     segment = "rq-demo-%d" % os.getpid()
+    segment_1line = segment + "-1line"
     try:
         import httpx  # noqa: F401  (the one-line phase: ratequeue.httpx.Transport)
         have_httpx = True
@@ -276,26 +272,25 @@ def main(argv=None):
     results = {}
     try:
         with mock_provider.Server(provider) as server, rq.Client(segment) as client:
-            client.define(RESOURCE, limits=[
-                rq.Rate(args.rpm, per=60, burst=max(1, args.rpm // 120)),
-                rq.Rate(args.tpm, per=60, burst=max(args.max_tokens, args.tpm // 120), cost="load"),
-                rq.Concurrency(args.concurrency),
-            ])
+            define_limits(client, args)
             results["uncoordinated"] = run_phase("no coordination", provider, server.port, args, False,
                                                  [segment], tty)
             results["ratequeue"] = run_phase("with ratequeue", provider, server.port, args, True, [segment], tty)
             if have_httpx:
-                time.sleep(1.0)  # the provider's request bucket refills between phases
-                results["transport"] = run_phase("one-line httpx", provider, server.port, args, True, [segment],
-                                                 tty, target=worker_transport)
+                # A segment of its own, so that this phase starts full, as the provider does.
+                with rq.Client(segment_1line) as fresh:
+                    define_limits(fresh, args)
+                    results["transport"] = run_phase("one-line httpx", provider, server.port, args, True,
+                                                     [segment_1line], tty, target=worker_transport)
     except KeyboardInterrupt:
         print("\ninterrupted: workers stopped, provider shut down, segment removed")
         return 130
     finally:
-        try:
-            os.unlink("/dev/shm/" + segment)
-        except FileNotFoundError:
-            pass
+        for seg in (segment, segment_1line):
+            try:
+                os.unlink("/dev/shm/" + seg)
+            except FileNotFoundError:
+                pass
     phases = [results["uncoordinated"], results["ratequeue"]] + ([results["transport"]] if "transport" in results
                                                                   else [])
     rows = [
@@ -323,8 +318,8 @@ def main(argv=None):
               " nothing else)")
     else:
         print("\n(the one-line httpx phase needs httpx: apt install python3-httpx)")
-    print("\n(utilisation: steady state, from 1 s after the first request to the end of the phase;"
-          " exact to about one request's tokens)")
+    print("\n(utilisation: what the provider counted over what it allows in the phase, its full bucket plus"
+          " the rate\n over the phase's length)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "results": results}, f, indent=2)
@@ -332,9 +327,13 @@ def main(argv=None):
 
 
 def define_limits(client, args, **kw):
+    """The provider's limits, each bucket less a margin: requests half a
+    second's worth (the time between admission and arrival at the provider),
+    tokens the largest request (what a request in flight may use beyond its
+    estimate, known to the provider before its settle reaches ratequeue)."""
     client.define(RESOURCE, limits=[
         rq.Rate(args.rpm, per=60, burst=max(1, args.rpm // 120)),
-        rq.Rate(args.tpm, per=60, burst=max(args.max_tokens, args.tpm // 120), cost="load"),
+        rq.Rate(args.tpm, per=60, burst=max(args.max_tokens, args.tpm - args.max_tokens), cost="load"),
         rq.Concurrency(args.concurrency),
     ], **kw)
 
