@@ -449,8 +449,15 @@ class Client:
             if refused:
                 x = refused[0]
                 room = ("a bucket of %d" % (x.burst or x.amount)) if isinstance(x, Rate) else ("%d at once" % x.n)
-                fix = ("define it with a larger burst_seconds= (up to 60, or None for the whole minute) or "
-                       "limits=[Rate(..., burst=...)]" if isinstance(x, Rate) else "raise the concurrency amount")
+                if isinstance(x, Rate) and (x.burst or x.amount) >= x.amount:
+                    fix = ("the bucket already holds the whole %s; a load above it is more than the limit "
+                           "allows in a period: split the request, or raise the limit" % (
+                               "minute" if x.per == 60 else "period"))
+                elif isinstance(x, Rate):
+                    fix = ("define it with a larger burst_seconds= (up to 60, or None for the whole minute) or "
+                           "limits=[Rate(..., burst=...)]")
+                else:
+                    fix = "raise the concurrency amount"
                 return _error(rc, "acquire %s" % name, text="load %d can never fit %r (%s): %s" % (
                     load, x, room, fix))
         return _error(rc, "acquire " + name + self._remote_why(rc))

@@ -53,6 +53,9 @@ def test_load_too_large_names_the_limit_and_the_fix(segment):
         assert "load 4000" in text and "burst=3334" in text and "burst_seconds=" in text
         c.define("deep", rpm=60, tpm=200_000)  # the default: the whole minute; 4,000 fits
         c.acquire("deep", load=4000, timeout=1).release()
+        with pytest.raises(rq.LoadTooLarge, match="already holds the whole minute.*split the request") as e:
+            c.acquire("deep", load=200_001)
+        assert "burst_seconds" not in str(e.value)  # no advice that cannot help
         c.define("pool", limits=[rq.Concurrency(8, cost="load")])
         with pytest.raises(rq.LoadTooLarge, match="8 at once"):
             c.acquire("pool", load=9)
