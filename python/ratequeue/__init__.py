@@ -11,10 +11,13 @@ carry the RQ_E* code and the library's text.
 
 This module is the synchronous API; ratequeue.aio is the asyncio one.
 """
+from __future__ import annotations
+
 import ctypes
 import functools
 import os
 import threading
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 from . import _native
 from . import headers as _headers
@@ -28,6 +31,8 @@ __all__ = [
 ]
 
 VERSION = _native.VERSION
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 # ---- Errors ------------------------------------------------------------------------
@@ -165,7 +170,7 @@ class Rate:
     """`amount` units per `per` seconds, with a bucket of `burst` (None: amount).
     cost="request" charges 1 per acquire; cost="load" charges the acquire's load."""
 
-    def __init__(self, amount, per=60.0, burst=None, cost="request"):
+    def __init__(self, amount: int, per: float = 60.0, burst: Optional[int] = None, cost: str = "request") -> None:
         self.amount = _positive_int("amount", amount)
         if not (isinstance(per, (int, float)) and per > 0):
             raise ValueError("per must be a positive number of seconds, not %r" % (per,))
@@ -185,7 +190,7 @@ class Rate:
 class Concurrency:
     """At most `n` held at once: 1 per acquire (cost="request") or the load."""
 
-    def __init__(self, n, cost="request"):
+    def __init__(self, n: int, cost: str = "request") -> None:
         self.n = _positive_int("n", n)
         self.cost = cost
         _cost(cost)
@@ -195,6 +200,9 @@ class Concurrency:
 
     def __repr__(self):
         return "Concurrency(%d, cost=%r)" % (self.n, self.cost)
+
+
+Limit = Union[Rate, Concurrency]
 
 
 # The per-minute shorthands, as the C header defines them (rq_rpm, rq_tpm):
@@ -261,10 +269,10 @@ class Permit:
         self.load = load
 
     @property
-    def held(self):
+    def held(self) -> bool:
         return self._client is not None
 
-    def settle(self, actual):
+    def settle(self, actual: int) -> None:
         """Reports the load actually used (for example the tokens the response
         says it used) after acquiring with an estimate. Unused estimate goes
         back to the token buckets; usage above it becomes debt that later
@@ -277,17 +285,19 @@ class Permit:
         _check(lib.rq_settle(self._client._handle(), _byref(self._permit), actual), "settle " + self.resource)
         self.load = actual
 
-    def release(self):
+    def release(self) -> None:
+        """Gives the permit back (concurrency returns at once; a rate limit
+        keeps what it took). Idempotent."""
         client, self._client = self._client, None
         if client is not None:
             rc = _rq_release(client._c or client._handle(), _byref(self._permit))
             if rc:
                 raise _error(rc, "release " + self.resource)
 
-    def __enter__(self):
+    def __enter__(self) -> "Permit":
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type, exc, tb) -> bool:
         # release(), inline: this is half of every `with acquire()` block.
         client, self._client = self._client, None
         if client is not None:
@@ -303,7 +313,8 @@ class Permit:
 class Client:
     """One attachment to a segment (created if missing). Thread-safe."""
 
-    def __init__(self, segment=None, group=False, redis_url=None, lease_ttl=None):
+    def __init__(self, segment: Optional[str] = None, group: bool = False, redis_url: Optional[str] = None,
+                 lease_ttl: Optional[float] = None) -> None:
         """redis_url: share global resources with every host on that Redis
         (redis://[[user]:password@]host[:port][/db] or unix:///path); None
         reads $RATEQUEUE_REDIS_URL, "" means this host only. lease_ttl:
@@ -327,7 +338,7 @@ class Client:
             raise InvalidArgument(-4, "client is closed")
         return self._c
 
-    def close(self):
+    def close(self) -> None:
         """Detaches. asyncio waits still in flight fail with RateQueueError
         and leave their lines first (rq_close may not overlap another call)."""
         if self._c is None:
@@ -351,8 +362,10 @@ class Client:
         except Exception:  # interpreter shutdown
             pass
 
-    def define(self, name, *, rpm=None, tpm=None, concurrency=None, limits=None, replace=False, burst_seconds=None,
-               scope=None, on_redis_down="closed"):
+    def define(self, name: str, *, rpm: Optional[int] = None, tpm: Optional[int] = None,
+               concurrency: Optional[int] = None, limits: Optional[Sequence[Limit]] = None, replace: bool = False,
+               burst_seconds: Optional[float] = None, scope: Optional[str] = None,
+               on_redis_down: str = "closed") -> None:
         """Define `name` (idempotent); Conflict if defined differently unless replace=True.
 
         rpm= and tpm= mean what they mean in rqctl (--rpm, --tpm) and the C
@@ -402,7 +415,7 @@ class Client:
         n = lib.rq_remote_error(self._handle(), buf, len(buf))
         return " (%s)" % buf.value.decode(errors="replace") if n else ""
 
-    def describe(self, name):
+    def describe(self, name: str) -> List[Limit]:
         """The limits of `name`, as Rate and Concurrency objects."""
         arr = (_native.Limit * 8)()
         n = ctypes.c_size_t()
@@ -416,7 +429,7 @@ class Client:
                 out.append(Concurrency(lim.amount, cost=cost))
         return out
 
-    def acquire(self, name, load=1, timeout=None):
+    def acquire(self, name: str, load: int = 1, timeout: Optional[float] = None) -> Permit:
         """Wait in FIFO order until every limit of `name` allows `load`; returns a Permit.
         timeout=None waits as long as it takes; Timeout when it passes first."""
         permit = _native.PermitStruct()
@@ -462,7 +475,7 @@ class Client:
                     load, x, room, fix))
         return _error(rc, "acquire " + name + self._remote_why(rc))
 
-    def predict_wait(self, name, load=1):
+    def predict_wait(self, name: str, load: int = 1) -> float:
         """The least time, in seconds, an acquire of `load` would wait if it
         queued now (0.0: the buckets would admit it at once)."""
         out = ctypes.c_int64()
@@ -470,7 +483,7 @@ class Client:
                "predict " + name)
         return out.value / 1e9
 
-    def penalize(self, name, retry_after):
+    def penalize(self, name: str, retry_after: float) -> None:
         """Shares a provider's 429 back-off: no process on this machine is
         admitted on `name` for `retry_after` seconds (waiters keep their
         places). A second penalty extends the pause, never shortens it."""
@@ -479,14 +492,14 @@ class Client:
             raise ValueError("retry_after must be a number of seconds in [0, a year], not %r" % (retry_after,))
         _check(lib.rq_penalize(self._handle(), _encode(name), int(retry_after * 1e9)), "penalize " + name)
 
-    def observe(self, name, limit_index, remaining, reset=0.0):
+    def observe(self, name: str, limit_index: int, remaining: int, reset: float = 0.0) -> None:
         """Lowers rate limit `limit_index` of `name` so that it holds at most
         `remaining` units now and is not full again sooner than `reset`
         seconds; never raises it. (observe_headers does this from a response.)"""
         _check(lib.rq_observe(self._handle(), _encode(name), limit_index, remaining, int(max(0.0, reset) * 1e9)),
                "observe " + name)
 
-    def observe_headers(self, name, headers, _retry=True):
+    def observe_headers(self, name: str, headers: Any, _retry: bool = True) -> Tuple[dict, List[str]]:
         """Follows a provider's rate-limit headers (OpenAI x-ratelimit-*,
         Anthropic anthropic-ratelimit-*; see ratequeue.headers): the
         "requests" reading clamps the first request-cost rate limit of `name`,
@@ -518,14 +531,14 @@ class Client:
                     break
         return applied, malformed
 
-    def try_acquire(self, name, load=1):
+    def try_acquire(self, name: str, load: int = 1) -> Optional[Permit]:
         """A Permit if every limit allows `load` right now and nobody waits, else None."""
         try:
             return self.acquire(name, load, timeout=0)
         except WouldBlock:
             return None
 
-    def limited(self, name, load=1, timeout=None):
+    def limited(self, name: str, load: int = 1, timeout: Optional[float] = None) -> Callable[[F], F]:
         """Decorator: each call of the function holds a permit of `name`."""
         return _limited(lambda: self, name, load, timeout)
 
@@ -559,7 +572,7 @@ _default = None
 _default_lock = threading.Lock()
 
 
-def default_client():
+def default_client() -> Client:
     """The module's Client on $RATEQUEUE_SEGMENT (else "ratequeue"), opened on
     first use. A forked child keeps using it: the library registers the child
     as a holder of its own on its first call."""
@@ -570,35 +583,45 @@ def default_client():
         return _default
 
 
-def define(name, **kwargs):
+def define(name: str, **kwargs: Any) -> None:
+    """Client.define on the default client."""
     return default_client().define(name, **kwargs)
 
 
-def describe(name):
+def describe(name: str) -> List[Limit]:
+    """Client.describe on the default client."""
     return default_client().describe(name)
 
 
-def acquire(name, load=1, timeout=None):
+def acquire(name: str, load: int = 1, timeout: Optional[float] = None) -> Permit:
+    """Waits in FIFO order until every limit of `name` allows `load` (on the
+    default client); a Permit, to use in `with` or release(). timeout=None
+    waits as long as it takes; Timeout when it passes first (at once when
+    the buckets show it must)."""
     return default_client().acquire(name, load, timeout)
 
 
-def try_acquire(name, load=1):
+def try_acquire(name: str, load: int = 1) -> Optional[Permit]:
+    """A Permit if every limit allows `load` now and nobody waits, else None."""
     return default_client().try_acquire(name, load)
 
 
-def penalize(name, retry_after):
+def penalize(name: str, retry_after: float) -> None:
+    """Client.penalize on the default client: every process pauses `name`."""
     return default_client().penalize(name, retry_after)
 
 
-def observe_headers(name, headers):
+def observe_headers(name: str, headers: Any) -> Tuple[dict, List[str]]:
+    """Client.observe_headers on the default client."""
     return default_client().observe_headers(name, headers)
 
 
-def predict_wait(name, load=1):
+def predict_wait(name: str, load: int = 1) -> float:
+    """Client.predict_wait on the default client."""
     return default_client().predict_wait(name, load)
 
 
-def limited(name, load=1, timeout=None):
+def limited(name: str, load: int = 1, timeout: Optional[float] = None) -> Callable[[F], F]:
     """Decorator on the default client (opened at the first call, not at import)."""
     return _limited(default_client, name, load, timeout)
 

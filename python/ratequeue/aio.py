@@ -22,6 +22,8 @@ the middle, and the tasks behind it move up. A timeout does the same and
 raises ratequeue.Timeout. If a cancel loses the race with a grant, the permit
 is released for you.
 """
+from __future__ import annotations
+
 import asyncio
 import collections
 import ctypes
@@ -29,6 +31,7 @@ import functools
 import os
 import threading
 import time
+from typing import Any, Callable, Optional, TypeVar
 
 from . import (  # noqa: F401  (re-exported for `import ratequeue.aio as rq`)
     Cancelled, Client, Concurrency, Conflict, Corrupt, Incompatible, InvalidArgument, LoadTooLarge, NoSpace,
@@ -40,6 +43,8 @@ __all__ = ["acquire", "try_acquire", "limited", "define", "describe", "penalize"
            "predict_wait", "Client", "Permit", "Rate", "Concurrency",
            "RateQueueError", "Timeout", "WouldBlock", "LoadTooLarge", "NotDefined", "Conflict", "Incompatible",
            "Corrupt", "PermissionDenied", "InvalidArgument", "NoSpace", "Cancelled"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 _IDLE_EXIT_S = 5.0  # a helper thread with nothing to wait on exits after this long
 _EAGAIN = -2
@@ -272,19 +277,21 @@ class _Acquire:
         return False
 
 
-def acquire(name, load=1, timeout=None, *, client=None):
+def acquire(name: str, load: int = 1, timeout: Optional[float] = None, *,
+            client: Optional[Client] = None) -> "_Acquire":
     """Waits (without blocking the loop) in FIFO order until every limit of
     `name` allows `load`. Use `async with`, or `await` it for a Permit.
     timeout=None waits as long as it takes; Timeout when it passes first."""
     return _Acquire(client or default_client(), name, load, timeout)
 
 
-async def try_acquire(name, load=1, *, client=None):
+async def try_acquire(name: str, load: int = 1, *, client: Optional[Client] = None) -> Optional[Permit]:
     """A Permit if every limit allows `load` right now and nobody waits, else None."""
     return (client or default_client()).try_acquire(name, load)
 
 
-def limited(name, load=1, timeout=None, *, client=None):
+def limited(name: str, load: int = 1, timeout: Optional[float] = None, *,
+            client: Optional[Client] = None) -> Callable[[F], F]:
     """Decorator for coroutine functions: each call holds a permit of `name`."""
     def wrap(fn):
         @functools.wraps(fn)

@@ -35,14 +35,17 @@ For each request the transport
      such response. Turn the SDK's own retries off (max_retries=0) so that
      retries wait in line instead of sleeping outside it.
 """
+from __future__ import annotations
+
 import json
 import math
 import time
 import zlib
+from typing import Any, Callable, Optional
 
 import httpx
 
-from . import Timeout, WouldBlock, default_client
+from . import Client, Timeout, WouldBlock, default_client
 from . import aio as _aio
 from .headers import parse_retry_after
 
@@ -86,7 +89,7 @@ def _count(value):
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-def estimate_load(request, default_max_tokens=DEFAULT_MAX_TOKENS):
+def estimate_load(request: httpx.Request, default_max_tokens: int = DEFAULT_MAX_TOKENS) -> int:
     """The tokens a request may use, as the transport estimates them (at least
     1); 1 for a request it does not understand."""
     if request.method != "POST":
@@ -117,7 +120,7 @@ def estimate_load(request, default_max_tokens=DEFAULT_MAX_TOKENS):
     return max(1, math.ceil(prompt / 4) + output)
 
 
-def usage_tokens(usage):
+def usage_tokens(usage: Any) -> Optional[int]:
     """The tokens a response's `usage` object reports, or None: total_tokens
     (OpenAI), else input + cache-creation + output tokens (Anthropic; reads
     from the cache are not counted, as Anthropic's input limit does not)."""
@@ -355,16 +358,19 @@ class Transport(httpx.BaseTransport):
     to wait in line; default: the request's pool timeout),
     `default_max_tokens` (the output assumed when a body names none)."""
 
-    def __init__(self, resource, transport=None, *, client=None, estimate=None, max_retries=3,
-                 timeout=_FROM_REQUEST, default_max_tokens=DEFAULT_MAX_TOKENS):
+    def __init__(self, resource: str, transport: Optional[httpx.BaseTransport] = None, *,
+                 client: Optional[Client] = None,
+                 estimate: Optional[Callable[[httpx.Request], Optional[int]]] = None, max_retries: int = 3,
+                 timeout: Any = _FROM_REQUEST, default_max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
         self._policy = _Policy(resource, client, estimate, max_retries, timeout, default_max_tokens)
         self._inner = transport if transport is not None else httpx.HTTPTransport()
 
     @property
-    def retried(self):
+    def retried(self) -> int:
+        """Retries taken after a 429/529/overloaded answer, over this transport's life."""
         return self._policy.retried
 
-    def handle_request(self, request):
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
         policy = self._policy
         load = policy.load(request)
         deadline = policy.deadline(request)
@@ -415,16 +421,19 @@ class AsyncTransport(httpx.AsyncBaseTransport):
     transport: httpx.AsyncHTTPTransport()). Waiting in line never blocks the
     event loop (ratequeue.aio), and cancelling the request leaves the line."""
 
-    def __init__(self, resource, transport=None, *, client=None, estimate=None, max_retries=3,
-                 timeout=_FROM_REQUEST, default_max_tokens=DEFAULT_MAX_TOKENS):
+    def __init__(self, resource: str, transport: Optional[httpx.AsyncBaseTransport] = None, *,
+                 client: Optional[Client] = None,
+                 estimate: Optional[Callable[[httpx.Request], Optional[int]]] = None, max_retries: int = 3,
+                 timeout: Any = _FROM_REQUEST, default_max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
         self._policy = _Policy(resource, client, estimate, max_retries, timeout, default_max_tokens)
         self._inner = transport if transport is not None else httpx.AsyncHTTPTransport()
 
     @property
-    def retried(self):
+    def retried(self) -> int:
+        """Retries taken after a 429/529/overloaded answer, over this transport's life."""
         return self._policy.retried
 
-    async def handle_async_request(self, request):
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         policy = self._policy
         load = policy.load(request)
         deadline = policy.deadline(request)

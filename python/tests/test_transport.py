@@ -206,12 +206,13 @@ def test_a_user_estimate_replaces_the_built_in_one(provider, client):
     assert left(client) == 10_000 - used(provider)[0]
 
 
-def test_headers_are_observed(provider, segment):
-    with rq.Client(segment) as c:
-        c.define("obs", rpm=60_000, tpm=10_000_000)
-        provider.tokens.level = 500.0  # the provider says 500 tokens are left
+def test_headers_are_observed(segment):
+    p = mock_provider.Provider(rpm=60_000, tpm=60_000, concurrency=8, latency=(0.001, 0.002), seed=7)
+    with mock_provider.Server(p) as server, rq.Client(segment) as c:
+        c.define("obs", rpm=60_000, tpm=60_000)  # a bucket of 60,000 tokens, 1,000 a second
+        p.tokens.level, p.tokens.stamp = 500.0, time.monotonic()  # the provider has 500 tokens left
         path, body = chat()
-        with httpx.Client(transport=Transport("obs", client=c), base_url=provider.url) as h:
+        with httpx.Client(transport=Transport("obs", client=c), base_url="http://127.0.0.1:%d" % server.port) as h:
             assert h.post(path, json=body).status_code == 200
         assert c.try_acquire("obs", load=2000) is None  # clamped to what the provider reported
 
