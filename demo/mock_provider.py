@@ -401,13 +401,38 @@ class Server:
         return False
 
 
-if __name__ == "__main__":
-    p = Provider(rpm=600, tpm=100_000, concurrency=4)
+def main(argv=None):
+    """Serves until stdin closes or Ctrl-C; prints "port N" first (for tests
+    in other languages that start it)."""
+    import argparse
+    ap = argparse.ArgumentParser(description="the demo's mock LLM provider")
+    ap.add_argument("--rpm", type=int, default=600)
+    ap.add_argument("--tpm", type=int, default=100_000)
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--latency", type=float, nargs=2, default=(0.1, 0.3), metavar=("MIN", "MAX"))
+    ap.add_argument("--overload", type=float, default=0.0)
+    ap.add_argument("--overload-ms", type=int, default=250)
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--stats-on-exit", action="store_true", help="print the stats as JSON when stdin closes")
+    args = ap.parse_args(argv)
+    p = Provider(rpm=args.rpm, tpm=args.tpm, concurrency=args.concurrency, latency=tuple(args.latency),
+                 seed=args.seed, overload=args.overload, overload_ms=args.overload_ms)
     with Server(p) as s:
-        print("mock provider on http://127.0.0.1:%d (POST /v1/chat/completions, /v1/messages; Ctrl-C stops it)"
-              % s.port)
+        print("port %d" % s.port, flush=True)
+        print("mock provider on http://127.0.0.1:%d (POST /v1/chat/completions, /v1/messages; Ctrl-C or closing "
+              "stdin stops it)" % s.port, file=sys.stderr, flush=True)
         try:
-            while True:
-                time.sleep(3600)
+            for line in sys.stdin:  # a line "stats" prints the stats; end of input stops
+                if line.strip() == "stats":
+                    snap = p.snapshot()
+                    print(json.dumps({"ok": snap["ok"], "rejected": snap["rejected"], "peak": snap["peak"],
+                                      "used": [t for _, t in snap["used"]]}), flush=True)
+                elif line.strip() == "reset":
+                    p.reset_stats()
+                    print("reset", flush=True)
         except KeyboardInterrupt:
             pass
+
+
+if __name__ == "__main__":
+    main()
