@@ -474,10 +474,10 @@ TEST_CASE("C++: a resolved Resource acquires and releases") {
     CHECK_THROWS_AS(client.resource("nope"), rq::Error);
 }
 
-TEST_CASE("the per-minute shorthands: one second's worth for rpm, the whole minute for tpm, one formula") {
+TEST_CASE("the per-minute shorthands: half a second's worth for rpm, the whole minute for tpm, one formula") {
     // The formula every API shares (Python's rpm=/tpm=, rqctl --rpm/--tpm).
     const rq_limit r = rq_rpm(1000, 0), t = rq_tpm(90000, 0);
-    CHECK((r.kind == RQ_LIMIT_RATE && r.cost == RQ_COST_REQUEST && r.amount == 1000 && r.burst == 17));
+    CHECK((r.kind == RQ_LIMIT_RATE && r.cost == RQ_COST_REQUEST && r.amount == 1000 && r.burst == 9));  // ceil(1000 * 0.5 / 60)
     CHECK((t.kind == RQ_LIMIT_RATE && t.cost == RQ_COST_LOAD && t.amount == 90000 && t.burst == 90000));
     CHECK(r.period_ns == 60'000'000'000ull);
     CHECK(rq_rpm(7, 6000).burst == 1);        // ceil(7 * 6 / 60)

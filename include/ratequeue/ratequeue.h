@@ -82,12 +82,16 @@ typedef struct rq_limit {
  * --rpm/--tpm, C++ rq::rpm/rq::tpm): n per minute, with a bucket of
  * burst_ms' worth, ceil(n * burst_ms / 60000) and at least 1; burst_ms 0
  * takes the default of each:
- *   rpm: requests, one second's worth (RQ_RPM_BURST_MS): providers pace
- *        requests per second, so a burst of a whole minute would be refused;
+ *   rpm: requests, half a second's worth (RQ_RPM_BURST_MS): providers pace
+ *        requests per second (a bucket of one second's worth at most), so a
+ *        burst of a whole minute would be refused; and a request reaches the
+ *        provider some time after it was admitted, so the other half second
+ *        absorbs differences in that delay (up to 0.5 s) that would otherwise
+ *        bunch requests into a 429 (from 120 rpm up: below, the bucket is 1);
  *   tpm: load units (tokens), the whole minute (RQ_TPM_BURST_MS): providers
  *        count tokens per minute, so any single request they would admit
  *        (up to n tokens) fits. */
-#define RQ_RPM_BURST_MS 1000u
+#define RQ_RPM_BURST_MS 500u
 #define RQ_TPM_BURST_MS 60000u
 static inline rq_limit rq_per_minute_(uint32_t cost, uint64_t n, uint32_t burst_ms) {
     uint64_t b = (n * burst_ms + 59999u) / 60000u; /* n <= RQ_MAX_AMOUNT, burst_ms <= 60000: no overflow */

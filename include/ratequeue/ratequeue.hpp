@@ -47,7 +47,7 @@ inline rq_limit rate(uint64_t amount, std::chrono::nanoseconds period, Cost cost
 }
 // n requests or tokens per minute: the shorthands every API shares
 // (ratequeue.h, rq_rpm / rq_tpm). burst: the bucket in time, 0 for the
-// default (rpm: one second's worth; tpm: the whole minute).
+// default (rpm: half a second's worth; tpm: the whole minute).
 inline rq_limit rpm(uint64_t n, std::chrono::milliseconds burst = std::chrono::milliseconds{0}) {
     return rq_rpm(n, static_cast<uint32_t>(burst.count()));
 }

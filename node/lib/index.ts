@@ -121,8 +121,8 @@ function costOf(c: unknown): Cost {
 }
 
 // The per-minute shorthands, as the C header defines them (rq_rpm, rq_tpm): the
-// bucket of rpm holds one second's worth, that of tpm the whole minute.
-export const RPM_BURST_MS = 1000;
+// bucket of rpm holds half a second's worth, that of tpm the whole minute.
+export const RPM_BURST_MS = 500;
 export const TPM_BURST_MS = 60000;
 
 function perMinuteBurst(amount: number, burstSeconds: number | undefined, defaultMs: number): number {
@@ -139,7 +139,7 @@ function perMinuteBurst(amount: number, burstSeconds: number | undefined, defaul
 }
 
 export interface DefineOptions {
-  /** Requests per minute, paced per second (a bucket of one second's worth). */
+  /** Requests per minute, paced per second (a bucket of half a second's worth). */
   rpm?: number;
   /** Tokens per minute (a bucket of the whole minute). */
   tpm?: number;

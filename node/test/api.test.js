@@ -13,12 +13,12 @@ test('define: rpm, tpm, concurrency, burstSeconds and limits mean what they mean
   const c = client();
   c.define('a', { rpm: 1000, tpm: 200_000, concurrency: 10 });
   const [r, t, k] = c.describe('a');
-  assert.deepStrictEqual([r.amount, r.per, r.burst, r.cost], [1000, 60, 17, 'request']);
+  assert.deepStrictEqual([r.amount, r.per, r.burst, r.cost], [1000, 60, 9, 'request']);
   assert.deepStrictEqual([t.amount, t.per, t.burst, t.cost], [200_000, 60, 200_000, 'load']);
   assert.deepStrictEqual([k.n, k.cost], [10, 'request']);
   c.define('a', { rpm: 1000, tpm: 200_000, concurrency: 10 }); // idempotent
   c.define('b', { rpm: 60, tpm: 90_000, burstSeconds: 1.5 });
-  assert.deepStrictEqual(c.describe('b').map((l) => l.burst), [2, 2250]);
+  assert.deepStrictEqual(c.describe('b').map((l) => l.burst), [2, 2250]);  // burstSeconds: both
   c.define('c', { limits: [new rq.Rate(50, { per: 1, burst: 5 }), new rq.Concurrency(4, { cost: 'load' })] });
   const [cr, cc] = c.describe('c');
   assert.deepStrictEqual([cr.amount, cr.per, cr.burst, cc.n, cc.cost], [50, 1, 5, 4, 'load']);

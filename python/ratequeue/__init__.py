@@ -206,8 +206,8 @@ Limit = Union[Rate, Concurrency]
 
 
 # The per-minute shorthands, as the C header defines them (rq_rpm, rq_tpm):
-# the bucket of rpm= holds one second's worth, that of tpm= the whole minute.
-RPM_BURST_MS, TPM_BURST_MS = 1000, 60000
+# the bucket of rpm= holds half a second's worth, that of tpm= the whole minute.
+RPM_BURST_MS, TPM_BURST_MS = 500, 60000
 
 
 def _per_minute_burst(amount, burst_seconds, default_ms):
@@ -370,8 +370,10 @@ class Client:
 
         rpm= and tpm= mean what they mean in rqctl (--rpm, --tpm) and the C
         and C++ APIs (rq_rpm, rq_tpm), shaped the way providers enforce them:
-        requests are paced per second, so the bucket of rpm= holds one
-        second's worth (rpm=60: 1 at once, then 1 a second); tokens are
+        requests are paced per second, so the bucket of rpm= holds half a
+        second's worth (the other half absorbs differences in the time
+        requests take to reach the provider; rpm=600: 5 at once, then 10 a
+        second; at least 1); tokens are
         counted per minute, so the bucket of tpm= holds the whole minute and
         any single request the provider would admit fits (tpm=90_000: up to
         90,000 tokens at once, then 1,500 a second). burst_seconds= sets both

@@ -121,6 +121,8 @@ def test_rpm_paces_per_second_and_tpm_holds_the_minute(segment):
         c.define("a", rpm=60, tpm=90_000)
         r, t = c.describe("a")
         assert (r.amount, r.burst) == (60, 1) and (t.amount, t.burst) == (90_000, 90_000)
+        c.define("r600", rpm=600)  # half a second's worth of requests
+        assert c.describe("r600")[0].burst == 5
         # Any single request the provider would admit fits: up to the minute's tokens.
         assert c.try_acquire("a", load=90_000) is not None
         with pytest.raises(rq.LoadTooLarge):

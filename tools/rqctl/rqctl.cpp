@@ -1117,7 +1117,7 @@ const Command kCommands[] = {
     {"define", "define RESOURCE [--rpm N] [--tpm N] [--rate AMOUNT/PERIOD[,burst=B][,cost=load|request]]...\n"
      "                       [--concurrency N[,cost=load]]... [--replace]",
      "Defines RESOURCE with the given limits, all enforced at once; same meaning as rq_define.\n"
-     "  --rpm N          N requests per minute; its bucket holds one second's worth\n"
+     "  --rpm N          N requests per minute; its bucket holds half a second's worth\n"
      "  --tpm N          N load units (tokens) per minute; its bucket holds the whole minute\n"
      "  --burst-seconds S  the bucket of --rpm and --tpm in seconds instead (0 < S <= 60)\n"
      "  --rate SPEC      AMOUNT/PERIOD, e.g. 1000/min, 5/250ms, 200k/min,cost=load,burst=5k\n"
