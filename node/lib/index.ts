@@ -189,13 +189,36 @@ function describeLimit(l: Limit): string {
 
 // ---- Permits -------------------------------------------------------------------------
 
-// A permit garbage-collected while held is released, with a warning.
+// A permit garbage-collected while held is released, with a warning. To keep
+// the hot path free of FinalizationRegistry (about 0.5 us a permit), a permit
+// is registered only once it has outlived the task that took it: permits
+// are remembered in `recent`, and a sweep on the next turn of the loop (or
+// when 1,024 are waiting) registers those still held. A permit taken and
+// released in one go never touches the registry.
 const lost = new FinalizationRegistry<{ client: Client; slot: number; resource: string }>((h) => {
   if (h.client.nativeRelease(h.slot) === 0) {
     process.emitWarning(`a permit of "${h.resource}" was garbage-collected without release(); it was released now`,
       { code: 'RATEQUEUE_PERMIT_LEAKED', type: 'ratequeue' } as any);
   }
 });
+let recent: Permit[] = [];
+let sweepPending = false;
+
+function sweep(): void {
+  const list = recent;
+  recent = [];
+  sweepPending = false;
+  for (const p of list) p._guard();
+}
+
+function remember(p: Permit): void {
+  recent.push(p);
+  if (recent.length >= 1024) sweep();
+  else if (!sweepPending) {
+    sweepPending = true;
+    setImmediate(sweep).unref();
+  }
+}
 
 /** A held permit: call release() (idempotent), or let acquire(name, opts, fn) do it. */
 export class Permit {
@@ -203,7 +226,7 @@ export class Permit {
   load: number;
   private client: Client | null;
   private readonly slot: number;
-  private readonly token: object;
+  private token: object | null = null;
 
   /** @internal */
   constructor(client: Client, slot: number, resource: string, load: number) {
@@ -211,7 +234,13 @@ export class Permit {
     this.slot = slot;
     this.resource = resource;
     this.load = load;
-    this.token = { client, slot, resource };
+    remember(this);
+  }
+
+  /** @internal Registers a permit still held for release on garbage collection. */
+  _guard(): void {
+    if (this.client === null || this.token !== null) return;
+    this.token = { client: this.client, slot: this.slot, resource: this.resource };
     lost.register(this, this.token as any, this.token);
   }
 
@@ -238,8 +267,8 @@ export class Permit {
     const client = this.client;
     if (client === null) return;
     this.client = null;
-    lost.unregister(this.token);
-    const rc = client.native.release(this.slot);
+    if (this.token !== null) lost.unregister(this.token);
+    const rc = native.releaseNow(client.id, this.slot);
     if (rc !== 0) throw error(rc, `release ${this.resource}`);
   }
 
@@ -286,6 +315,8 @@ let nextId = 1;
 export class Client {
   /** @internal */
   native: any;
+  /** @internal */
+  id = -1;
   readonly segment: string;
   /** Malformed provider headers seen by observeHeaders (ignored). */
   malformedHeaders = 0;
@@ -303,6 +334,7 @@ export class Client {
     try {
       this.native = new native.NativeClient(this.segment, opts.redisUrl ?? null, ttlMs, !!opts.group,
         (id: number, rc: number, slot: number) => this.delivered(id, rc, slot));
+      this.id = this.native.id();
     } catch (e: any) {
       if (typeof e?.rqCode === 'number') throw error(e.rqCode, `open segment ${this.segment}`);
       throw e;
@@ -370,9 +402,11 @@ export class Client {
   }
 
   /** A Permit if every limit allows `load` right now and nobody waits, else null. */
-  tryAcquire(name: string, opts: { load?: number } = {}): Permit | null {
-    const load = checkLoad(opts.load);
-    const slot = this.native.tryAcquire(this.handle(name), load);
+  tryAcquire(name: string, opts?: { load?: number }): Permit | null {
+    const load = opts === undefined || opts.load === undefined ? 1 : checkLoad(opts.load);
+    let h = this.handles.get(name);
+    if (h === undefined) h = this.handle(name);
+    const slot = native.acquireNow(this.id, h, load);
     if (slot >= 0) return new Permit(this, slot, name, load);
     if (slot === EAGAIN) return null;
     throw this.acquireError(slot, name, load);
@@ -402,7 +436,7 @@ export class Client {
   }
 
   private acquirePermit(name: string, opts: AcquireOptions): Promise<Permit> {
-    const load = checkLoad(opts.load);
+    const load = opts.load === undefined ? 1 : checkLoad(opts.load);
     const timeout = opts.timeout;
     if (timeout !== undefined && (typeof timeout !== 'number' || !(timeout >= 0))) {
       throw new InvalidArgumentError(EINVAL, `acquire ${name}`, `timeout must be undefined or seconds >= 0, not ${String(timeout)}`);
@@ -410,7 +444,9 @@ export class Client {
     const signal = opts.signal;
     if (signal?.aborted) throw new CancelledError(-11, `acquire ${name}`, 'aborted', { cause: signal.reason });
     // Try once on the loop: the uncontended case costs no thread hop.
-    const slot = this.native.tryAcquire(this.handle(name), load);
+    let h = this.handles.get(name);
+    if (h === undefined) h = this.handle(name);
+    const slot = native.acquireNow(this.id, h, load);
     if (slot >= 0) return Promise.resolve(new Permit(this, slot, name, load));
     if (slot !== EAGAIN) throw this.acquireError(slot, name, load);
     if (timeout === 0) throw new WouldBlockError(EAGAIN, `acquire ${name}`);
@@ -612,6 +648,6 @@ export function predictWait(name: string, opts?: { load?: number }): number {
 /** The library's version (rq_version(): major * 10000 + minor * 100 + patch). */
 export const libraryVersion: number = native.version();
 /** The bare Node-API call the benchmark measures against. @internal */
-export const _noop: () => number = native.noop;
+export const _noop: (...args: unknown[]) => number = native.noopRaw;
 
 export { fetch, FetchOptions, estimateLoad, usageTokens } from './fetch';

@@ -138,7 +138,8 @@ public:
                             InstanceMethod<&Client::PredictWait>("predictWait"),
                             InstanceMethod<&Client::RemoteError>("remoteError"),
                             InstanceMethod<&Client::Held>("held"),
-                            InstanceMethod<&Client::Threads>("threads")});
+                            InstanceMethod<&Client::Threads>("threads"),
+                            InstanceMethod<&Client::Id>("id")});
     }
 
     // new NativeClient(segment | null, redisUrl | null, leaseTtlMs, group, onDelivery)
@@ -169,15 +170,54 @@ public:
         tsfn_ = Tsfn::New(env, info[4].As<Napi::Function>(), "ratequeue-wait", 0, 1, this);
         tsfn_.Unref(env);  // held again only while an acquire waits (waiting())
         open_clients().push_back(this);
+        id_ = static_cast<double>(by_id().size());
+        by_id().push_back(this);
     }
 
-    ~Client() override { close(); }
+    ~Client() override {
+        close();
+        if (id_ >= 0) by_id()[static_cast<size_t>(id_)] = nullptr;  // (a held Permit keeps its Client alive)
+    }
 
     // Every open client of this environment, closed when it is torn down (the
     // process exits): tickets leave their lines, lane threads are joined.
     static std::vector<Client *> &open_clients() {
         static std::vector<Client *> v;  // only touched on the JS thread
         return v;
+    }
+
+    // Clients by id, for the hot path's plain functions (acquireNow, releaseNow):
+    // a plain function call is cheaper than an ObjectWrap method's unwrap.
+    static std::vector<Client *> &by_id() {
+        static std::vector<Client *> v;  // only touched on the JS thread; slots are never reused
+        return v;
+    }
+    static Client *from_id(napi_env env, napi_value v) {
+        double d = -1;
+        napi_get_value_double(env, v, &d);
+        auto &ids = by_id();
+        if (!(d >= 0) || d >= static_cast<double>(ids.size())) return nullptr;
+        return ids[static_cast<size_t>(d)];
+    }
+    double id() const { return id_; }
+
+    // The hot path's work, shared by the methods and the plain functions.
+    int32_t acquire_now(double h, double load) {
+        if (c_ == nullptr || !(h >= 0) || h >= static_cast<double>(handles_.size()) || !(load >= 1) ||
+            load > static_cast<double>(RQ_MAX_AMOUNT)) {
+            return kEinval;
+        }
+        rq_permit p;
+        const int rc = rq_acquire_r(c_, &handles_[static_cast<size_t>(h)], static_cast<uint64_t>(load), 0, &p);
+        return rc == RQ_OK ? store(p) : rc;
+    }
+    int32_t release_now(double d) {
+        if (!(d >= 0) || d >= static_cast<double>(permits_.size())) return kEinval;
+        const auto slot = static_cast<int32_t>(d);
+        if (!used_[slot]) return kEinval;
+        used_[slot] = 0;
+        free_.push_back(slot);
+        return c_ == nullptr ? RQ_OK : rq_release(c_, &permits_[slot]);  // after rq_close: given back
     }
 
     void close() {
@@ -232,6 +272,7 @@ public:
 
 private:
     rq_client *c_ = nullptr;
+    double id_ = -1;
     Tsfn tsfn_;
     std::vector<rq_resource> handles_;
     std::vector<rq_permit> permits_;
@@ -269,8 +310,8 @@ private:
 
     // A slot index naming a held permit, or -1.
     int32_t slot_of(const Napi::CallbackInfo &info) const {
-        if (info.Length() < 1 || !info[0].IsNumber()) return -1;
-        const double d = info[0].As<Napi::Number>().DoubleValue();
+        double d = -1;
+        if (info.Length() < 1 || napi_get_value_double(info.Env(), info[0], &d) != napi_ok) return -1;
         if (!(d >= 0) || d >= static_cast<double>(permits_.size())) return -1;
         const auto slot = static_cast<int32_t>(d);
         return used_[slot] ? slot : -1;
@@ -349,31 +390,25 @@ private:
         return num(env, static_cast<double>(handles_.size() - 1));
     }
 
-    // tryAcquire(handle, load) -> permit slot (>= 0) or rc. The hot path.
+    // tryAcquire(handle, load) -> permit slot (>= 0) or rc (a wrong type reads as
+    // NaN: RQ_EINVAL). lib/index.ts calls acquireNow, the same as a plain function.
     Napi::Value TryAcquire(const Napi::CallbackInfo &info) {
-        Napi::Env env = info.Env();
-        if (c_ == nullptr) return num(env, kEinval);
-        if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) return num(env, kEinval);
-        const double h = info[0].As<Napi::Number>().DoubleValue();
-        const double load = info[1].As<Napi::Number>().DoubleValue();
-        if (!(h >= 0) || h >= static_cast<double>(handles_.size())) return num(env, kEinval);
-        if (!(load >= 1) || load > static_cast<double>(RQ_MAX_AMOUNT)) return num(env, kEinval);
-        rq_permit p;
-        const int rc = rq_acquire_r(c_, &handles_[static_cast<size_t>(h)], static_cast<uint64_t>(load), 0, &p);
-        if (rc != RQ_OK) return num(env, rc);
-        return num(env, store(p));
+        double h = -1, load = 0;
+        if (info.Length() >= 2) {
+            napi_get_value_double(info.Env(), info[0], &h);
+            napi_get_value_double(info.Env(), info[1], &load);
+        }
+        return Napi::Number::New(info.Env(), acquire_now(h, load));
     }
 
     // release(slot) -> rc; the slot is free afterwards whatever the result
     Napi::Value Release(const Napi::CallbackInfo &info) {
-        Napi::Env env = info.Env();
-        const int32_t slot = slot_of(info);
-        if (slot < 0) return num(env, kEinval);
-        used_[slot] = 0;
-        free_.push_back(slot);
-        if (c_ == nullptr) return num(env, RQ_OK);  // rq_close gave it back
-        return num(env, rq_release(c_, &permits_[slot]));
+        double d = -1;
+        if (info.Length() >= 1) napi_get_value_double(info.Env(), info[0], &d);
+        return Napi::Number::New(info.Env(), release_now(d));
     }
+
+    Napi::Value Id(const Napi::CallbackInfo &info) { return Napi::Number::New(info.Env(), id_); }
 
     // settle(slot, actual) -> rc
     Napi::Value Settle(const Napi::CallbackInfo &info) {
@@ -538,6 +573,51 @@ void deliver_js(Napi::Env env, Napi::Function callback, Client *client, Delivery
     }
 }
 
+// acquireNow(clientId, handle, load) -> slot or rc; releaseNow(clientId, slot) -> rc.
+// Raw napi: the hot path of tryAcquire and of acquire's first try.
+napi_value AcquireNow(napi_env env, napi_callback_info cbinfo) {
+    size_t argc = 3;
+    napi_value argv[3];
+    napi_get_cb_info(env, cbinfo, &argc, argv, nullptr, nullptr);
+    int32_t out = kEinval;
+    if (argc == 3) {
+        Client *c = Client::from_id(env, argv[0]);
+        double h = -1, load = 0;
+        napi_get_value_double(env, argv[1], &h);
+        napi_get_value_double(env, argv[2], &load);
+        if (c != nullptr) out = c->acquire_now(h, load);
+    }
+    napi_value v;
+    napi_create_int32(env, out, &v);
+    return v;
+}
+
+napi_value ReleaseNow(napi_env env, napi_callback_info cbinfo) {
+    size_t argc = 2;
+    napi_value argv[2];
+    napi_get_cb_info(env, cbinfo, &argc, argv, nullptr, nullptr);
+    int32_t out = kEinval;
+    if (argc == 2) {
+        Client *c = Client::from_id(env, argv[0]);
+        double d = -1;
+        napi_get_value_double(env, argv[1], &d);
+        if (c != nullptr) out = c->release_now(d);
+    }
+    napi_value v;
+    napi_create_int32(env, out, &v);
+    return v;
+}
+
+// The benchmark's baseline: a bare Node-API call, written as the hot path is.
+napi_value NoopRaw(napi_env env, napi_callback_info cbinfo) {
+    size_t argc = 2;
+    napi_value argv[2];
+    napi_get_cb_info(env, cbinfo, &argc, argv, nullptr, nullptr);
+    napi_value v;
+    napi_create_int32(env, 0, &v);
+    return v;
+}
+
 Napi::Value ErrName(const Napi::CallbackInfo &info) {
     const int code = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 0;
     return Napi::String::New(info.Env(), rq_errname(code));
@@ -551,7 +631,11 @@ Napi::Value StrError(const Napi::CallbackInfo &info) {
 Napi::Value Version(const Napi::CallbackInfo &info) { return Napi::Number::New(info.Env(), rq_version()); }
 
 // The benchmark's baseline: a bare Node-API call.
-Napi::Value Noop(const Napi::CallbackInfo &info) { return Napi::Number::New(info.Env(), 0); }
+Napi::Value Noop(const Napi::CallbackInfo &info) {
+    napi_value v;
+    napi_create_int32(info.Env(), 0, &v);
+    return Napi::Value(info.Env(), v);
+}
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
     exports.Set("NativeClient", Client::Define(env));
@@ -559,6 +643,13 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
     exports.Set("strerror", Napi::Function::New(env, StrError));
     exports.Set("version", Napi::Function::New(env, Version));
     exports.Set("noop", Napi::Function::New(env, Noop));
+    napi_value f;
+    napi_create_function(env, "acquireNow", NAPI_AUTO_LENGTH, AcquireNow, nullptr, &f);
+    exports.Set("acquireNow", Napi::Value(env, f));
+    napi_create_function(env, "releaseNow", NAPI_AUTO_LENGTH, ReleaseNow, nullptr, &f);
+    exports.Set("releaseNow", Napi::Value(env, f));
+    napi_create_function(env, "noopRaw", NAPI_AUTO_LENGTH, NoopRaw, nullptr, &f);
+    exports.Set("noopRaw", Napi::Value(env, f));
     exports.Set("compiledVersion", Napi::Number::New(env, RQ_VERSION_NUMBER));
     env.AddCleanupHook([] {
         // The process is exiting: every ticket leaves its line, lane threads are joined.
