@@ -132,6 +132,8 @@ out.append("## Instructions and Python\n")
 out.append("```")
 out.append(cg.rstrip())
 out.append(read("python.txt").rstrip())
+if os.path.exists(os.path.join(sys.argv[1], "node.txt")):
+    out.append(read("node.txt").rstrip())
 out.append("```")
 if m:
     out.append("\nUncontended acquire + release, rate limit only, through a resolved handle (what the C++ "

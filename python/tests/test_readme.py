@@ -22,7 +22,10 @@ LIB = os.environ.get("RATEQUEUE_LIBRARY", "")
 PYTHON = os.environ.get("RATEQUEUE_SDK_PYTHON") or str(ROOT / "build" / "sdk-venv" / "bin" / "python")
 
 # Top-level fenced blocks (a block indented inside a list is an excerpt, not an example).
-BLOCK = re.compile(r"^```(python|c|cpp|sh)\n(.*?)^```$", re.S | re.M)
+BLOCK = re.compile(r"^```(python|c|cpp|sh|js)\n(.*?)^```$", re.S | re.M)
+NODE_PACKAGE = ROOT / "node"
+NODE_BUILT = (NODE_PACKAGE / "dist" / "index.js").exists() and (NODE_PACKAGE / "build" / "Release" /
+                                                                "ratequeue.node").exists()
 
 
 def blocks():
@@ -53,10 +56,26 @@ def build_program(kind, code, tmp_path, n):
     return str(exe)
 
 
+def node_dir(tmp_path):
+    """A folder whose node_modules holds the package and the SDKs it is used with."""
+    d = tmp_path / "node-app"
+    if not d.exists():
+        (d / "node_modules" / "@anthropic-ai").mkdir(parents=True)
+        (d / "node_modules" / "ratequeue").symlink_to(NODE_PACKAGE)
+        for dep in ("openai", "@anthropic-ai/sdk"):
+            (d / "node_modules" / dep).symlink_to(NODE_PACKAGE / "node_modules" / dep)
+    return d
+
+
 def steps(tmp_path):
     out = []
     for n, (kind, code) in enumerate(blocks()):
-        if kind == "python":
+        if kind == "js":
+            if NODE_BUILT and shutil.which("node"):
+                src = node_dir(tmp_path) / ("example%d.mjs" % n)
+                src.write_text(code)
+                out.append({"kind": "run", "argv": ["node", str(src)]})
+        elif kind == "python":
             out.append({"kind": "python", "code": code})
         elif kind in ("c", "cpp") and "int main(" in code:
             out.append({"kind": "run", "argv": [build_program(kind, code, tmp_path, n)]})
@@ -78,6 +97,9 @@ def test_the_readmes_examples_run_in_order_without_conflicts(tmp_path):
     todo = steps(tmp_path)
     kinds = [s["kind"] for s in todo]
     assert kinds.count("python") >= 7 and kinds.count("run") >= 4, kinds  # the examples were found
+    if not NODE_BUILT:
+        import warnings
+        warnings.warn("the README's Node examples were not run: node/ is not built (cd node && npm ci)")
     prefix = "rqreadme-%d-%s-" % (os.getpid(), uuid.uuid4().hex[:6])
     env = dict(os.environ, RATEQUEUE_SEGMENT=prefix + "default", README_SEGMENT_PREFIX=prefix,
                RATEQUEUE_LIBRARY=str(pathlib.Path(LIB).resolve()))
@@ -92,6 +114,8 @@ def test_the_readmes_examples_run_in_order_without_conflicts(tmp_path):
     assert run.stdout.count("ok: ") == len(todo)
     assert "calling the API" in run.stdout and "openai" in run.stdout  # the C program and rqctl ls ran
     assert "429s at the mock provider: 0" in run.stdout
+    if NODE_BUILT:
+        assert "an answer CancelledError" in run.stdout and "tokens out" in run.stdout  # the Node examples ran
 
 
 def test_every_metrics_family_rqctl_writes_is_in_the_readme():
