@@ -52,7 +52,7 @@ int64_t now_ns() {
 }
 
 constexpr int kMaxWorkers = 64;
-constexpr uint64_t kMaxEvents = 1u << 21;  // 2M events, 64 MB of checker memory
+constexpr uint64_t kMaxEvents = 1u << 23;  // 8M events (56 bytes each), touched only as used
 
 // The resources, each exercising another path.
 enum Res : uint32_t { kConc1 = 0, kRateConc = 1, kTokens = 2, kRedef = 3, kResources = 4 };
