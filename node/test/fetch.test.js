@@ -5,7 +5,8 @@
 const test = require('node:test');
 const assert = require('node:assert');
 const rq = require('..');
-const { segment, mockProvider, sleep } = require('./helpers');
+const { segment, mockProvider, sleep, left: leftOf } = require('./helpers');
+const left = (c, name = 'llm') => leftOf(c, name);
 
 const DAY = 86400;
 const PROMPT = 'word '.repeat(80); // 400 characters: 100 tokens
@@ -61,17 +62,6 @@ function dayClient() {
   const c = new rq.Client({ segment: segment() });
   c.define('llm', { limits: [new rq.Rate(10_000, { per: DAY, burst: 10_000, cost: 'load' }), new rq.Concurrency(1)] });
   return c;
-}
-
-/** What the day bucket admits now (it refills 0.12 a second: exact for a test's few seconds). */
-function left(c, name = 'llm') {
-  let lo = 0;
-  let hi = 10_000;
-  while (lo < hi) {
-    const mid = Math.floor((lo + hi + 1) / 2);
-    if (c.predictWait(name, { load: mid }) === 0) lo = mid; else hi = mid - 1;
-  }
-  return lo;
 }
 
 const post = (f, url, [p, body]) => f(url + p, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });

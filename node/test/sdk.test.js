@@ -8,22 +8,12 @@ const test = require('node:test');
 const assert = require('node:assert');
 const { spawn } = require('node:child_process');
 const rq = require('..');
-const { segment, mockProvider } = require('./helpers');
+const { segment, mockProvider, left } = require('./helpers');
 
 const OpenAI = require('openai');
 const Anthropic = require('@anthropic-ai/sdk');
 
 const PROMPT = 'word '.repeat(60);
-
-function left(c, name) {
-  let lo = 0;
-  let hi = 10_000;
-  while (lo < hi) {
-    const mid = Math.floor((lo + hi + 1) / 2);
-    if (c.predictWait(name, { load: mid }) === 0) lo = mid; else hi = mid - 1;
-  }
-  return lo;
-}
 
 test('every call form of both SDKs settles exactly what the provider counted', async () => {
   const mock = await mockProvider(['--rpm', '60000', '--tpm', '10000000', '--concurrency', '8', '--latency', '0.005', '0.01']);

@@ -277,6 +277,26 @@ class _Policy:
         self.client.penalize(self.resource, wait)
 
     @staticmethod
+    def streamed(response, permit, request, stream_class):
+        """A streamed (SSE) answer handed up at once, settled when closed."""
+        return httpx.Response(response.status_code, headers=response.headers,
+                              stream=stream_class(response.stream, permit, response.headers.get("content-encoding")),
+                              extensions=response.extensions, request=request)
+
+    def answered(self, permit, response, raw, request, attempt):
+        """A read answer: (the response to hand up, whether to retry in line).
+        A retryable refusal is settled at 0 and penalized."""
+        out = self.rebuild(response, raw, request)
+        if not _retryable(out.status_code, out.content):
+            self.settle_body(permit, out)
+            return out, False
+        permit.settle(0)  # refused: it used nothing
+        self.pause(out, attempt)
+        if attempt < self.max_retries:
+            self.retried += 1
+        return out, True
+
+    @staticmethod
     def rebuild(response, raw, request):
         """A response whose body was read here, for the caller to read again."""
         return httpx.Response(response.status_code, headers=response.headers, content=raw,
@@ -387,25 +407,15 @@ class Transport(httpx.BaseTransport):
                 policy.observe(response)
                 if _is_sse(response) and response.status_code < 400:
                     permit_out, permit = permit, None
-                    return httpx.Response(response.status_code, headers=response.headers,
-                                          stream=_SyncSettlingStream(response.stream, permit_out,
-                                                                     response.headers.get("content-encoding")),
-                                          extensions=response.extensions, request=request)
+                    return policy.streamed(response, permit_out, request, _SyncSettlingStream)
                 try:
                     raw = b"".join(response.stream)
                 finally:
                     if hasattr(response.stream, "close"):
                         response.stream.close()
-                out = policy.rebuild(response, raw, request)
-                if _retryable(out.status_code, out.content):
-                    permit.settle(0)  # refused: it used nothing
-                    policy.pause(out, attempt)
-                    last = out
-                    if attempt < policy.max_retries:
-                        policy.retried += 1
-                    continue
-                policy.settle_body(permit, out)
-                return out
+                last, retry = policy.answered(permit, response, raw, request, attempt)
+                if not retry:
+                    return last
             finally:
                 if permit is not None:
                     permit.release()
@@ -450,25 +460,15 @@ class AsyncTransport(httpx.AsyncBaseTransport):
                 policy.observe(response)
                 if _is_sse(response) and response.status_code < 400:
                     permit_out, permit = permit, None
-                    return httpx.Response(response.status_code, headers=response.headers,
-                                          stream=_AsyncSettlingStream(response.stream, permit_out,
-                                                                      response.headers.get("content-encoding")),
-                                          extensions=response.extensions, request=request)
+                    return policy.streamed(response, permit_out, request, _AsyncSettlingStream)
                 try:
                     raw = b"".join([chunk async for chunk in response.stream])
                 finally:
                     if hasattr(response.stream, "aclose"):
                         await response.stream.aclose()
-                out = policy.rebuild(response, raw, request)
-                if _retryable(out.status_code, out.content):
-                    permit.settle(0)  # refused: it used nothing
-                    policy.pause(out, attempt)
-                    last = out
-                    if attempt < policy.max_retries:
-                        policy.retried += 1
-                    continue
-                policy.settle_body(permit, out)
-                return out
+                last, retry = policy.answered(permit, response, raw, request, attempt)
+                if not retry:
+                    return last
             finally:
                 if permit is not None:
                     permit.release()
