@@ -262,6 +262,7 @@ struct Kill {
     int64_t at;
     uint32_t worker;
     bool held[kResources];
+    bool group;  // one of three killed at once
 };
 
 double pct(std::vector<double> v, double p) {
@@ -334,7 +335,7 @@ int main(int argc, char **argv) {
         for (int k = 0; k < n; ++k) {
             const int w = (first + k) % o.workers;
             const pid_t pid = g->slots[w].pid.load(std::memory_order_relaxed);
-            Kill kl{now_ns(), static_cast<uint32_t>(w), {}};
+            Kill kl{now_ns(), static_cast<uint32_t>(w), {}, n > 1};
             for (uint32_t r = 0; r < kResources; ++r) {
                 kl.held[r] = g->slots[w].hold_start[r].load(std::memory_order_acquire) != 0;
             }
@@ -438,7 +439,7 @@ int main(int argc, char **argv) {
     }
     // 4. Reclaim latency: after each kill of a conc1 holder, the next logged
     //    hold start on conc1 by another worker.
-    std::vector<double> reclaim_ms;
+    std::vector<double> reclaim_ms, reclaim_single_ms, reclaim_group_ms;
     {
         std::vector<int64_t> starts;
         for (const Event &e : holds[kConc1]) starts.push_back(e.start);
@@ -446,7 +447,9 @@ int main(int argc, char **argv) {
         for (const Kill &k : kills) {
             if (!k.held[kConc1]) continue;
             auto it = std::upper_bound(starts.begin(), starts.end(), k.at);
-            if (it != starts.end()) reclaim_ms.push_back((*it - k.at) / 1e6);
+            if (it == starts.end()) continue;
+            reclaim_ms.push_back((*it - k.at) / 1e6);
+            (k.group ? reclaim_group_ms : reclaim_single_ms).push_back((*it - k.at) / 1e6);
         }
     }
     // 5. No lost permit: everyone is dead; the full capacity of every limit comes back.
@@ -497,5 +500,12 @@ int main(int argc, char **argv) {
     std::printf("reclaim after a holder of conc1 was killed (%zu kills): p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",
                 reclaim_ms.size(), pct(reclaim_ms, 0.5), pct(reclaim_ms, 0.99),
                 reclaim_ms.empty() ? 0.0 : *std::max_element(reclaim_ms.begin(), reclaim_ms.end()));
+    // A holder killed alone, and one killed with the two processes after it
+    // (often the next in line: the front of the line dying at once).
+    for (const auto &[what, v] : {std::pair<const char *, const std::vector<double> &>{"alone", reclaim_single_ms},
+                                  {"with two others at once", reclaim_group_ms}}) {
+        std::printf("  killed %s (%zu): p50 %.2f ms, p99 %.2f ms, max %.2f ms\n", what, v.size(), pct(v, 0.5),
+                    pct(v, 0.99), v.empty() ? 0.0 : *std::max_element(v.begin(), v.end()));
+    }
     return violations == 0 && lost == 0 && open_failures == 0 ? 0 : 1;
 }
