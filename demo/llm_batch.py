@@ -27,7 +27,8 @@ The provider counts tokens when an answer is done, at what it actually used,
 which differs from the client's estimate by up to +-50% (--spread). The
 report compares the phases: 429s, requests and tokens used, waits, and the
 utilisation of the quota: what the provider counted over what it allows in
-the phase (its full bucket plus the rate over the phase's length).
+the phase (its full bucket plus the rate from the first request to the last
+answer).
 
 ratequeue is defined with the provider's rates and buckets less a margin
 (define_limits): half a second's worth of requests absorbs the time between
@@ -206,8 +207,14 @@ def run_phase(title, provider, port, args, coordinated, segments, tty, redis_url
     s = provider.snapshot()
     waits.sort()
     sys.stdout.write(("\r" if tty else "") + line + "\n")
-    tpm_u = utilisation(sum(t for _, t in s["used"]), provider.tokens.burst + args.tpm / 60.0 * elapsed)
-    rpm_u = utilisation(s["ok"], provider.requests.burst + args.rpm / 60.0 * elapsed)
+    # The phase's length: from its first request reaching the provider to its
+    # last answer (the workers' start-up, slower on a loaded machine, is not
+    # the quota's to use).
+    first = min((at for at, _ in s["accepted"]), default=start)
+    last = max((at for at, _ in s["used"]), default=first)
+    span = max(0.0, last - first)
+    tpm_u = utilisation(sum(t for _, t in s["used"]), provider.tokens.burst + args.tpm / 60.0 * span)
+    rpm_u = utilisation(s["ok"], provider.requests.burst + args.rpm / 60.0 * span)
     return {
         "ok": s["ok"],
         "rejected": s["rejected"],
@@ -319,7 +326,7 @@ def main(argv=None):
     else:
         print("\n(the one-line httpx phase needs httpx: apt install python3-httpx)")
     print("\n(utilisation: what the provider counted over what it allows in the phase, its full bucket plus"
-          " the rate\n over the phase's length)")
+          " the rate\n from the first request to the last answer)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "results": results}, f, indent=2)
